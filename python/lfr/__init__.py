@@ -1,0 +1,13 @@
+"""lfr: privacy-first live facial recognition.
+
+Faces that do not match the watchlist are wiped at once; only alerts are kept,
+encrypted and for a bounded time; a signed audit log lets an auditor check it.
+"""
+
+from __future__ import annotations
+
+from lfr._core import __version__
+from lfr.errors import LfrError
+from lfr.matcher import Matcher, available_kernels
+
+__all__ = ["LfrError", "Matcher", "__version__", "available_kernels"]

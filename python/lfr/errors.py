@@ -1,0 +1,15 @@
+"""lfr's exception hierarchy.
+
+Every error lfr raises on purpose is either an :class:`LfrError` or a built-in
+exception whose meaning fits exactly (``ValueError`` for a bad vector, ``KeyError``
+for an unknown id, ``TypeError`` for a wrong dtype). Messages never contain pixels,
+embeddings or the identities of people who did not match.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LfrError"]
+
+
+class LfrError(Exception):
+    """Base class of lfr's own errors."""

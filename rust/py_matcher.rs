@@ -1,0 +1,198 @@
+//! Python wrapper of `matching::Matcher`: borrows numpy buffers with the GIL held,
+//! copies them into Rust memory, and runs the work with the GIL released.
+
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::error::Error;
+use crate::matching::{Dtype, Kernel, Matcher};
+
+/// Names of the kernels this CPU can run, best last.
+#[pyfunction]
+pub fn available_kernels() -> Vec<&'static str> {
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| k.available())
+        .map(Kernel::name)
+        .collect()
+}
+
+/// Exact cosine-similarity matcher (see `lfr.Matcher` for the documented API).
+#[pyclass(name = "Matcher", module = "lfr._core")]
+pub struct PyMatcher {
+    inner: Matcher,
+}
+
+/// Borrows a C-contiguous buffer of `T` with `ndim` dimensions and copies it out.
+fn read<T: Element + Copy>(
+    py: Python<'_>,
+    obj: &PyAny,
+    name: &str,
+    type_name: &str,
+    ndim: usize,
+) -> PyResult<(Vec<T>, Vec<usize>)> {
+    let buf = PyBuffer::<T>::get(obj)
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be a {type_name} array")))?;
+    if buf.dimensions() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "{name} must have {ndim} dimension(s), got {}",
+            buf.dimensions()
+        )));
+    }
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be C-contiguous"
+        )));
+    }
+    Ok((buf.to_vec(py)?, buf.shape().to_vec()))
+}
+
+/// Copies `data` into a writable, C-contiguous buffer of exactly `data.len()` items.
+fn write<T: Element + Copy>(py: Python<'_>, obj: &PyAny, name: &str, data: &[T]) -> PyResult<()> {
+    let buf = PyBuffer::<T>::get(obj)
+        .map_err(|_| PyTypeError::new_err(format!("{name} has the wrong dtype")))?;
+    if buf.readonly() || !buf.is_c_contiguous() || buf.item_count() != data.len() {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a writable, C-contiguous array of {} items",
+            data.len()
+        )));
+    }
+    buf.copy_from_slice(py, data)
+}
+
+#[pymethods]
+impl PyMatcher {
+    #[new]
+    #[args(dtype = "\"f32\"", threads = "None", kernel = "None")]
+    fn new(
+        dim: usize,
+        dtype: &str,
+        threads: Option<usize>,
+        kernel: Option<&str>,
+    ) -> PyResult<Self> {
+        let dtype = Dtype::parse(dtype).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "dtype must be \"f32\", \"f16\" or \"i8\", got {dtype:?}"
+            ))
+        })?;
+        let kernel = match kernel {
+            None | Some("auto") => None,
+            Some(name) => Some(Kernel::parse(name).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "kernel must be one of \"auto\", \"scalar\", \"avx2\", \"avx512\", \
+                     \"neon\", got {name:?}"
+                ))
+            })?),
+        };
+        Ok(PyMatcher {
+            inner: Matcher::new(dim, dtype, threads, kernel)?,
+        })
+    }
+
+    /// Adds `ids` (int64[n]) with `vectors` (float32[n, dim]).
+    #[pyo3(text_signature = "($self, ids, vectors)")]
+    fn add(&self, py: Python<'_>, ids: &PyAny, vectors: &PyAny) -> PyResult<()> {
+        let (ids, _) = read::<i64>(py, ids, "ids", "int64", 1)?;
+        let (vectors, shape) = read::<f32>(py, vectors, "vectors", "float32", 2)?;
+        if shape[1] != self.inner.dim() {
+            return Err(Error::Dim {
+                expected: self.inner.dim(),
+                got: shape[1],
+            }
+            .into());
+        }
+        if shape[0] != ids.len() {
+            return Err(Error::Length {
+                what: "rows of vectors for the number of ids",
+                expected: ids.len(),
+                got: shape[0],
+            }
+            .into());
+        }
+        let inner = &self.inner;
+        Ok(py.allow_threads(|| inner.add(&ids, &vectors))?)
+    }
+
+    /// Removes `ids` (int64[n]); unknown ids raise KeyError and remove nothing.
+    #[pyo3(text_signature = "($self, ids)")]
+    fn remove(&self, py: Python<'_>, ids: &PyAny) -> PyResult<()> {
+        let (ids, _) = read::<i64>(py, ids, "ids", "int64", 1)?;
+        let inner = &self.inner;
+        Ok(py.allow_threads(|| inner.remove(&ids))?)
+    }
+
+    /// Searches `queries` (float32[b, dim]) and writes the `k` best ids and scores into
+    /// `out_ids` (int64[b, k]) and `out_scores` (float32[b, k]).
+    #[pyo3(text_signature = "($self, queries, k, out_ids, out_scores)")]
+    fn search(
+        &self,
+        py: Python<'_>,
+        queries: &PyAny,
+        k: usize,
+        out_ids: &PyAny,
+        out_scores: &PyAny,
+    ) -> PyResult<()> {
+        let (queries, shape) = read::<f32>(py, queries, "queries", "float32", 2)?;
+        if shape[1] != self.inner.dim() {
+            return Err(Error::Dim {
+                expected: self.inner.dim(),
+                got: shape[1],
+            }
+            .into());
+        }
+        let inner = &self.inner;
+        let result = py.allow_threads(|| inner.search(&queries, k))?;
+        write(py, out_ids, "out_ids", &result.ids)?;
+        write(py, out_scores, "out_scores", &result.scores)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __contains__(&self, id: i64) -> bool {
+        self.inner.contains(id)
+    }
+
+    /// Vector dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// Storage precision: "f32", "f16" or "i8".
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.inner.dtype().name()
+    }
+
+    /// Kernel in use: "scalar", "avx2", "avx512" or "neon".
+    #[getter]
+    fn kernel(&self) -> &'static str {
+        self.inner.kernel().name()
+    }
+
+    /// Most threads one search uses.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads()
+    }
+
+    /// Bytes of vector storage held.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Matcher(dim={}, dtype={:?}, size={}, kernel={:?}, threads={})",
+            self.inner.dim(),
+            self.inner.dtype().name(),
+            self.inner.len(),
+            self.inner.kernel().name(),
+            self.inner.threads()
+        )
+    }
+}
