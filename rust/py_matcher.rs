@@ -19,7 +19,11 @@ pub fn available_kernels() -> Vec<&'static str> {
 }
 
 /// Exact cosine-similarity matcher (see `lfr.Matcher` for the documented API).
-#[pyclass(name = "Matcher", module = "lfr._core")]
+#[pyclass(
+    name = "Matcher",
+    module = "lfr._core",
+    text_signature = "(dim, dtype=\"f32\", threads=None, kernel=None, rerank=True)"
+)]
 pub struct PyMatcher {
     inner: Matcher,
 }
@@ -64,12 +68,13 @@ fn write<T: Element + Copy>(py: Python<'_>, obj: &PyAny, name: &str, data: &[T])
 #[pymethods]
 impl PyMatcher {
     #[new]
-    #[args(dtype = "\"f32\"", threads = "None", kernel = "None")]
+    #[args(dtype = "\"f32\"", threads = "None", kernel = "None", rerank = "true")]
     fn new(
         dim: usize,
         dtype: &str,
         threads: Option<usize>,
         kernel: Option<&str>,
+        rerank: bool,
     ) -> PyResult<Self> {
         let dtype = Dtype::parse(dtype).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -86,7 +91,7 @@ impl PyMatcher {
             })?),
         };
         Ok(PyMatcher {
-            inner: Matcher::new(dim, dtype, threads, kernel)?,
+            inner: Matcher::new(dim, dtype, threads, kernel, rerank)?,
         })
     }
 
@@ -177,6 +182,12 @@ impl PyMatcher {
     #[getter]
     fn threads(&self) -> usize {
         self.inner.threads()
+    }
+
+    /// Whether f16/i8 candidates are re-ranked with exact f32 copies.
+    #[getter]
+    fn rerank(&self) -> bool {
+        self.inner.rerank()
     }
 
     /// Bytes of vector storage held.

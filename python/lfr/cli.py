@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional
 
 from lfr import __version__
 from lfr.matcher import available_kernels
@@ -44,7 +43,7 @@ def _info(as_json: bool) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line.
 
     Args:

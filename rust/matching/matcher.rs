@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
+use super::exact::ExactRows;
 use super::kernel::{Element, Kernel, QueryBlocks, F16, F32, I8};
 use super::store::{normalize, Dtype, Panels, View};
 use super::topk::TopK;
@@ -12,6 +13,11 @@ use crate::error::{Error, Result};
 /// Below this many bytes of matrix traffic per call, one thread is faster than waking
 /// the pool.
 const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Extra candidates a quantised scan keeps per query for exact re-ranking. Measured on
+/// LFW face descriptors (whose cosines cluster near 0.85, so near-ties are common):
+/// 32 makes the top-1 identical to f32 on every query.
+const RERANK_MARGIN: usize = 32;
 
 /// Search output: `b x k` ids (-1 where empty) and scores (-inf where empty), row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +30,8 @@ pub struct SearchResult {
 
 struct State {
     panels: Panels,
+    /// Exact copies for re-ranking (quantised dtypes with re-ranking on).
+    exact: Option<ExactRows>,
     ids: Vec<i64>,
     rows: HashMap<i64, u32>,
 }
@@ -37,6 +45,7 @@ pub struct Matcher {
     dtype: Dtype,
     kernel: Kernel,
     threads: usize,
+    rerank: bool,
     pool: OnceLock<Option<rayon::ThreadPool>>,
     state: RwLock<State>,
 }
@@ -45,11 +54,15 @@ impl Matcher {
     /// A matcher for `dim`-dimensional vectors.
     ///
     /// `threads` defaults to the number of cores; `kernel` to the best available.
+    /// With `rerank`, f16 and i8 matchers also keep an exact f32 copy of each vector
+    /// and re-score the best candidates of the quantised scan with it, so ids and
+    /// scores equal an f32 matcher's; without it they hold only the quantised matrix.
     pub fn new(
         dim: usize,
         dtype: Dtype,
         threads: Option<usize>,
         kernel: Option<Kernel>,
+        rerank: bool,
     ) -> Result<Matcher> {
         if dim == 0 || dim > 65_536 {
             return Err(Error::Invalid(format!(
@@ -72,9 +85,11 @@ impl Matcher {
             dtype,
             kernel,
             threads,
+            rerank: rerank && dtype != Dtype::F32,
             pool: OnceLock::new(),
             state: RwLock::new(State {
                 panels: Panels::new(dim, dtype),
+                exact: (rerank && dtype != Dtype::F32).then(|| ExactRows::new(dim)),
                 ids: Vec::new(),
                 rows: HashMap::new(),
             }),
@@ -99,6 +114,11 @@ impl Matcher {
     /// Most threads one search uses.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether quantised scans are re-ranked exactly.
+    pub fn rerank(&self) -> bool {
+        self.rerank
     }
 
     // A panic while a lock was held cannot leave the state half-changed (mutations are
@@ -128,7 +148,8 @@ impl Matcher {
 
     /// Bytes of vector storage held.
     pub fn nbytes(&self) -> usize {
-        self.read().panels.nbytes()
+        let state = self.read();
+        state.panels.nbytes() + state.exact.as_ref().map_or(0, ExactRows::nbytes)
     }
 
     /// Adds `ids.len()` vectors (`vectors` is `n x dim`, row-major), normalised.
@@ -159,6 +180,9 @@ impl Matcher {
             ));
         }
         state.panels.reserve(ids.len());
+        if let Some(exact) = state.exact.as_mut() {
+            exact.extend(&units);
+        }
         for (&id, unit) in ids.iter().zip(units.chunks_exact(self.dim)) {
             let row = state.ids.len() as u32;
             state.panels.push(unit);
@@ -189,6 +213,9 @@ impl Matcher {
             };
             let row = row as usize;
             state.panels.swap_remove(row);
+            if let Some(exact) = state.exact.as_mut() {
+                exact.swap_remove(row);
+            }
             state.ids.swap_remove(row);
             if row < state.ids.len() {
                 let moved = state.ids[row];
@@ -214,7 +241,13 @@ impl Matcher {
         let blocks = QueryBlocks::new(&units, self.dim, self.kernel.query_block());
         let state = self.read();
         let view = state.panels.view();
-        let tops = self.scan_split(&view, &blocks, b, k, &state.ids);
+        let tops = match &state.exact {
+            Some(exact) => {
+                let wide = self.scan_split(&view, &blocks, b, k + RERANK_MARGIN, &state.ids);
+                rerank(&wide, exact, &units, self.dim, k, &state.ids)
+            }
+            None => self.scan_split(&view, &blocks, b, k, &state.ids),
+        };
         let mut out = SearchResult {
             ids: vec![-1; b * k],
             scores: vec![f32::NEG_INFINITY; b * k],
@@ -321,6 +354,27 @@ impl Matcher {
     }
 }
 
+/// Re-scores each query's candidates exactly and keeps the best `k`.
+fn rerank(
+    wide: &[TopK],
+    exact: &ExactRows,
+    units: &[f32],
+    dim: usize,
+    k: usize,
+    ids: &[i64],
+) -> Vec<TopK> {
+    wide.iter()
+        .zip(units.chunks_exact(dim))
+        .map(|(cands, query)| {
+            let mut top = TopK::new(k);
+            for &(_, row) in cands.items() {
+                top.push(exact.score(row as usize, query), row, ids);
+            }
+            top
+        })
+        .collect()
+}
+
 /// Checks `n` rows of `dim` values and returns them normalised.
 fn unit_rows(values: &[f32], dim: usize, n: usize, what: &'static str) -> Result<Vec<f32>> {
     if values.len() != n * dim {
@@ -378,7 +432,7 @@ mod tests {
             let queries: Vec<f32> = (0..11 * dim).map(|_| lcg(&mut seed) + 0.01).collect();
             for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
                 for threads in [1, 3] {
-                    let m = Matcher::new(dim, Dtype::F32, Some(threads), Some(kernel))
+                    let m = Matcher::new(dim, Dtype::F32, Some(threads), Some(kernel), true)
                         .expect("matcher");
                     let ids: Vec<i64> = (0..db.len() as i64).map(|i| i * 10).collect();
                     m.add(&ids, &db.concat()).expect("add");
@@ -397,7 +451,7 @@ mod tests {
 
     #[test]
     fn failed_calls_change_nothing() {
-        let m = Matcher::new(2, Dtype::F32, Some(1), None).expect("matcher");
+        let m = Matcher::new(2, Dtype::F32, Some(1), None, true).expect("matcher");
         m.add(&[1, 2], &[1.0, 0.0, 0.0, 1.0]).expect("add");
         assert!(m.add(&[3, 4], &[1.0, 0.0, f32::NAN, 1.0]).is_err());
         assert!(m.add(&[3, 1], &[1.0, 0.0, 1.0, 1.0]).is_err());
@@ -412,7 +466,7 @@ mod tests {
 
     #[test]
     fn remove_keeps_the_rest_findable() {
-        let m = Matcher::new(2, Dtype::I8, Some(1), None).expect("matcher");
+        let m = Matcher::new(2, Dtype::I8, Some(1), None, false).expect("matcher");
         let n = 40;
         let vecs: Vec<f32> = (0..n)
             .flat_map(|i| {

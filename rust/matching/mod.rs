@@ -4,6 +4,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod exact;
 mod kernel;
 mod matcher;
 mod scalar;

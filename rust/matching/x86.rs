@@ -18,8 +18,7 @@ unsafe impl Lanes for Avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn zero() -> Self {
-        // SAFETY: avx512f is enabled in the calling context (trait contract).
-        Avx512(unsafe { _mm512_setzero_ps() })
+        Avx512(_mm512_setzero_ps())
     }
 
     #[inline]
@@ -46,22 +45,19 @@ unsafe impl Lanes for Avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn fmadd(self, a: Self, x: f32) -> Self {
-        // SAFETY: avx512f enabled.
-        Avx512(unsafe { _mm512_fmadd_ps(a.0, _mm512_set1_ps(x), self.0) })
+        Avx512(_mm512_fmadd_ps(a.0, _mm512_set1_ps(x), self.0))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn mul(self, a: Self) -> Self {
-        // SAFETY: avx512f enabled.
-        Avx512(unsafe { _mm512_mul_ps(self.0, a.0) })
+        Avx512(_mm512_mul_ps(self.0, a.0))
     }
 
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn any_ge(self, thr: f32) -> bool {
-        // SAFETY: avx512f enabled.
-        unsafe { _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, _mm512_set1_ps(thr)) != 0 }
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(self.0, _mm512_set1_ps(thr)) != 0
     }
 
     #[inline]
@@ -74,8 +70,7 @@ unsafe impl Lanes for Avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn prefetch(p: *const u8) {
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 
     #[inline]
@@ -103,8 +98,7 @@ unsafe impl Lanes for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn zero() -> Self {
-        // SAFETY: avx enabled (trait contract).
-        unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        Avx2(_mm256_setzero_ps(), _mm256_setzero_ps())
     }
 
     #[inline]
@@ -143,35 +137,28 @@ unsafe impl Lanes for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn fmadd(self, a: Self, x: f32) -> Self {
-        // SAFETY: fma enabled.
-        unsafe {
-            let xv = _mm256_set1_ps(x);
-            Avx2(
-                _mm256_fmadd_ps(a.0, xv, self.0),
-                _mm256_fmadd_ps(a.1, xv, self.1),
-            )
-        }
+        let xv = _mm256_set1_ps(x);
+        Avx2(
+            _mm256_fmadd_ps(a.0, xv, self.0),
+            _mm256_fmadd_ps(a.1, xv, self.1),
+        )
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn mul(self, a: Self) -> Self {
-        // SAFETY: avx enabled.
-        unsafe { Avx2(_mm256_mul_ps(self.0, a.0), _mm256_mul_ps(self.1, a.1)) }
+        Avx2(_mm256_mul_ps(self.0, a.0), _mm256_mul_ps(self.1, a.1))
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn any_ge(self, thr: f32) -> bool {
-        // SAFETY: avx enabled.
-        unsafe {
-            let t = _mm256_set1_ps(thr);
-            let m = _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_GE_OQ>(self.0, t),
-                _mm256_cmp_ps::<_CMP_GE_OQ>(self.1, t),
-            );
-            _mm256_movemask_ps(m) != 0
-        }
+        let t = _mm256_set1_ps(thr);
+        let m = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(self.0, t),
+            _mm256_cmp_ps::<_CMP_GE_OQ>(self.1, t),
+        );
+        _mm256_movemask_ps(m) != 0
     }
 
     #[inline]
@@ -187,8 +174,7 @@ unsafe impl Lanes for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn prefetch(p: *const u8) {
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 
     #[inline]

@@ -1,0 +1,22 @@
+# Developer shortcuts. `make lint` is also run by scripts/test.sh.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: lint test bench bench-report
+
+lint:
+	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest lfr._core
+	cargo fmt --check
+	cargo clippy --release --all-targets --quiet -- -D warnings
+	cargo clippy --release --all-targets --quiet --features python -- -D warnings
+
+test:
+	bash scripts/test.sh
+
+# Runs the matcher benchmarks and rewrites docs/benchmarks.md from their results.
+bench:
+	$(BIN)/python -m pytest benches/ --benchmark-only --benchmark-json=.benchmarks/latest.json
+	$(BIN)/python benches/report.py .benchmarks/latest.json docs/benchmarks.md

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs everything lfr needs on a fresh Debian/Ubuntu machine: system packages, the
+# Rust crates (from crates.io, or from Debian's crate packages where crates.io is
+# unreachable), and a virtual environment in .venv with lfr built in release mode.
+#
+#   bash scripts/setup.sh
+#
+# Idempotent: run it again after pulling changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*"; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+APT_UPDATED=0
+apt_install() {
+    if ! command -v apt-get >/dev/null; then
+        log "missing: $*; install them with your package manager and re-run"
+        exit 1
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        $SUDO apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. System packages: a C toolchain (the linker for the extension) and Python's venv.
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v make >/dev/null || missing+=(make)
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+
+# 2. Rust 1.89 or newer (AVX-512 intrinsics are stable from 1.89).
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+    log "no Rust toolchain found: installing it with rustup"
+    command -v curl >/dev/null || apt_install curl ca-certificates
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [ "$rust_minor" -lt 89 ]; then
+    log "rustc $(rustc --version) is too old: lfr needs 1.89 or newer (rustup update)"
+    exit 1
+fi
+
+# 3. Where the Rust crates come from.
+bash scripts/cargo-source.sh
+
+# 4. The virtual environment, with lfr built in release mode and its test, benchmark
+#    and development tools.
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+log "installing lfr and its tools into .venv (builds the Rust extension)"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test,bench,dev]'
+.venv/bin/python -c 'import lfr; print("[setup] lfr", lfr.__version__, "kernels:", ", ".join(lfr.available_kernels()))'

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs lfr's test suite: lint and types, the pure-Rust unit tests, then pytest.
+#
+#   bash scripts/test.sh [pytest arguments...]
+#
+# Tests that need face images read them from LFR_DATA_DIR (default: ../shared/data)
+# and are skipped, with the reason, where it is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== lint =="
+make --no-print-directory lint
+echo "== cargo test =="
+cargo test --release --quiet
+echo "== pytest =="
+python -m pytest "$@"

@@ -1,0 +1,31 @@
+"""Shared fixtures: the face-data location and reference computations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# Matcher calls allocate thread pools and large buffers on first use: timing-based
+# deadlines would only measure the machine.
+settings.register_profile("lfr", deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lfr"))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """The face-data directory: ``LFR_DATA_DIR`` or ``../shared/data``."""
+    configured = os.environ.get("LFR_DATA_DIR")
+    return Path(configured) if configured else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    """``lfw-dev`` under the data directory; skips where it is absent."""
+    path = data_root() / "lfw-dev"
+    if not (path / "identities").is_dir():
+        pytest.skip(f"face data not found at {path} (set LFR_DATA_DIR)")
+    return path

@@ -1,0 +1,57 @@
+"""The ``lfr`` command and ``python -m lfr`` behave the same."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import lfr
+
+COMMANDS = [[sys.executable, "-m", "lfr"]]
+if shutil.which("lfr"):
+    COMMANDS.append([str(shutil.which("lfr"))])
+
+
+def run(cmd: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c[-2:]))
+def test_version(cmd: list[str]) -> None:
+    out = run(cmd, "--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"lfr {lfr.__version__}"
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c[-2:]))
+def test_help(cmd: list[str]) -> None:
+    out = run(cmd, "--help")
+    assert out.returncode == 0
+    assert "usage: lfr" in out.stdout
+    assert "info" in out.stdout
+
+
+def test_both_entry_points_agree() -> None:
+    outputs = {run(cmd, "--help").stdout for cmd in COMMANDS}
+    assert len(outputs) == 1
+
+
+def test_info_json() -> None:
+    out = run(COMMANDS[0], "info", "--json")
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert data["version"] == lfr.__version__
+    assert data["kernels"] == lfr.available_kernels()
+    assert data["default_kernel"] == data["kernels"][-1]
+
+
+def test_unknown_command_fails() -> None:
+    out = run(COMMANDS[0], "frobnicate")
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
