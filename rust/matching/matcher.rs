@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 
 /// Below this many bytes of matrix traffic per call, one thread is faster than waking
 /// the pool.
-const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// (Waking the pool costs tens of microseconds; below 4 MiB of scanning per thread, and
+/// on SMT siblings sharing one core, a second thread did not pay in benchmarks.)
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
 
 /// Extra candidates a quantised scan keeps per query for exact re-ranking. Measured on
 /// LFW face descriptors (whose cosines cluster near 0.85, so near-ties are common):
