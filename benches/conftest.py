@@ -63,17 +63,26 @@ def machine_limits() -> Limits:
     return limits()
 
 
-def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, Any]) -> None:
+def pytest_benchmark_update_machine_info(
+    config: Any, machine_info: dict[str, Any]
+) -> None:
     """Records the limits and the BLAS numpy used next to the results."""
     from threadpoolctl import threadpool_info
 
-    machine_info["lfr_limits"] = {k: {str(t): v for t, v in d.items()} for k, d in asdict(limits()).items()}
+    machine_info["lfr_limits"] = {
+        k: {str(t): v for t, v in d.items()} for k, d in asdict(limits()).items()
+    }
     machine_info["blas"] = [
-        {k: info.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+        {
+            k: info.get(k)
+            for k in ("internal_api", "version", "architecture", "num_threads")
+        }
         for info in threadpool_info()
         if info.get("user_api") == "blas"
     ]
-    machine_info["openblas_env"] = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
+    machine_info["openblas_env"] = {
+        k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")
+    }
     machine_info["faiss"] = faiss.__version__
     machine_info["numpy"] = np.__version__
     machine_info["platform"] = platform.platform()

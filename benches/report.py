@@ -62,28 +62,65 @@ def machine_section(data: dict[str, Any]) -> list[str]:
     mi = data["machine_info"]
     lim = mi.get("lfr_limits", {})
     cpu = mi.get("cpu", {})
+    flags = [
+        f
+        for f in ("avx2", "fma", "avx512f", "avx512_vnni")
+        if f in cpu.get("flags", [])
+    ]
+    blas = "; ".join(
+        f"{b['internal_api']} {b['version']} {b['architecture']}"
+        for b in mi.get("blas", [])
+    )
     lines = [
         "## Machine and date",
         "",
         f"- Date: {data['datetime'][:10]} (UTC)",
-        f"- CPU: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} logical CPUs; "
-        f"flags include {', '.join(f for f in ('avx2', 'fma', 'avx512f', 'avx512_vnni') if f in cpu.get('flags', []))}",
-        f"- Platform: {mi.get('platform', mi.get('system', '?'))}, Python {mi.get('python_version', '?')}",
-        f"- numpy {mi.get('numpy', '?')} (BLAS: "
-        + "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']}" for b in mi.get("blas", []))
-        + f"), faiss-cpu {mi.get('faiss', '?')}",
+        f"- CPU: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} logical CPUs "
+        f"({', '.join(flags)})",
+        f"- Platform: {mi.get('platform', '?')}, "
+        f"Python {mi.get('python_version', '?')}",
+        f"- numpy {mi.get('numpy', '?')} (BLAS: {blas}), "
+        f"faiss-cpu {mi.get('faiss', '?')}",
     ]
     for threads in ("1", "2"):
         bw = lim.get("bandwidth", {}).get(threads)
         f32 = lim.get("f32_flops", {}).get(threads)
         i8 = lim.get("i8_ops", {}).get(threads)
         if bw:
+            i8_text = (
+                f"int8 dot {i8 / 1e9:.0f} GOP/s" if i8 else "no int8 dot instructions"
+            )
             lines.append(
-                f"- Measured limits, {threads} thread(s): read bandwidth {bw / 1e9:.1f} GB/s, "
-                f"f32 FMA {f32 / 1e9:.0f} GFLOP/s, "
-                + (f"int8 dot {i8 / 1e9:.0f} GOP/s" if i8 else "no int8 dot instructions")
+                f"- Measured limits, {threads} thread(s): read bandwidth "
+                f"{bw / 1e9:.1f} GB/s, f32 FMA {f32 / 1e9:.0f} GFLOP/s, {i8_text}"
             )
     return [*lines, ""]
+
+
+HEADER = (
+    "| N | b | f32 floor | lfr f32 | x floor | lfr f16 | lfr i8 | i8 x own floor "
+    "| numpy | faiss | lfr f32 vs best other |"
+)
+
+
+def row(key: tuple[int, ...], r: dict[str, Any]) -> str:
+    """One table row."""
+    f32, i8 = r["lfr-f32"], r["lfr-i8"]
+    best_other = min(r["numpy"]["t"], r["faiss"]["t"])
+    cells = [
+        f"{key[0]:,}",
+        str(key[2]),
+        fmt(f32["floor"]),
+        fmt(f32["t"]),
+        f"{f32['t'] / f32['floor']:.2f}",
+        fmt(r["lfr-f16"]["t"]),
+        fmt(i8["t"]),
+        f"{i8['t'] / i8['floor']:.2f}",
+        fmt(r["numpy"]["t"]),
+        fmt(r["faiss"]["t"]),
+        f"{f32['t'] / best_other:.2f}x",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def tables(results: dict[tuple[int, ...], dict[str, Any]]) -> list[str]:
@@ -93,25 +130,10 @@ def tables(results: dict[tuple[int, ...], dict[str, Any]]) -> list[str]:
     threads = sorted({k[3] for k in results})
     for dim in dims:
         for t in threads:
-            lines += [
-                f"## dim {dim}, {t} thread(s)",
-                "",
-                "| N | b | f32 floor | lfr f32 | x floor | lfr f16 | lfr i8 | i8 x own floor | numpy | faiss | lfr f32 vs best other |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-            ]
+            lines += [f"## dim {dim}, {t} thread(s)", "", HEADER, "|---:" * 11 + "|"]
             for key in sorted(k for k in results if k[1] == dim and k[3] == t):
-                r = results[key]
-                if not all(i in r for i in IMPLS):
-                    continue
-                f32 = r["lfr-f32"]
-                best_other = min(r["numpy"]["t"], r["faiss"]["t"])
-                lines.append(
-                    f"| {key[0]:,} | {key[2]} | {fmt(f32['floor'])} | {fmt(f32['t'])} | "
-                    f"{f32['t'] / f32['floor']:.2f} | {fmt(r['lfr-f16']['t'])} | "
-                    f"{fmt(r['lfr-i8']['t'])} | {r['lfr-i8']['t'] / r['lfr-i8']['floor']:.2f} | "
-                    f"{fmt(r['numpy']['t'])} | {fmt(r['faiss']['t'])} | "
-                    f"{f32['t'] / best_other:.2f}x |"
-                )
+                if all(i in results[key] for i in IMPLS):
+                    lines.append(row(key, results[key]))
             lines.append("")
     return lines
 
@@ -128,12 +150,14 @@ def targets(results: dict[tuple[int, ...], dict[str, Any]]) -> list[str]:
         other = min(r["numpy"]["t"], r["faiss"]["t"])
         if n >= 100_000:
             limit = 1.3 if b == 1 else 1.5
-            checks[f"f32, N >= 100,000: within {'1.3x (b = 1)' if b == 1 else '1.5x (b = 8, 32)'} of the floor"].append(
-                (case, ratio <= limit, f"{ratio:.2f}x")
-            )
+            which = "1.3x (b = 1)" if b == 1 else "1.5x (b = 8, 32)"
+            name = f"f32, N >= 100,000: within {which} of the floor"
+            checks[name].append((case, ratio <= limit, f"{ratio:.2f}x"))
             if b == 1:
                 i8 = r["lfr-i8"]["t"] / r["lfr-i8"]["floor"]
-                checks["i8, N >= 100,000, b = 1: within 1.5x of its own floor"].append((case, i8 <= 1.5, f"{i8:.2f}x"))
+                checks["i8, N >= 100,000, b = 1: within 1.5x of its own floor"].append(
+                    (case, i8 <= 1.5, f"{i8:.2f}x")
+                )
         if b == 1:
             checks["f32, b = 1: no slower than the faster of numpy and FAISS"].append(
                 (case, f32["t"] <= other, f"{f32['t'] / other:.2f}x")
@@ -146,7 +170,12 @@ def targets(results: dict[tuple[int, ...], dict[str, Any]]) -> list[str]:
             checks["call overhead (N = 1,000, dim 128, b = 1): under 10 us"].append(
                 (case, f32["t"] < 10e-6, fmt(f32["t"]))
             )
-    lines = ["## Targets", "", "| target | met | cases missed (measured) |", "|---|---:|---|"]
+    lines = [
+        "## Targets",
+        "",
+        "| target | met | cases missed (measured) |",
+        "|---|---:|---|",
+    ]
     for name, cases in checks.items():
         met = sum(ok for _, ok, _ in cases)
         missed = "; ".join(f"{c}: {v}" for c, ok, v in cases if not ok) or "none"
@@ -160,7 +189,9 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     data, results = load(Path(argv[1]))
-    text = "\n".join([PREAMBLE, *machine_section(data), *targets(results), *tables(results)])
+    text = "\n".join(
+        [PREAMBLE, *machine_section(data), *targets(results), *tables(results)]
+    )
     Path(argv[2]).write_text(text)
     print(f"wrote {argv[2]} ({len(results)} cases)")
     return 0

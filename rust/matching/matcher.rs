@@ -10,11 +10,9 @@ use super::store::{normalize, Dtype, Panels, View};
 use super::topk::TopK;
 use crate::error::{Error, Result};
 
-/// Below this many bytes of matrix traffic per call, one thread is faster than waking
-/// the pool.
-/// (Waking the pool costs tens of microseconds; below 4 MiB of scanning per thread, and
-/// on SMT siblings sharing one core, a second thread did not pay in benchmarks.)
-const PARALLEL_MIN_BYTES: usize = 4 << 20;
+/// Bytes of matrix traffic per thread below which a search is not split: waking a
+/// pool thread costs tens of microseconds, more than it saves on smaller scans.
+const PARALLEL_MIN_BYTES: usize = 2 << 20;
 
 /// Extra candidates a quantised scan keeps per query for exact re-ranking. Measured on
 /// LFW face descriptors (whose cosines cluster near 0.85, so near-ties are common):
@@ -280,15 +278,17 @@ impl Matcher {
             return self.scan_range(view, blocks, 0..panels, b, k, ids);
         };
         let chunk = panels.div_ceil(nthreads);
-        let parts: Vec<Vec<TopK>> = pool.install(|| {
-            use rayon::prelude::*;
-            (0..nthreads)
-                .into_par_iter()
-                .map(|i| {
-                    let range = (i * chunk).min(panels)..((i + 1) * chunk).min(panels);
-                    self.scan_range(view, blocks, range, b, k, ids)
-                })
-                .collect()
+        let range = |i: usize| (i * chunk).min(panels)..((i + 1) * chunk).min(panels);
+        let mut parts: Vec<Vec<TopK>> = vec![Vec::new(); nthreads];
+        // The calling thread scans the first range itself while the pool's threads
+        // wake up for the others.
+        pool.in_place_scope(|scope| {
+            let (first, rest) = parts.split_at_mut(1);
+            for (i, slot) in rest.iter_mut().enumerate() {
+                let r = range(i + 1);
+                scope.spawn(move |_| *slot = self.scan_range(view, blocks, r, b, k, ids));
+            }
+            first[0] = self.scan_range(view, blocks, range(0), b, k, ids);
         });
         let mut parts = parts.into_iter();
         let mut tops = parts.next().unwrap_or_default();
@@ -304,7 +304,7 @@ impl Matcher {
         self.pool
             .get_or_init(|| {
                 rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.threads)
+                    .num_threads(self.threads - 1)
                     .thread_name(|i| format!("lfr-match-{i}"))
                     .build()
                     .ok()
