@@ -14,7 +14,7 @@ CONFIG=.cargo/config.toml
 MARKER="# written by scripts/cargo-source.sh"
 REGISTRY=/usr/share/cargo/registry
 # Debian packages of the crates in Cargo.toml (their dependencies come with them).
-DEB_CRATES=(librust-pyo3-dev librust-rayon-dev librust-zeroize-dev librust-half-dev)
+DEB_CRATES=(librust-pyo3-dev librust-rayon-dev librust-zeroize-dev librust-half-dev librust-libc-dev)
 
 if python3 - <<'PY' 2>/dev/null
 import urllib.request

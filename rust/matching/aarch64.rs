@@ -2,7 +2,7 @@
 
 use std::arch::aarch64::*;
 
-use super::kernel::{scan, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
+use super::kernel::{scan, scan_entry, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
 use super::store::{View, LANES};
 use super::topk::TopK;
 
@@ -150,19 +150,4 @@ unsafe impl Lanes for Neon {
     }
 }
 
-/// Scans panels `p0..p1` with NEON.
-///
-/// # Safety
-/// The CPU has neon; `p1 <= view.panels()`; `tops.len()` is the number of queries.
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn scan_neon<E: Element>(
-    view: &View<'_>,
-    queries: &QueryBlocks,
-    p0: usize,
-    p1: usize,
-    tops: &mut [TopK],
-    ids: &[i64],
-) {
-    // SAFETY: this function is compiled with neon, which `Neon` needs.
-    unsafe { scan::<Neon, E>(view, queries, p0, p1, tops, ids) }
-}
+scan_entry!(scan_neon, Neon, "neon");

@@ -27,7 +27,8 @@ impl ExactRows {
     pub fn extend(&mut self, rows: &[f32]) {
         if self.values.len() + rows.len() > self.values.capacity() {
             let target = (self.values.len() + rows.len()).max(self.values.capacity() * 2);
-            let mut grown = Vec::with_capacity(target);
+            let mut grown: Vec<f32> = Vec::with_capacity(target);
+            super::store::advise_huge_pages(grown.as_mut_ptr().cast(), target * 4);
             grown.extend_from_slice(&self.values);
             self.values.zeroize();
             self.values = grown;

@@ -290,6 +290,32 @@ macro_rules! tile_table {
 }
 pub(crate) use tile_table;
 
+/// Defines an instruction set's entry point: [`scan`] instantiated for `$lanes` inside
+/// a function compiled with `$features`.
+macro_rules! scan_entry {
+    ($name:ident, $lanes:ty, $features:literal) => {
+        #[doc = concat!("Scans panels `p0..p1` with `", stringify!($lanes), "` lanes.")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU has ", $features, "; `p1 <= view.panels()`; ")]
+        /// `tops.len()` is the number of queries.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name<E: Element>(
+            view: &View<'_>,
+            queries: &QueryBlocks,
+            p0: usize,
+            p1: usize,
+            tops: &mut [TopK],
+            ids: &[i64],
+        ) {
+            // SAFETY: this function is compiled with the target features the lanes
+            // need; the ranges are the caller's contract.
+            unsafe { scan::<$lanes, E>(view, queries, p0, p1, tops, ids) }
+        }
+    };
+}
+pub(crate) use scan_entry;
+
 /// The instruction set a matcher's kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {

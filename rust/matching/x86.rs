@@ -2,7 +2,7 @@
 
 use std::arch::x86_64::*;
 
-use super::kernel::{scan, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
+use super::kernel::{scan, scan_entry, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
 use super::store::{View, LANES};
 use super::topk::TopK;
 
@@ -190,37 +190,5 @@ unsafe impl Lanes for Avx2 {
     }
 }
 
-/// Scans panels `p0..p1` with AVX-512.
-///
-/// # Safety
-/// The CPU has avx512f; `p1 <= view.panels()`; `tops.len()` is the number of queries.
-#[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn scan_avx512<E: Element>(
-    view: &View<'_>,
-    queries: &QueryBlocks,
-    p0: usize,
-    p1: usize,
-    tops: &mut [TopK],
-    ids: &[i64],
-) {
-    // SAFETY: this function is compiled with avx512f, which `Avx512` needs.
-    unsafe { scan::<Avx512, E>(view, queries, p0, p1, tops, ids) }
-}
-
-/// Scans panels `p0..p1` with AVX2.
-///
-/// # Safety
-/// The CPU has avx2, fma and f16c; `p1 <= view.panels()`; `tops.len()` is the number
-/// of queries.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn scan_avx2<E: Element>(
-    view: &View<'_>,
-    queries: &QueryBlocks,
-    p0: usize,
-    p1: usize,
-    tops: &mut [TopK],
-    ids: &[i64],
-) {
-    // SAFETY: this function is compiled with avx2, fma and f16c, which `Avx2` needs.
-    unsafe { scan::<Avx2, E>(view, queries, p0, p1, tops, ids) }
-}
+scan_entry!(scan_avx512, Avx512, "avx512f");
+scan_entry!(scan_avx2, Avx2, "avx2,fma,f16c");
