@@ -34,6 +34,18 @@ peak f32 FMA (int8 VNNI for `lfr-i8`) throughput on the same number of threads.
 `x floor` = time / floor. f16 and i8 rows scan 2 and 4 bytes fewer per value, so their
 own floors are lower; they re-rank their best candidates exactly (the default), which
 is included in the time.
+
+Reading the results:
+- On a shared virtual machine the same case varies between runs by up to a third at
+  the DRAM-bound sizes (N >= 100,000); ratios within about 10% of a target are inside
+  that noise. Compare cases within one run, not across runs.
+- At b = 1 every implementation streams the watchlist once, so lfr, numpy and FAISS
+  all sit near the bandwidth floor; lfr's gain is at b = 8 and 32, where it still
+  reads the watchlist once while FAISS scans once per query and numpy's GEMM is not
+  blocked for this shape.
+- f16 and i8 widen stored values to f32 in registers: at b = 1 they read 2x / 4x
+  fewer bytes and are faster, at b >= 8 they are bound by f32 FMA throughput (their
+  "own floor" uses the int8 dot-product peak, which this path does not use).
 """
 
 

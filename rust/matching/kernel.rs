@@ -14,6 +14,9 @@
 use super::store::{View, LANES};
 use super::topk::TopK;
 
+/// Panels at least this large (f32 from dim 256) are scanned two per tile by one query.
+pub(crate) const LARGE_PANEL_BYTES: usize = 16 * 1024;
+
 /// Row block size: panels scanned by all query blocks before moving on (fits in L2).
 const ROW_BLOCK_BYTES: usize = 192 * 1024;
 
@@ -267,6 +270,11 @@ fn offer(scores: &[f32; LANES], panel: usize, rows: usize, top: &mut TopK, ids: 
 macro_rules! tile_table {
     ($S:ty, $E:ty, $nq:expr, $job:expr, [$($n:literal => $rp:literal),+ $(,)?]) => {
         match $nq {
+            // One query streaming large panels: two panels per tile keep the prefetch
+            // distance (one tile) short enough to stay in L2.
+            1 if $job.view.panel_stride >= LARGE_PANEL_BYTES => {
+                scan_panels::<$S, $E, 1, 2>($job)
+            }
             $($n => scan_panels::<$S, $E, $n, $rp>($job),)+
             _ => {
                 // Not reached: blocks never exceed QB. Kept correct anyway.

@@ -3,7 +3,9 @@
 //! It defines the results the SIMD kernels are tested against, and runs wherever no
 //! SIMD kernel is available.
 
-use super::kernel::{scan, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
+use super::kernel::{
+    scan, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks, LARGE_PANEL_BYTES,
+};
 use super::store::{View, LANES};
 use super::topk::TopK;
 

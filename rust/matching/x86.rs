@@ -2,7 +2,9 @@
 
 use std::arch::x86_64::*;
 
-use super::kernel::{scan, scan_entry, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks};
+use super::kernel::{
+    scan, scan_entry, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks, LARGE_PANEL_BYTES,
+};
 use super::store::{View, LANES};
 use super::topk::TopK;
 

@@ -64,20 +64,26 @@ def test_every_kernel_and_dtype_matches_numpy(
     check_search(ids, got, db_ids, ref, k, TOLERANCE[dtype])
 
 
+@pytest.mark.parametrize("dim", [128, 300])
 @pytest.mark.parametrize("dtype", ["f32", "f16", "i8"])
 @pytest.mark.parametrize("kernel", KERNELS)
-def test_large_watchlist_split_across_threads(dtype: str, kernel: str) -> None:
-    # Big enough that the search is split across threads and row blocks.
+def test_large_watchlist_split_across_threads(
+    dtype: str, kernel: str, dim: int
+) -> None:
+    # Big enough that the search is split across threads and row blocks; dim 300
+    # makes f32 panels large enough for the two-panel single-query tiles, and 17
+    # queries leave a block of one query with every kernel's block size.
     rng = np.random.default_rng(5)
-    db = rng.standard_normal((20_011, 128), dtype=np.float32)
-    queries = rng.standard_normal((19, 128), dtype=np.float32)
+    db = rng.standard_normal((20_011, dim), dtype=np.float32)
     db_ids = rng.permutation(len(db)).astype(np.int64) * 7919 - 10**6
     for rerank in (True, False):
-        m = lfr.Matcher(128, dtype, threads=2, kernel=kernel, rerank=rerank)  # type: ignore[arg-type]
+        m = lfr.Matcher(dim, dtype, threads=2, kernel=kernel, rerank=rerank)  # type: ignore[arg-type]
         m.add(db_ids, db)
-        ids, got = m.search(queries, 5)
-        ref = scores(db, queries, "f32" if rerank else dtype)
-        check_search(ids, got, db_ids, ref, 5, TOLERANCE[dtype])
+        for b in (1, 17):
+            queries = rng.standard_normal((b, dim), dtype=np.float32)
+            ids, got = m.search(queries, 5)
+            ref = scores(db, queries, "f32" if rerank else dtype)
+            check_search(ids, got, db_ids, ref, 5, TOLERANCE[dtype])
 
 
 class MatcherModel(RuleBasedStateMachine):
@@ -153,3 +159,39 @@ class MatcherModel(RuleBasedStateMachine):
 
 
 TestMatcherModel = MatcherModel.TestCase
+
+
+@given(
+    n=st.integers(1, 12),
+    dim=st.integers(1, 20),
+    defect=st.sampled_from(["nan", "inf", "-inf", "zero", "dim", "dtype", "dup-id"]),
+    data=st.data(),
+)
+def test_bad_batches_raise_and_leave_the_matcher_unchanged(
+    n: int, dim: int, defect: str, data: st.DataObject
+) -> None:
+    rng = np.random.default_rng(n * 31 + dim)
+    m = lfr.Matcher(dim, "f32", threads=1)
+    m.add(np.arange(5), rng.uniform(0.1, 1.0, (5, dim)).astype(np.float32))
+    probe = rng.uniform(0.1, 1.0, (3, dim)).astype(np.float32)
+    before = [a.tolist() for a in m.search(probe, 6)]
+    vecs: np.ndarray = rng.uniform(0.1, 1.0, (n, dim)).astype(np.float32)
+    ids = np.arange(100, 100 + n)
+    row = data.draw(st.integers(0, n - 1))
+    col = data.draw(st.integers(0, dim - 1))
+    error: type[Exception] = ValueError
+    if defect in ("nan", "inf", "-inf"):
+        vecs[row, col] = float(defect)
+    elif defect == "zero":
+        vecs[row] = 0.0
+    elif defect == "dim":
+        vecs = np.hstack([vecs, vecs[:, :1]])
+    elif defect == "dtype":
+        vecs = vecs.astype(np.float64)
+        error = TypeError
+    else:
+        ids[row] = 3  # already present
+    with pytest.raises(error):
+        m.add(ids, vecs)
+    assert len(m) == 5
+    assert [a.tolist() for a in m.search(probe, 6)] == before
