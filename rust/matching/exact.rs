@@ -18,6 +18,11 @@ impl ExactRows {
         }
     }
 
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.values.len() / self.dim
+    }
+
     /// Bytes held.
     pub fn nbytes(&self) -> usize {
         self.values.capacity() * 4

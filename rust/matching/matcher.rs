@@ -16,7 +16,8 @@ const PARALLEL_MIN_BYTES: usize = 2 << 20;
 
 /// Extra candidates a quantised scan keeps per query for exact re-ranking. Measured on
 /// LFW face descriptors (whose cosines cluster near 0.85, so near-ties are common):
-/// 32 makes the top-1 identical to f32 on every query.
+/// 32 makes the top-1 identical to f32 on every query. Where the candidates cannot be
+/// proven to hold the exact top-k, the query is re-scored exactly over every row.
 const RERANK_MARGIN: usize = 32;
 
 /// Search output: `b x k` ids (-1 where empty) and scores (-inf where empty), row-major.
@@ -32,6 +33,9 @@ struct State {
     panels: Panels,
     /// Exact copies for re-ranking (quantised dtypes with re-ranking on).
     exact: Option<ExactRows>,
+    /// Largest distance between a row and its quantised copy (0 for f32): a bound on
+    /// how far any quantised score is from the exact one.
+    max_error: f64,
     ids: Vec<i64>,
     rows: HashMap<i64, u32>,
 }
@@ -90,6 +94,7 @@ impl Matcher {
             state: RwLock::new(State {
                 panels: Panels::new(dim, dtype),
                 exact: (rerank && dtype != Dtype::F32).then(|| ExactRows::new(dim)),
+                max_error: 0.0,
                 ids: Vec::new(),
                 rows: HashMap::new(),
             }),
@@ -185,7 +190,8 @@ impl Matcher {
         }
         for (&id, unit) in ids.iter().zip(units.chunks_exact(self.dim)) {
             let row = state.ids.len() as u32;
-            state.panels.push(unit);
+            let error = state.panels.push(unit);
+            state.max_error = state.max_error.max(error);
             state.ids.push(id);
             state.rows.insert(id, row);
         }
@@ -222,6 +228,9 @@ impl Matcher {
                 state.rows.insert(moved, row as u32);
             }
         }
+        if state.ids.is_empty() {
+            state.max_error = 0.0;
+        }
         Ok(())
     }
 
@@ -244,7 +253,18 @@ impl Matcher {
         let tops = match &state.exact {
             Some(exact) => {
                 let wide = self.scan_split(&view, &blocks, b, k + RERANK_MARGIN, &state.ids);
-                rerank(&wide, exact, &units, self.dim, k, &state.ids)
+                // f32 rounding in both sums, generously, on top of the quantisation.
+                let slack = state.max_error as f32 * 1.001 + 4.0 * self.dim as f32 * f32::EPSILON;
+                let rerank = Rerank {
+                    exact,
+                    k,
+                    ids: &state.ids,
+                    slack,
+                };
+                wide.iter()
+                    .zip(units.chunks_exact(self.dim))
+                    .map(|(cands, query)| rerank.query(cands, query))
+                    .collect()
             }
             None => self.scan_split(&view, &blocks, b, k, &state.ids),
         };
@@ -356,25 +376,42 @@ impl Matcher {
     }
 }
 
-/// Re-scores each query's candidates exactly and keeps the best `k`.
-fn rerank(
-    wide: &[TopK],
-    exact: &ExactRows,
-    units: &[f32],
-    dim: usize,
+/// Exact re-ranking of a quantised scan's candidates.
+struct Rerank<'a> {
+    exact: &'a ExactRows,
     k: usize,
-    ids: &[i64],
-) -> Vec<TopK> {
-    wide.iter()
-        .zip(units.chunks_exact(dim))
-        .map(|(cands, query)| {
-            let mut top = TopK::new(k);
-            for &(_, row) in cands.items() {
-                top.push(exact.score(row as usize, query), row, ids);
+    ids: &'a [i64],
+    /// Most a quantised score can differ from the exact one.
+    slack: f32,
+}
+
+impl Rerank<'_> {
+    /// Re-scores one query's candidates exactly and keeps the best `k`; falls back to
+    /// an exact scan of every row when a row outside the candidates might beat them.
+    fn query(&self, cands: &TopK, query: &[f32]) -> TopK {
+        let mut top = TopK::new(self.k);
+        for &(_, row) in cands.items() {
+            top.push(self.exact.score(row as usize, query), row, self.ids);
+        }
+        // Rows left out scored at most `lowest` quantised, so at most
+        // `lowest + slack` exactly; every row is a candidate when fewer came back.
+        let complete = cands.items().len() < self.k + RERANK_MARGIN
+            || match (cands.items().last(), top.items().get(self.k - 1)) {
+                (Some(&(lowest, _)), Some(&(kth, _))) => lowest + self.slack < kth,
+                _ => false,
+            };
+        if complete {
+            return top;
+        }
+        let mut top = TopK::new(self.k);
+        for row in 0..self.exact.rows() {
+            let score = self.exact.score(row, query);
+            if score >= top.threshold() {
+                top.push(score, row as u32, self.ids);
             }
-            top
-        })
-        .collect()
+        }
+        top
+    }
 }
 
 /// Checks `n` rows of `dim` values and returns them normalised.

@@ -175,27 +175,39 @@ impl Panels {
     }
 
     /// Appends one unit vector (`dim` finite values). Call `reserve` first.
-    pub fn push(&mut self, unit: &[f32]) {
+    ///
+    /// Returns the Euclidean distance between the vector and what is stored for it
+    /// (0 for f32): no score against a unit query is off by more than that.
+    pub fn push(&mut self, unit: &[f32]) -> f64 {
         let row = self.rows;
         self.rows += 1;
-        self.write_row(row, unit);
+        self.write_row(row, unit)
     }
 
-    fn write_row(&mut self, row: usize, unit: &[f32]) {
+    fn write_row(&mut self, row: usize, unit: &[f32]) -> f64 {
         let offsets: Vec<usize> = (0..self.dim).map(|t| self.offset(row, t)).collect();
+        let distance = |stored: &mut dyn Iterator<Item = f32>| {
+            unit.iter()
+                .zip(stored)
+                .map(|(&x, y)| (f64::from(x) - f64::from(y)).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
         match self.dtype {
             Dtype::F32 => {
                 let bytes = self.bytes_mut();
                 for (&o, &x) in offsets.iter().zip(unit) {
                     bytes[o..o + 4].copy_from_slice(&x.to_ne_bytes());
                 }
+                0.0
             }
             Dtype::F16 => {
+                let halves: Vec<half::f16> = unit.iter().map(|&x| half::f16::from_f32(x)).collect();
                 let bytes = self.bytes_mut();
-                for (&o, &x) in offsets.iter().zip(unit) {
-                    let h = half::f16::from_f32(x).to_bits();
-                    bytes[o..o + 2].copy_from_slice(&h.to_ne_bytes());
+                for (&o, h) in offsets.iter().zip(&halves) {
+                    bytes[o..o + 2].copy_from_slice(&h.to_bits().to_ne_bytes());
                 }
+                distance(&mut halves.iter().map(|h| h.to_f32()))
             }
             Dtype::I8 => {
                 let (codes, scale) = quantize_i8(unit);
@@ -204,6 +216,7 @@ impl Panels {
                     bytes[o] = q.to_ne_bytes()[0];
                 }
                 self.scales[row] = scale;
+                distance(&mut codes.iter().map(|&q| f32::from(q) * scale))
             }
         }
     }
