@@ -1,6 +1,8 @@
 //! lfr's native core: exact SIMD watchlist matching (and, in later issues, secure
 //! memory). Pure Rust modules; the Python bindings live behind the `python` feature.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod error;
 pub mod machine;
 pub mod matching;

@@ -193,21 +193,26 @@ pub(crate) unsafe fn scan_panels<S: Lanes, E: Element, const NQ: usize, const RP
     }
 }
 
+/// Scores panels `p..p + RP` against the block's `NQ` queries and offers the winners.
+///
+/// # Safety
+/// As [`scan_panels`], with panels `p..p + RP` inside the matrix.
 #[inline(always)]
 unsafe fn tile<S: Lanes, E: Element, const NQ: usize, const RP: usize>(
     job: &mut Job<'_>,
     p: usize,
 ) {
     let view = job.view;
-    // SAFETY (all blocks below): the caller guarantees the ISA (trait contract) and that
-    // panels p..p+RP lie inside the matrix; every load stays within panel r's
-    // `dim * STEP` bytes and `qt` holds `dim * NQ` floats.
-    let mut acc = [[unsafe { S::zero() }; RP]; NQ];
+    // SAFETY: the ISA's features are enabled in the calling context (trait contract).
+    let zero = unsafe { S::zero() };
+    let mut acc = [[zero; RP]; NQ];
     // Pointers advance by addition only: no overflow-checked index arithmetic in the
     // hot loop (it would keep the accumulators from staying in registers).
-    let base = unsafe { view.base.add(p * view.panel_stride) };
-    let mut rows: [*const u8; RP] =
-        std::array::from_fn(|r| unsafe { base.add(r * view.panel_stride) });
+    let mut rows: [*const u8; RP] = std::array::from_fn(|r| {
+        // SAFETY: panel p + r lies inside the matrix (caller's contract), so its first
+        // byte is inside the allocation `view.base` points into.
+        unsafe { view.base.add((p + r) * view.panel_stride) }
+    });
     let mut q = job.qt.as_ptr();
     // The next tile's panels, at the same offset, are prefetched one tile ahead, once
     // per cache line consumed (hardware prefetchers stop at page boundaries, which
@@ -217,23 +222,38 @@ unsafe fn tile<S: Lanes, E: Element, const NQ: usize, const RP: usize>(
     for t in 0..view.dim {
         if t % line_steps == 0 {
             for row in &rows {
+                // SAFETY: a prefetch never faults; `wrapping_add` keeps the address
+                // computation defined past the end of the matrix.
                 unsafe { S::prefetch(row.wrapping_add(ahead)) };
             }
         }
-        let v: [S; RP] = std::array::from_fn(|r| unsafe { E::load::<S>(rows[r]) });
+        let v: [S; RP] = std::array::from_fn(|r| {
+            // SAFETY: `rows[r]` points at dimension t of panel p + r, which holds
+            // `STEP` bytes (t < dim).
+            unsafe { E::load::<S>(rows[r]) }
+        });
         for (j, accj) in acc.iter_mut().enumerate() {
+            // SAFETY: `q` points at dimension t of `qt`, which holds `NQ` floats per
+            // dimension (caller's contract), and j < NQ.
             let x = unsafe { *q.add(j) };
             for (a, &vr) in accj.iter_mut().zip(&v) {
+                // SAFETY: register arithmetic; the ISA is enabled (trait contract).
                 *a = unsafe { a.fmadd(vr, x) };
             }
         }
         for row in rows.iter_mut() {
+            // SAFETY: one step further stays inside the panel, or one past its last
+            // dimension after the final step (never dereferenced).
             *row = unsafe { row.add(E::STEP) };
         }
+        // SAFETY: as above, within `qt` or one past its end after the final step.
         q = unsafe { q.add(NQ) };
     }
     let scales: [Option<S>; RP] = std::array::from_fn(|r| {
-        E::SCALED.then(|| unsafe { S::load_f32(view.scales.as_ptr().add((p + r) * LANES)) })
+        E::SCALED.then(|| {
+            // SAFETY: scaled storage holds 16 scales per panel, and panel p + r exists.
+            unsafe { S::load_f32(view.scales.as_ptr().add((p + r) * LANES)) }
+        })
     });
     // Constant trip counts (not `zip` with the runtime-length `tops`): the loops unroll
     // fully, so the accumulators never leave registers.
@@ -242,11 +262,14 @@ unsafe fn tile<S: Lanes, E: Element, const NQ: usize, const RP: usize>(
         let top = &mut job.tops[j];
         for r in 0..RP {
             let s = match scales[r] {
+                // SAFETY: register arithmetic; the ISA is enabled (trait contract).
                 Some(sc) => unsafe { acc[j][r].mul(sc) },
                 None => acc[j][r],
             };
+            // SAFETY: register comparison; the ISA is enabled (trait contract).
             if unsafe { s.any_ge(top.threshold()) } {
                 let mut out = [0.0f32; LANES];
+                // SAFETY: `out` is 16 writable floats; the ISA is enabled.
                 unsafe { s.store(&mut out) };
                 offer(&out, p + r, view.rows, top, job.ids);
             }

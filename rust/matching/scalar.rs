@@ -41,8 +41,8 @@ unsafe impl Lanes for Scalar {
 
     #[inline(always)]
     unsafe fn load_i8(p: *const i8) -> Self {
-        // SAFETY: `p` is valid for 16 i8 reads (trait contract).
         Scalar(std::array::from_fn(|i| {
+            // SAFETY: `p` is valid for 16 i8 reads (trait contract).
             f32::from(unsafe { p.add(i).read() })
         }))
     }
