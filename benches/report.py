@@ -200,6 +200,9 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print(__doc__)
         return 2
+    if not Path(argv[1]).is_file():
+        print(f"no benchmark results at {argv[1]}: run `make bench` first")
+        return 2
     data, results = load(Path(argv[1]))
     text = "\n".join(
         [PREAMBLE, *machine_section(data), *targets(results), *tables(results)]

@@ -152,4 +152,4 @@ unsafe impl Lanes for Neon {
     }
 }
 
-scan_entry!(scan_neon, Neon, "neon");
+scan_entry!(scan_neon, Neon, "neon", #[target_feature(enable = "neon")]);

@@ -322,15 +322,15 @@ macro_rules! tile_table {
 pub(crate) use tile_table;
 
 /// Defines an instruction set's entry point: [`scan`] instantiated for `$lanes` inside
-/// a function compiled with `$features`.
+/// a function compiled with the target features `$features` ("" for none).
 macro_rules! scan_entry {
-    ($name:ident, $lanes:ty, $features:literal) => {
+    ($name:ident, $lanes:ty, $features:literal $(, #[$attr:meta])*) => {
         #[doc = concat!("Scans panels `p0..p1` with `", stringify!($lanes), "` lanes.")]
         ///
         /// # Safety
-        #[doc = concat!("The CPU has ", $features, "; `p1 <= view.panels()`; ")]
+        #[doc = concat!("The CPU has [", $features, "]; `p1 <= view.panels()`; ")]
         /// `tops.len()` is the number of queries.
-        #[target_feature(enable = $features)]
+        $(#[$attr])*
         pub(crate) unsafe fn $name<E: Element>(
             view: &View<'_>,
             queries: &QueryBlocks,

@@ -4,7 +4,7 @@
 //! SIMD kernel is available.
 
 use super::kernel::{
-    scan, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks, LARGE_PANEL_BYTES,
+    scan, scan_entry, scan_panels, tile_table, Element, Job, Lanes, QueryBlocks, LARGE_PANEL_BYTES,
 };
 use super::store::{View, LANES};
 use super::topk::TopK;
@@ -79,18 +79,4 @@ unsafe impl Lanes for Scalar {
     }
 }
 
-/// Scans panels `p0..p1` with the scalar kernel.
-///
-/// # Safety
-/// `p1 <= view.panels()`, `tops.len()` is the number of queries in `queries`.
-pub(crate) unsafe fn scan_scalar<E: Element>(
-    view: &View<'_>,
-    queries: &QueryBlocks,
-    p0: usize,
-    p1: usize,
-    tops: &mut [TopK],
-    ids: &[i64],
-) {
-    // SAFETY: the scalar lanes need no target feature; ranges are the caller's contract.
-    unsafe { scan::<Scalar, E>(view, queries, p0, p1, tops, ids) }
-}
+scan_entry!(scan_scalar, Scalar, "");

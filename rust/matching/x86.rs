@@ -192,5 +192,10 @@ unsafe impl Lanes for Avx2 {
     }
 }
 
-scan_entry!(scan_avx512, Avx512, "avx512f");
-scan_entry!(scan_avx2, Avx2, "avx2,fma,f16c");
+scan_entry!(scan_avx512, Avx512, "avx512f", #[target_feature(enable = "avx512f")]);
+scan_entry!(
+    scan_avx2,
+    Avx2,
+    "avx2,fma,f16c",
+    #[target_feature(enable = "avx2,fma,f16c")]
+);
