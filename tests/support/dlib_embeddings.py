@@ -227,7 +227,8 @@ def lfw_embeddings(
     returned arrays are read-only because callers share them.
 
     Args:
-        data_root: The shared data root (``tests.conftest.data_root``: ``LFR_DATA_DIR`` or ``../shared/data``), which holds
+        data_root: The shared data root (``tests.conftest.data_root``:
+            ``LFR_DATA_DIR`` or ``../shared/data``), which holds
             ``lfw-dev/identities/<Name>/*.jpg`` and ``lfw-dev/unknowns/*.jpg``.
         max_identities: Use only the first N people (by name); all if ``None``.
         max_unknowns: Use only the first M unknown images (by file name); all
