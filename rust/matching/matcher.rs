@@ -5,14 +5,15 @@ use std::ops::Range;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
 use super::exact::ExactRows;
+use super::helper::Helper;
 use super::kernel::{Element, Kernel, QueryBlocks, F16, F32, I8};
 use super::store::{normalize, Dtype, Panels, View};
 use super::topk::TopK;
 use crate::error::{Error, Result};
 
 /// Bytes of matrix traffic per thread below which a search is not split: waking a
-/// pool thread costs tens of microseconds, more than it saves on smaller scans.
-const PARALLEL_MIN_BYTES: usize = 2 << 20;
+/// parked thread costs tens of microseconds, more than it saves on smaller scans.
+const PARALLEL_MIN_BYTES: usize = 512 << 10;
 
 /// Extra candidates a quantised scan keeps per query for exact re-ranking. Measured on
 /// LFW face descriptors (whose cosines cluster near 0.85, so near-ties are common):
@@ -51,6 +52,7 @@ pub struct Matcher {
     threads: usize,
     rerank: bool,
     pool: OnceLock<Option<rayon::ThreadPool>>,
+    helper: OnceLock<Option<Helper>>,
     state: RwLock<State>,
 }
 
@@ -91,6 +93,7 @@ impl Matcher {
             threads,
             rerank: rerank && dtype != Dtype::F32,
             pool: OnceLock::new(),
+            helper: OnceLock::new(),
             state: RwLock::new(State {
                 panels: Panels::new(dim, dtype),
                 exact: (rerank && dtype != Dtype::F32).then(|| ExactRows::new(dim)),
@@ -293,23 +296,35 @@ impl Matcher {
         let traffic = panels * view.panel_stride * blocks.blocks.len();
         let useful = (traffic / PARALLEL_MIN_BYTES).clamp(1, panels.max(1));
         let nthreads = self.threads.min(useful);
-        let pool = if nthreads > 1 { self.pool() } else { None };
-        let Some(pool) = pool else {
+        if nthreads < 2 {
             return self.scan_range(view, blocks, 0..panels, b, k, ids);
-        };
+        }
         let chunk = panels.div_ceil(nthreads);
         let range = |i: usize| (i * chunk).min(panels)..((i + 1) * chunk).min(panels);
         let mut parts: Vec<Vec<TopK>> = vec![Vec::new(); nthreads];
-        // The calling thread scans the first range itself while the pool's threads
-        // wake up for the others.
-        pool.in_place_scope(|scope| {
+        let helper = if nthreads == 2 { self.helper() } else { None };
+        if let Some(helper) = helper {
+            // Two-way splits (the common case on small machines) go to a helper that
+            // spins between searches, so a stream of frames pays no wake-up.
             let (first, rest) = parts.split_at_mut(1);
-            for (i, slot) in rest.iter_mut().enumerate() {
-                let r = range(i + 1);
-                scope.spawn(move |_| *slot = self.scan_range(view, blocks, r, b, k, ids));
-            }
-            first[0] = self.scan_range(view, blocks, range(0), b, k, ids);
-        });
+            helper.run_pair(
+                || first[0] = self.scan_range(view, blocks, range(0), b, k, ids),
+                || rest[0] = self.scan_range(view, blocks, range(1), b, k, ids),
+            );
+        } else if let Some(pool) = self.pool() {
+            // The calling thread scans the first range itself while the pool's threads
+            // wake up for the others.
+            pool.in_place_scope(|scope| {
+                let (first, rest) = parts.split_at_mut(1);
+                for (i, slot) in rest.iter_mut().enumerate() {
+                    let r = range(i + 1);
+                    scope.spawn(move |_| *slot = self.scan_range(view, blocks, r, b, k, ids));
+                }
+                first[0] = self.scan_range(view, blocks, range(0), b, k, ids);
+            });
+        } else {
+            return self.scan_range(view, blocks, 0..panels, b, k, ids);
+        }
         let mut parts = parts.into_iter();
         let mut tops = parts.next().unwrap_or_default();
         for part in parts {
@@ -318,6 +333,10 @@ impl Matcher {
             }
         }
         tops
+    }
+
+    fn helper(&self) -> Option<&Helper> {
+        self.helper.get_or_init(Helper::start).as_ref()
     }
 
     fn pool(&self) -> Option<&rayon::ThreadPool> {

@@ -5,6 +5,7 @@
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 mod exact;
+mod helper;
 mod kernel;
 mod matcher;
 mod scalar;
