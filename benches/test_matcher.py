@@ -6,6 +6,7 @@ measured on this machine in the same run (benches/conftest.py).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -72,8 +73,6 @@ def _searcher(impl: str, x: F32, threads: int) -> Callable[[F32], Any]:
 def _run(benchmark: Any, fn: Callable[[], Any]) -> None:
     """Enough rounds for a stable median without spending minutes on big cases."""
     fn()
-    import time
-
     start = time.perf_counter()
     fn()
     once = max(time.perf_counter() - start, 1e-7)

@@ -50,7 +50,6 @@ pub struct Matcher {
     dtype: Dtype,
     kernel: Kernel,
     threads: usize,
-    rerank: bool,
     pool: OnceLock<Option<rayon::ThreadPool>>,
     helper: OnceLock<Option<Helper>>,
     state: RwLock<State>,
@@ -86,17 +85,17 @@ impl Matcher {
                 kernel: kernel.name(),
             });
         }
+        let rerank = rerank && dtype != Dtype::F32;
         Ok(Matcher {
             dim,
             dtype,
             kernel,
             threads,
-            rerank: rerank && dtype != Dtype::F32,
             pool: OnceLock::new(),
             helper: OnceLock::new(),
             state: RwLock::new(State {
                 panels: Panels::new(dim, dtype),
-                exact: (rerank && dtype != Dtype::F32).then(|| ExactRows::new(dim)),
+                exact: rerank.then(|| ExactRows::new(dim)),
                 max_error: 0.0,
                 ids: Vec::new(),
                 rows: HashMap::new(),
@@ -126,7 +125,7 @@ impl Matcher {
 
     /// Whether quantised scans are re-ranked exactly.
     pub fn rerank(&self) -> bool {
-        self.rerank
+        self.read().exact.is_some()
     }
 
     // A panic while a lock was held cannot leave the state half-changed (mutations are
