@@ -30,6 +30,35 @@ pub enum Error {
     Invalid(String),
     /// A kernel was requested that this CPU or build does not have.
     KernelUnavailable { kernel: &'static str },
+    /// `mlock` refused: `RLIMIT_MEMLOCK` (`limit`, `None` = unlimited) is too low for
+    /// `requested` more bytes on top of the `locked` ones.
+    LockFailed {
+        requested: u64,
+        limit: Option<u64>,
+        locked: u64,
+        errno: i32,
+    },
+    /// The kernel refused `MADV_DONTDUMP` or `MADV_WIPEONFORK`.
+    Unprotected { dontdump: bool, wipeonfork: bool },
+    /// A secure buffer was used after `close()`.
+    BufferClosed,
+    /// A secure buffer cannot be closed while views of it exist.
+    BufferExported { views: usize },
+    /// A system call failed.
+    Os { what: &'static str, errno: i32 },
+}
+
+/// A byte count for people: KiB below 1 MiB, MiB below 1 GiB, GiB above.
+fn size(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if b < KIB * KIB {
+        format!("{:.0} KiB", (b / KIB).ceil())
+    } else if b < KIB * KIB * KIB {
+        format!("{:.1} MiB", b / (KIB * KIB))
+    } else {
+        format!("{:.2} GiB", b / (KIB * KIB * KIB))
+    }
 }
 
 impl fmt::Display for Error {
@@ -66,6 +95,64 @@ impl fmt::Display for Error {
             Error::KernelUnavailable { kernel } => {
                 write!(f, "kernel {kernel:?} is not available on this CPU or build")
             }
+            Error::LockFailed {
+                requested,
+                limit,
+                locked,
+                errno,
+            } => {
+                let os = std::io::Error::from_raw_os_error(*errno);
+                let budget = match limit {
+                    Some(l) => format!(
+                        "RLIMIT_MEMLOCK is {} and {} is locked already",
+                        size(*l),
+                        size(*locked)
+                    ),
+                    None => format!("{} is locked already", size(*locked)),
+                };
+                let needed = requested + locked;
+                write!(
+                    f,
+                    "cannot lock {} for face data ({os}): {budget}. Raise the limit to at \
+                     least {} (`ulimit -l {}` in KiB, systemd `LimitMEMLOCK=`, `docker run \
+                     --ulimit memlock=-1`, or /etc/security/limits.conf), or pass \
+                     allow_unlocked=True to run with memory that may be swapped to disk",
+                    size(*requested),
+                    size(needed),
+                    needed.div_ceil(1024)
+                )
+            }
+            Error::Unprotected {
+                dontdump,
+                wipeonfork,
+            } => {
+                let missing: Vec<&str> = [
+                    (!dontdump, "MADV_DONTDUMP"),
+                    (!wipeonfork, "MADV_WIPEONFORK"),
+                ]
+                .into_iter()
+                .filter_map(|(m, name)| m.then_some(name))
+                .collect();
+                write!(
+                    f,
+                    "the kernel refused {} for face data (Linux 4.14 or later is needed); \
+                     pass allow_unlocked=True to run without it",
+                    missing.join(" and ")
+                )
+            }
+            Error::BufferClosed => write!(f, "the secure buffer is closed"),
+            Error::BufferExported { views } => write!(
+                f,
+                "the secure buffer still has {views} view(s); delete the arrays and \
+                 memoryviews made from it first"
+            ),
+            Error::Os { what, errno } => {
+                write!(
+                    f,
+                    "{what} failed: {}",
+                    std::io::Error::from_raw_os_error(*errno)
+                )
+            }
         }
     }
 }
@@ -78,11 +165,30 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[cfg(feature = "python")]
 impl From<Error> for pyo3::PyErr {
     fn from(err: Error) -> Self {
-        use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+        use pyo3::exceptions::{
+            PyBufferError, PyKeyError, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
+        };
         let msg = err.to_string();
         match err {
             Error::UnknownId { .. } => PyKeyError::new_err(msg),
             Error::KernelUnavailable { .. } => PyRuntimeError::new_err(msg),
+            Error::LockFailed { .. } | Error::Unprotected { .. } => {
+                // lfr.errors.SecureMemoryError is both an LfrError and a MemoryError; the
+                // plain MemoryError is for `_core` loaded without its package.
+                pyo3::Python::with_gil(|py| {
+                    let class = py
+                        .import("lfr.errors")
+                        .and_then(|m| m.getattr("SecureMemoryError"))
+                        .ok()
+                        .and_then(|c| c.downcast::<pyo3::types::PyType>().ok());
+                    match class {
+                        Some(ty) => pyo3::PyErr::from_type(ty, msg),
+                        None => PyMemoryError::new_err(msg),
+                    }
+                })
+            }
+            Error::BufferClosed | Error::BufferExported { .. } => PyBufferError::new_err(msg),
+            Error::Os { errno, .. } => PyOSError::new_err((errno, msg)),
             _ => PyValueError::new_err(msg),
         }
     }

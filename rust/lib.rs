@@ -1,16 +1,19 @@
-//! lfr's native core: exact SIMD watchlist matching (and, in later issues, secure
-//! memory). Pure Rust modules; the Python bindings live behind the `python` feature.
+//! lfr's native core: exact SIMD watchlist matching and secure memory for faces. Pure
+//! Rust modules; the Python bindings live behind the `python` feature.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
 pub mod machine;
 pub mod matching;
+pub mod secure;
 
 #[cfg(feature = "python")]
 mod py_machine;
 #[cfg(feature = "python")]
 mod py_matcher;
+#[cfg(feature = "python")]
+mod py_secure;
 
 #[cfg(feature = "python")]
 use pyo3::prelude::*;
@@ -24,5 +27,11 @@ fn _core(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_matcher::available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(py_machine::read_bandwidth, m)?)?;
     m.add_function(wrap_pyfunction!(py_machine::peak_flops, m)?)?;
+    m.add_class::<py_secure::PySecureBuffer>()?;
+    m.add_function(wrap_pyfunction!(py_secure::memlock_status, m)?)?;
+    m.add_function(wrap_pyfunction!(py_secure::harden, m)?)?;
+    m.add_function(wrap_pyfunction!(py_secure::hardening, m)?)?;
+    m.add_function(wrap_pyfunction!(py_secure::scan_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(py_secure::page_size, m)?)?;
     Ok(())
 }

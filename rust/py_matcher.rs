@@ -1,9 +1,11 @@
 //! Python wrapper of `matching::Matcher`: borrows numpy buffers with the GIL held,
-//! copies them into Rust memory, and runs the work with the GIL released.
+//! copies them into Rust memory (zeroized when dropped: they hold embeddings), and runs
+//! the work with the GIL released.
 
 use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::Error;
 use crate::matching::{Dtype, Kernel, Matcher};
@@ -28,14 +30,15 @@ pub struct PyMatcher {
     inner: Matcher,
 }
 
-/// Borrows a C-contiguous buffer of `T` with `ndim` dimensions and copies it out.
-fn read<T: Element + Copy>(
+/// Borrows a C-contiguous buffer of `T` with `ndim` dimensions and copies it out into a
+/// vector that is zeroized when dropped.
+fn read<T: Element + Copy + Default + Zeroize>(
     py: Python<'_>,
     obj: &PyAny,
     name: &str,
     type_name: &str,
     ndim: usize,
-) -> PyResult<(Vec<T>, Vec<usize>)> {
+) -> PyResult<(Zeroizing<Vec<T>>, Vec<usize>)> {
     let buf = PyBuffer::<T>::get(obj)
         .map_err(|_| PyTypeError::new_err(format!("{name} must be a {type_name} array")))?;
     if buf.dimensions() != ndim {
@@ -49,7 +52,9 @@ fn read<T: Element + Copy>(
             "{name} must be C-contiguous"
         )));
     }
-    Ok((buf.to_vec(py)?, buf.shape().to_vec()))
+    let mut copy = Zeroizing::new(vec![T::default(); buf.item_count()]);
+    buf.copy_to_slice(py, &mut copy)?;
+    Ok((copy, buf.shape().to_vec()))
 }
 
 /// Copies `data` into a writable, C-contiguous buffer of exactly `data.len()` items.

@@ -9,5 +9,14 @@ from __future__ import annotations
 from lfr._core import __version__
 from lfr.errors import LfrError
 from lfr.matcher import Matcher, available_kernels
+from lfr.secure import SecureBuffer, SecurePool, harden_process
 
-__all__ = ["LfrError", "Matcher", "__version__", "available_kernels"]
+__all__ = [
+    "LfrError",
+    "Matcher",
+    "SecureBuffer",
+    "SecurePool",
+    "__version__",
+    "available_kernels",
+    "harden_process",
+]

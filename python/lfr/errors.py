@@ -8,8 +8,17 @@ embeddings or the identities of people who did not match.
 
 from __future__ import annotations
 
-__all__ = ["LfrError"]
+__all__ = ["LfrError", "SecureMemoryError"]
 
 
 class LfrError(Exception):
     """Base class of lfr's own errors."""
+
+
+class SecureMemoryError(LfrError, MemoryError):
+    """Memory for face data cannot be locked or protected.
+
+    Raised, failing closed, when ``mlock`` is refused (``RLIMIT_MEMLOCK`` too low) or
+    the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says how much
+    memory is needed and how to raise the limit; ``allow_unlocked=True`` runs anyway.
+    """

@@ -13,6 +13,7 @@
 
 use super::store::{View, LANES};
 use super::topk::TopK;
+use zeroize::Zeroize;
 
 /// Panels at least this large (f32 from dim 256) are scanned two per tile by one query.
 pub(crate) const LARGE_PANEL_BYTES: usize = 16 * 1024;
@@ -103,9 +104,17 @@ impl Element for I8 {
 }
 
 /// Queries transposed into blocks: block `i` is `dim x n_i`, query-minor, so a tile
-/// broadcasts consecutive floats.
+/// broadcasts consecutive floats. Zeroized on drop: the blocks are embeddings.
 pub(crate) struct QueryBlocks {
     pub(crate) blocks: Vec<(usize, usize, Vec<f32>)>,
+}
+
+impl Drop for QueryBlocks {
+    fn drop(&mut self) {
+        for (_, _, data) in &mut self.blocks {
+            data.zeroize();
+        }
+    }
 }
 
 impl QueryBlocks {
@@ -304,7 +313,9 @@ macro_rules! tile_table {
                 let tops = std::mem::take(&mut $job.tops);
                 for (j, top) in tops.iter_mut().enumerate() {
                     let dim = $job.view.dim;
-                    let qt: Vec<f32> = (0..dim).map(|t| $job.qt[t * $nq + j]).collect();
+                    let qt = zeroize::Zeroizing::new(
+                        (0..dim).map(|t| $job.qt[t * $nq + j]).collect::<Vec<f32>>(),
+                    );
                     let mut one = Job {
                         view: $job.view,
                         qt: &qt,

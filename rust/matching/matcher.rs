@@ -10,6 +10,7 @@ use super::kernel::{Element, Kernel, QueryBlocks, F16, F32, I8};
 use super::store::{normalize, Dtype, Panels, View};
 use super::topk::TopK;
 use crate::error::{Error, Result};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Bytes of matrix traffic per thread below which a search is not split: waking a
 /// parked thread costs tens of microseconds, more than it saves on smaller scans.
@@ -433,7 +434,12 @@ impl Rerank<'_> {
 }
 
 /// Checks `n` rows of `dim` values and returns them normalised.
-fn unit_rows(values: &[f32], dim: usize, n: usize, what: &'static str) -> Result<Vec<f32>> {
+fn unit_rows(
+    values: &[f32],
+    dim: usize,
+    n: usize,
+    what: &'static str,
+) -> Result<Zeroizing<Vec<f32>>> {
     if values.len() != n * dim {
         return Err(Error::Length {
             what: "values for the given number of rows and dim",
@@ -441,13 +447,16 @@ fn unit_rows(values: &[f32], dim: usize, n: usize, what: &'static str) -> Result
             got: values.len(),
         });
     }
-    let mut out = Vec::with_capacity(values.len());
+    let mut out = Zeroizing::new(Vec::with_capacity(values.len()));
     for (index, row) in values.chunks_exact(dim).enumerate() {
         if !row.iter().all(|x| x.is_finite()) {
             return Err(Error::NonFinite { what, index });
         }
         match normalize(row) {
-            Some(unit) => out.extend_from_slice(&unit),
+            Some(mut unit) => {
+                out.extend_from_slice(&unit);
+                unit.zeroize();
+            }
             None => return Err(Error::Zero { what, index }),
         }
     }

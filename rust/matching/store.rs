@@ -202,21 +202,28 @@ impl Panels {
                 0.0
             }
             Dtype::F16 => {
-                let halves: Vec<half::f16> = unit.iter().map(|&x| half::f16::from_f32(x)).collect();
+                let mut halves: Vec<u16> = unit
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x).to_bits())
+                    .collect();
                 let bytes = self.bytes_mut();
                 for (&o, h) in offsets.iter().zip(&halves) {
-                    bytes[o..o + 2].copy_from_slice(&h.to_bits().to_ne_bytes());
+                    bytes[o..o + 2].copy_from_slice(&h.to_ne_bytes());
                 }
-                distance(&mut halves.iter().map(|h| h.to_f32()))
+                let error = distance(&mut halves.iter().map(|&h| half::f16::from_bits(h).to_f32()));
+                halves.zeroize();
+                error
             }
             Dtype::I8 => {
-                let (codes, scale) = quantize_i8(unit);
+                let (mut codes, scale) = quantize_i8(unit);
                 let bytes = self.bytes_mut();
                 for (&o, &q) in offsets.iter().zip(&codes) {
                     bytes[o] = q.to_ne_bytes()[0];
                 }
                 self.scales[row] = scale;
-                distance(&mut codes.iter().map(|&q| f32::from(q) * scale))
+                let error = distance(&mut codes.iter().map(|&q| f32::from(q) * scale));
+                codes.zeroize();
+                error
             }
         }
     }

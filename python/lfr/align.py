@@ -1,0 +1,117 @@
+"""Face alignment into caller-owned memory.
+
+A least-squares similarity transform from detected landmarks to an embedder's
+template, and a warp that writes the chip straight into the caller's buffer.
+
+The chip is written by OpenCV into ``out`` (normally a view of a
+:class:`lfr.SecureBuffer`), so no other copy of the aligned face exists.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["similarity_transform", "warp_face"]
+
+
+def _points(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (n >= 2, 2), got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contain NaN or infinity")
+    return arr
+
+
+def similarity_transform(
+    src: npt.ArrayLike, dst: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """The rotation, uniform scale and translation that best maps ``src`` onto ``dst``.
+
+    Least squares (Umeyama 1991), reflections excluded.
+
+    Args:
+        src: Points ``(n, 2)``, for example the 5 detected landmarks.
+        dst: Corresponding points ``(n, 2)``, for example the embedder's template.
+
+    Returns:
+        A ``(2, 3)`` float64 matrix ``M`` with ``dst ~= src @ M[:, :2].T + M[:, 2]``,
+        as ``cv2.warpAffine`` takes it.
+
+    Raises:
+        ValueError: Shapes differ or are not ``(n, 2)``, values are not finite, or
+            ``src`` has all its points in one place.
+    """
+    s = _points(src, "src")
+    d = _points(dst, "dst")
+    if s.shape != d.shape:
+        raise ValueError(f"src and dst differ in shape: {s.shape} vs {d.shape}")
+    s_mean, d_mean = s.mean(axis=0), d.mean(axis=0)
+    sc, dc = s - s_mean, d - d_mean
+    s_var = (sc**2).sum() / len(s)
+    if s_var <= 1e-12:
+        raise ValueError("src points coincide; no transform is defined")
+    cov = dc.T @ sc / len(s)
+    u, sigma, vt = np.linalg.svd(cov)
+    sign = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1.0
+    rot = u @ np.diag(sign) @ vt
+    scale = float((sigma * sign).sum() / s_var)
+    m = np.empty((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = d_mean - scale * rot @ s_mean
+    return m
+
+
+def warp_face(
+    frame: npt.NDArray[np.uint8],
+    landmarks: npt.ArrayLike,
+    template: npt.ArrayLike,
+    out: npt.NDArray[np.uint8],
+) -> npt.NDArray[np.float64]:
+    """Aligns one face of ``frame`` into ``out`` (bilinear, black outside the frame).
+
+    Args:
+        frame: ``uint8[h, w, 3]`` image.
+        landmarks: The face's points in ``frame`` coordinates, ``(n, 2)``.
+        template: Where those points belong in the chip, ``(n, 2)``, in ``out``'s
+            pixel coordinates.
+        out: ``uint8[size, size, 3]`` C-contiguous, writable destination, normally
+            a :class:`lfr.SecureBuffer` view. Written in place; nothing else is
+            allocated for pixels.
+
+    Returns:
+        The ``(2, 3)`` transform used.
+
+    Raises:
+        TypeError: ``frame`` or ``out`` is not a uint8 array.
+        ValueError: Shapes are wrong, ``out`` is read-only or not contiguous, or the
+            landmarks are degenerate.
+    """
+    for name, arr in (("frame", frame), ("out", out)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
+            raise TypeError(f"{name} must be a uint8 numpy array")
+        if arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(f"{name} must have shape (h, w, 3), got {arr.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writable, C-contiguous array")
+    m = similarity_transform(landmarks, template)
+    h, w = out.shape[:2]
+    result = cv2.warpAffine(
+        frame,
+        m,
+        (w, h),
+        dst=out,
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+    if result is not out and result.ctypes.data != out.ctypes.data:
+        # OpenCV allocated instead of writing in place: never expected for a
+        # matching destination, and never silently accepted.
+        result.fill(0)
+        raise RuntimeError("cv2.warpAffine did not write into the given buffer")
+    return m

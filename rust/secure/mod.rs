@@ -1,0 +1,10 @@
+//! Memory for faces: locked, undumpable, wipe-on-fork mappings that are zeroized with
+//! volatile writes before they are reused or unmapped ([`region`]); process hardening and
+//! the locked-memory budget ([`process`]); and a scanner that proves, in tests, that no copy
+//! of a face is left in the process's memory ([`scan`]).
+
+pub mod process;
+pub mod region;
+pub mod scan;
+
+pub use region::{Protection, SecureRegion};

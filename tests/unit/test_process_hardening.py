@@ -1,0 +1,128 @@
+"""harden_process, memory_status and failing closed when memory cannot be locked.
+
+Hardening is irreversible, so it runs in child processes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lfr
+from lfr.secure import _swaps, memory_status
+
+PR_CAPBSET_DROP = 24
+CAP_IPC_LOCK = 14
+
+
+def run_child(code: str, *, memlock: int | None = None) -> dict[str, object]:
+    """Runs ``code`` in a fresh interpreter; it prints one JSON object."""
+
+    def limit_memlock() -> None:  # pragma: no cover - runs in the child
+        if memlock is None:
+            return
+        hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (memlock, hard))
+        # Root keeps CAP_IPC_LOCK across exec unless it leaves the bounding set.
+        ctypes.CDLL(None).prctl(PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0)
+
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        preexec_fn=limit_memlock,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_harden_process_disables_core_dumps() -> None:
+    out = run_child(
+        """
+        import json, resource, lfr
+        report = lfr.harden_process()
+        print(json.dumps({
+            "core_dumps_disabled": report.core_dumps_disabled,
+            "dumpable": report.dumpable,
+            "rlimit_core": resource.getrlimit(resource.RLIMIT_CORE),
+            "headroom": report.memlock_headroom,
+            "swap_safe": report.swap_safe,
+        }))
+        """
+    )
+    assert out["core_dumps_disabled"] is True
+    assert out["dumpable"] is False
+    assert out["rlimit_core"] == [0, 0]
+    assert isinstance(out["swap_safe"], bool)
+
+
+def test_memory_status_matches_the_kernel() -> None:
+    status = memory_status()
+    soft = resource.getrlimit(resource.RLIMIT_MEMLOCK)[0]
+    expected = None if soft == resource.RLIM_INFINITY else soft
+    assert status.memlock_limit == expected
+    buf = lfr.SecureBuffer(1 << 20)
+    assert memory_status().memlock_locked >= buf.mapped_nbytes
+    buf.close()
+    assert status.dumpable  # this test process was not hardened
+
+
+def test_locking_fails_closed_with_the_numbers_and_the_fix() -> None:
+    out = run_child(
+        """
+        import json, lfr
+        from lfr.errors import SecureMemoryError
+        from lfr.secure import memory_status
+        result = {"privileged": memory_status().memlock_privileged}
+        try:
+            lfr.SecureBuffer(1 << 20)
+            result["error"] = None
+        except SecureMemoryError as e:
+            result["error"] = str(e)
+        try:
+            lfr.SecurePool(1 << 20, capacity=2)
+            result["pool_error"] = None
+        except SecureMemoryError as e:
+            result["pool_error"] = str(e)
+        buf = lfr.SecureBuffer(1 << 20, allow_unlocked=True)
+        result["unlocked"] = [buf.locked, buf.dontdump, buf.wipeonfork]
+        print(json.dumps(result))
+        """,
+        memlock=64 * 1024,
+    )
+    if out["privileged"]:
+        pytest.skip("the child kept CAP_IPC_LOCK, so the memlock limit cannot bind")
+    message = str(out["error"])
+    assert "cannot lock 1.0 MiB" in message
+    assert "RLIMIT_MEMLOCK is 64 KiB" in message
+    assert "ulimit -l" in message
+    assert "allow_unlocked=True" in message
+    assert out["pool_error"] is not None
+    assert out["unlocked"] == [False, True, True]
+
+
+def test_swap_backing_is_classified(tmp_path: Path) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text(
+        "Filename\tType\tSize\tUsed\tPriority\n"
+        "/dev/zram0\tpartition\t1024\t0\t100\n"
+        "/nowhere/swap\\040file\tfile\t2048\t512\t-2\n"
+    )
+    zram, missing = _swaps(str(swaps))
+    assert (zram.backing, zram.size_bytes) == ("ram", 1024 * 1024)
+    assert missing.path == "/nowhere/swap file"
+    assert (missing.kind, missing.used_bytes, missing.backing) == (
+        "file",
+        512 * 1024,
+        "unknown",
+    )

@@ -1,0 +1,197 @@
+"""lfr.SecureBuffer: protections, zero-copy views, wiping and closing."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import lfr
+from lfr.errors import LfrError, SecureMemoryError
+from tests.support.procfs import smaps_entry, vm_flags
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux /proc and madvise flags"
+)
+
+
+def test_new_buffer_is_zeroed_and_fully_protected() -> None:
+    buf = lfr.SecureBuffer(10_000)
+    assert len(buf) == buf.nbytes == 10_000
+    assert buf.mapped_nbytes % os.sysconf("SC_PAGE_SIZE") == 0
+    assert buf.mapped_nbytes >= 10_000
+    assert buf.address % os.sysconf("SC_PAGE_SIZE") == 0
+    assert (buf.locked, buf.dontdump, buf.wipeonfork) == (True, True, True)
+    assert not np.asarray(buf).any()
+    buf.close()
+
+
+@linux_only
+def test_smaps_shows_locked_dontdump_wipeonfork() -> None:
+    buf = lfr.SecureBuffer(3 * 4096 + 5)
+    buf.array()[:] = 1  # touch every page
+    entry = smaps_entry(buf.address)
+    assert entry is not None, "the buffer's mapping is not in /proc/self/smaps"
+    assert entry["Locked"] == f"{buf.mapped_nbytes // 1024} kB"
+    assert {"lo", "dd", "wf"} <= vm_flags(buf.address)
+    buf.close()
+
+
+def test_views_are_zero_copy_and_writable() -> None:
+    buf = lfr.SecureBuffer(4 * 6)
+    arr = buf.array(np.float32, (2, 3))
+    assert arr.flags.writeable
+    assert arr.flags.c_contiguous
+    assert arr.ctypes.data == buf.address
+    arr[1, 2] = 2.5
+    assert np.asarray(buf).view(np.float32)[5] == 2.5
+    mv = memoryview(buf)
+    assert mv.nbytes == 24
+    assert not mv.readonly
+    assert buf.views == 2
+    del arr, mv
+    assert buf.views == 0
+    buf.close()
+
+
+def test_opencv_and_numpy_write_in_place() -> None:
+    src = np.arange(40 * 30 * 3, dtype=np.uint8).reshape(40, 30, 3)
+    buf = lfr.SecureBuffer(20 * 10 * 3)
+    dst = buf.array(np.uint8, (20, 10, 3))
+    m = np.array([[1.0, 0.0, -2.0], [0.0, 1.0, -3.0]])  # dst(x, y) = src(x + 2, y + 3)
+    out = cv2.warpAffine(src, m, (10, 20), dst=dst)
+    assert out.ctypes.data == buf.address
+    np.testing.assert_array_equal(dst, src[3:23, 2:12])
+    np.multiply(dst, 0, out=dst)
+    assert not np.asarray(buf).any()
+    np.copyto(dst, 9)
+    assert (np.asarray(buf) == 9).all()
+    del dst, out
+    buf.close()
+
+
+def test_wipe_zeroes_every_view() -> None:
+    buf = lfr.SecureBuffer(1000)
+    arr = buf.array()
+    arr[:] = 0xAB
+    buf.wipe()
+    assert not arr.any()
+    del arr
+    buf.close()
+
+
+def test_close_is_refused_while_views_exist() -> None:
+    buf = lfr.SecureBuffer(64)
+    arr = buf.array(np.float32)
+    sub = arr[3:5]
+    del arr
+    with pytest.raises(BufferError, match="1 view"):
+        buf.close()
+    del sub
+    buf.close()
+    assert buf.closed
+    buf.close()  # idempotent
+
+
+def test_closed_buffer_refuses_every_use() -> None:
+    buf = lfr.SecureBuffer(64)
+    buf.close()
+    with pytest.raises(BufferError, match="closed"):
+        np.asarray(buf)
+    with pytest.raises(BufferError, match="closed"):
+        buf.array()
+    with pytest.raises(BufferError, match="closed"):
+        buf.wipe()
+    with pytest.raises(BufferError, match="closed"):
+        _ = buf.locked
+    assert "closed" in repr(buf)
+
+
+@linux_only
+def test_a_view_keeps_the_memory_mapped_until_it_goes() -> None:
+    buf = lfr.SecureBuffer(5000)
+    address = buf.address
+    arr = buf.array()
+    arr[:] = 7
+    del buf
+    gc.collect()
+    assert (arr == 7).all()  # still mapped, still ours
+    assert "lo" in vm_flags(address)
+    del arr
+    gc.collect()
+    # Freed: zeroized, unlocked and unmapped (an unrelated mapping may reuse the
+    # address, but never a locked one of ours).
+    assert "lo" not in vm_flags(address)
+
+
+def test_array_validates_dtype_and_shape() -> None:
+    buf = lfr.SecureBuffer(100)
+    with pytest.raises(ValueError, match="needs 104 bytes"):
+        buf.array(np.float32, (26,))
+    with pytest.raises(ValueError, match="negative"):
+        buf.array(np.uint8, (-1, 2))
+    with pytest.raises(TypeError, match="object"):
+        buf.array(object)
+    assert buf.array(np.float64).shape == (12,)
+    assert buf.array(np.uint8, 7).shape == (7,)
+    assert buf.array(np.uint8, (0, 3)).size == 0
+    gc.collect()
+    buf.close()
+
+
+def test_bad_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        lfr.SecureBuffer(0)
+    with pytest.raises(OverflowError):
+        lfr.SecureBuffer(-1)
+    with pytest.raises(TypeError):
+        lfr.SecureBuffer("8")  # type: ignore[arg-type]
+
+
+def test_repr_shows_state_but_no_content() -> None:
+    buf = lfr.SecureBuffer(16)
+    buf.array()[:] = 0x41  # "AAAA..."
+    text = repr(buf)
+    assert text.startswith("SecureBuffer(nbytes=16, locked=True")
+    assert "AAAA" not in text
+    assert "65" not in text
+    buf.close()
+
+
+def test_context_manager_wipes_and_frees() -> None:
+    with lfr.SecureBuffer(32) as buf:
+        buf.array()[:] = 3
+    assert buf.closed
+    with lfr.SecureBuffer(32) as kept:
+        view = kept.array()
+        view[:] = 3
+    assert not kept.closed
+    assert not view.any()
+    del view
+    kept.close()
+
+
+def test_secure_memory_error_is_an_lfr_error_and_a_memory_error() -> None:
+    assert issubclass(SecureMemoryError, LfrError)
+    assert issubclass(SecureMemoryError, MemoryError)
+
+
+@linux_only
+def test_fork_child_sees_zeros() -> None:
+    buf = lfr.SecureBuffer(3 * 4096)
+    buf.array()[:] = 0xAB
+    plain = bytearray(b"\xab" * 64)  # ordinary memory: copied into the child
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        secure_zero = not np.asarray(buf).any()
+        plain_kept = plain == bytearray(b"\xab" * 64)
+        os._exit(0 if secure_zero and plain_kept else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status)
+    assert os.WEXITSTATUS(status) == 0
+    assert (np.asarray(buf) == 0xAB).all()  # the parent keeps its data
+    buf.close()
