@@ -55,3 +55,15 @@ def test_unknown_command_fails() -> None:
     out = run(COMMANDS[0], "frobnicate")
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+def test_info_reports_memory_protection() -> None:
+    out = run(COMMANDS[0], "info", "--json")
+    data = json.loads(out.stdout)
+    status = lfr.secure.memory_status()
+    assert data["memlock_limit_bytes"] == status.memlock_limit
+    assert data["memlock_privileged"] == status.memlock_privileged
+    assert data["swap_safe"] == status.swap_safe
+    text = run(COMMANDS[0], "info").stdout
+    assert "memlock_headroom:" in text
+    assert "swap:" in text
