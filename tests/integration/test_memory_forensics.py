@@ -125,6 +125,9 @@ def decide_one_face(
     np.copyto(emb[0], draw)
     draw.fill(0)
     del draw
+    # L2-normalised in place, as the embedder's output is: the matcher's normalised
+    # copies of the query are then bit-for-bit runs of it, and must be wiped too.
+    np.divide(emb, np.linalg.norm(emb), out=emb)
 
     references = [masked(a, key) for a in (frame, chip, tensor, emb)]
     ids, scores = watchlist.search(emb, k=1)
