@@ -73,10 +73,10 @@ def pools() -> Iterator[Pools]:
         pool.close()
 
 
-@pytest.fixture(scope="module")
-def watchlist() -> lfr.Matcher:
+@pytest.fixture(scope="module", params=["f32", "f16", "i8"])
+def watchlist(request: pytest.FixtureRequest) -> lfr.Matcher:
     rng = np.random.default_rng(7)
-    matcher = lfr.Matcher(DIM)
+    matcher = lfr.Matcher(DIM, dtype=request.param)
     matcher.add(np.arange(50), rng.standard_normal((50, DIM), dtype=np.float32))
     return matcher
 
