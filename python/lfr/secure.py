@@ -288,6 +288,9 @@ class SecurePool:
 
         Raises:
             ValueError: ``buf`` is not leased from this pool (or was released twice).
+            lfr.errors.SecureMemoryError: ``buf`` still had views, so it was retired,
+                and its replacement could not be locked; the pool is one buffer
+                smaller.
         """
         with self._lock:
             if id(buf) not in self._leased:
@@ -299,8 +302,12 @@ class SecurePool:
             return
         if buf.views:
             _log.debug("a released buffer still has views; replacing it")
-            self._retired += 1
+            with self._lock:
+                self._retired += 1
+                self._capacity -= 1
             buf = SecureBuffer(self._nbytes, allow_unlocked=self._allow_unlocked)
+            with self._lock:
+                self._capacity += 1
         self._free.put(buf)
 
     @contextmanager

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
+import pickle
 import sys
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -194,4 +197,12 @@ def test_fork_child_sees_zeros() -> None:
     assert os.WIFEXITED(status)
     assert os.WEXITSTATUS(status) == 0
     assert (np.asarray(buf) == 0xAB).all()  # the parent keeps its data
+    buf.close()
+
+
+@pytest.mark.parametrize("how", [pickle.dumps, copy.copy, copy.deepcopy])
+def test_cannot_be_pickled_or_copied(how: Callable[[object], object]) -> None:
+    buf = lfr.SecureBuffer(16)
+    with pytest.raises(TypeError, match="pickle"):
+        how(buf)
     buf.close()
