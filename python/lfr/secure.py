@@ -149,9 +149,14 @@ class SecureBuffer(_core.SecureBuffer):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Wipes the buffer, and frees it unless views still exist.
+        self.discard()
 
-        With views left, the zeroized memory is freed when the last view goes.
+    def discard(self) -> None:
+        """Wipes the buffer and frees it now, or when its last view goes.
+
+        Unlike :meth:`close`, this never fails: with views left, the memory stays
+        mapped (reading as zeros) until the last one is gone. Does nothing once
+        closed.
         """
         if self.closed:
             return
@@ -296,10 +301,10 @@ class SecurePool:
             if id(buf) not in self._leased:
                 raise ValueError("the buffer is not leased from this pool")
             self._leased.discard(id(buf))
-        buf.wipe()
         if self._closed:
-            self._close_or_abandon(buf)
+            buf.discard()
             return
+        buf.wipe()
         if buf.views:
             _log.debug("a released buffer still has views; replacing it")
             with self._lock:
@@ -326,12 +331,6 @@ class SecurePool:
         finally:
             self.release(buf)
 
-    @staticmethod
-    def _close_or_abandon(buf: SecureBuffer) -> None:
-        # Wiped already; with views left, it is freed when the last one goes.
-        if buf.views == 0:
-            buf.close()
-
     def close(self) -> None:
         """Wipes and frees every free buffer; leased ones are freed on release."""
         self._closed = True
@@ -340,8 +339,7 @@ class SecurePool:
                 buf = self._free.get_nowait()
             except queue.Empty:
                 break
-            buf.wipe()
-            self._close_or_abandon(buf)
+            buf.discard()
 
     def __enter__(self) -> SecurePool:
         return self

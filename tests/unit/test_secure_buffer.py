@@ -206,3 +206,16 @@ def test_cannot_be_pickled_or_copied(how: Callable[[object], object]) -> None:
     with pytest.raises(TypeError, match="pickle"):
         how(buf)
     buf.close()
+
+
+def test_discard_wipes_and_frees_now_or_with_the_last_view() -> None:
+    buf = lfr.SecureBuffer(32)
+    view = buf.array()
+    view[:] = 4
+    buf.discard()
+    assert not view.any()
+    assert not buf.closed
+    del view
+    buf.discard()
+    assert buf.closed
+    buf.discard()  # nothing left to do
