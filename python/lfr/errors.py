@@ -8,7 +8,7 @@ embeddings or the identities of people who did not match.
 
 from __future__ import annotations
 
-__all__ = ["LfrError", "SecureMemoryError"]
+__all__ = ["LfrError", "ModelError", "SecureMemoryError"]
 
 
 class LfrError(Exception):
@@ -21,4 +21,12 @@ class SecureMemoryError(LfrError, MemoryError):
     Raised, failing closed, when ``mlock`` is refused (``RLIMIT_MEMLOCK`` too low) or
     the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says how much
     memory is needed and how to raise the limit; ``allow_unlocked=True`` runs anyway.
+    """
+
+
+class ModelError(LfrError):
+    """A model is missing, fails its checksum, or cannot be parsed or loaded.
+
+    The message names the command that fixes it where there is one
+    (``lfr models fetch``).
     """
