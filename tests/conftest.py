@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from lfr import models
+from lfr.errors import ModelError
+
 # Matcher calls allocate thread pools and large buffers on first use: timing-based
 # deadlines would only measure the machine.
 settings.register_profile("lfr", deadline=None, print_blob=True)
@@ -29,3 +32,12 @@ def lfw_dir() -> Path:
     if not (path / "identities").is_dir():
         pytest.skip(f"face data not found at {path} (set LFR_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def yunet_path() -> Path:
+    """The installed YuNet detector (``lfr.models.path("yunet")``); skips without it."""
+    try:
+        return models.path("yunet")
+    except ModelError as exc:
+        pytest.skip(str(exc))

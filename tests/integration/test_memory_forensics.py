@@ -119,7 +119,9 @@ def decide_one_face(
     chip = chip_buf.array(np.uint8, (CHIP, CHIP, 3))
     warp_face(frame, LANDMARKS, TEMPLATE, out=chip)
     tensor = tensor_buf.array(np.float32, (1, 3, CHIP, CHIP))
-    chip_to_tensor(chip, tensor, mean=(122.782, 117.001, 104.298), scale=1 / 256)
+    chip_to_tensor(
+        chip, tensor, mean=(122.782, 117.001, 104.298), std=(256.0, 256.0, 256.0)
+    )
     emb = emb_buf.array(np.float32, (1, DIM))
     draw = rng.standard_normal(DIM, dtype=np.float32)
     np.copyto(emb[0], draw)

@@ -92,7 +92,7 @@ def test_chip_to_tensor_matches_the_reference_formula() -> None:
     mean = (122.782, 117.001, 104.298)
     with lfr.SecureBuffer(3 * 150 * 150 * 4) as buf:
         tensor = buf.array(np.float32, (1, 3, 150, 150))
-        chip_to_tensor(chip, tensor, mean=mean, scale=1 / 256)
+        chip_to_tensor(chip, tensor, mean=mean, std=(256.0, 256.0, 256.0))
         expected = (
             chip[:, :, ::-1].astype(np.float32) - np.array(mean, np.float32)
         ) / 256
