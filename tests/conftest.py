@@ -41,3 +41,12 @@ def yunet_path() -> Path:
         return models.path("yunet")
     except ModelError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def embedder_path() -> Path:
+    """The installed dlib ResNet embedder; skips without it."""
+    try:
+        return models.path("dlib-resnet")
+    except ModelError as exc:
+        pytest.skip(str(exc))

@@ -137,7 +137,7 @@ class FaceEmbedder:
         path: str | os.PathLike[str] | None = None,
         *,
         size: int | None = None,
-        template: Sequence[Sequence[float]] | None = None,
+        template: npt.ArrayLike | None = None,
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
         rgb: bool = True,

