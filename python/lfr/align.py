@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["similarity_transform", "warp_face"]
+__all__ = ["mirrored_transform", "similarity_transform", "warp_face"]
 
 
 def _points(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
@@ -66,11 +66,38 @@ def similarity_transform(
     return m
 
 
+def mirrored_transform(
+    landmarks: npt.ArrayLike, template: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """The affine map that aligns the mirror image of a face onto ``template``.
+
+    Equivalent to flipping the frame horizontally and aligning the flipped face
+    (its five landmarks swapped left for right), without making the flipped frame.
+
+    Args:
+        landmarks: The face's five points in frame coordinates (image-left eye,
+            image-right eye, nose, image-left and image-right mouth corner).
+        template: The chip template for the same five points.
+
+    Returns:
+        A ``(2, 3)`` matrix (with a reflection) for ``cv2.warpAffine``.
+    """
+    points = _points(landmarks, "landmarks")
+    if points.shape != (5, 2):
+        raise ValueError(f"mirroring needs the 5 landmarks, got {points.shape}")
+    flipped = points[[1, 0, 2, 4, 3]] * np.array([-1.0, 1.0])
+    m = similarity_transform(flipped, template)
+    m[:, 0] = -m[:, 0]
+    return m
+
+
 def warp_face(
     frame: npt.NDArray[np.uint8],
     landmarks: npt.ArrayLike,
     template: npt.ArrayLike,
     out: npt.NDArray[np.uint8],
+    *,
+    mirror: bool = False,
 ) -> npt.NDArray[np.float64]:
     """Aligns one face of ``frame`` into ``out`` (bilinear, black outside the frame).
 
@@ -82,6 +109,8 @@ def warp_face(
         out: ``uint8[size, size, 3]`` C-contiguous, writable destination, normally
             a :class:`lfr.SecureBuffer` view. Written in place; nothing else is
             allocated for pixels.
+        mirror: Write the aligned mirror image of the face instead (see
+            :func:`mirrored_transform`).
 
     Returns:
         The ``(2, 3)`` transform used.
@@ -98,7 +127,10 @@ def warp_face(
             raise ValueError(f"{name} must have shape (h, w, 3), got {arr.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a writable, C-contiguous array")
-    m = similarity_transform(landmarks, template)
+    if mirror:
+        m = mirrored_transform(landmarks, template)
+    else:
+        m = similarity_transform(landmarks, template)
     h, w = out.shape[:2]
     result = cv2.warpAffine(
         frame,

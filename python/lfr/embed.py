@@ -119,6 +119,9 @@ class FaceEmbedder:
         rgb: The model expects RGB (else BGR).
         threads: onnxruntime intra-op threads (spinning is off).
         batch: Faces per onnxruntime call (models with a fixed batch of 1 use 1).
+        flip: Also embed each face's mirror image and average the two
+            (test-time augmentation: more accurate, twice the inference time; see
+            docs/accuracy.md).
 
     Raises:
         ModelError: The model is missing, altered, or not an image embedder.
@@ -143,6 +146,7 @@ class FaceEmbedder:
         rgb: bool = True,
         threads: int = 1,
         batch: int = 8,
+        flip: bool = False,
     ) -> None:
         if isinstance(threads, bool) or threads < 1:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -169,9 +173,13 @@ class FaceEmbedder:
                 f"{model}: output must be [N, dim], got {outputs[0].shape}"
             )
         self._dim = dim
-        self._batch = batch if not isinstance(shape[0], int) else int(shape[0])
-        if self._batch != batch and shape[0] != 1:
+        if isinstance(shape[0], int) and shape[0] != 1:
             raise ModelError(f"{model}: fixed batch {shape[0]} is not supported")
+        self._flip = bool(flip)
+        self._batch = batch
+        self._views = 2 if self._flip else 1
+        slots = self._batch * self._views
+        self._run = 1 if isinstance(shape[0], int) else slots
         scale = self._size / 150.0
         points = (
             np.asarray(template, dtype=np.float64)
@@ -193,8 +201,9 @@ class FaceEmbedder:
         self._model_id = self._identify(model)
         self._lock = threading.Lock()
         s = self._size
-        self._chips = SecureBuffer(self._batch * s * s * 3)
-        self._tensor = SecureBuffer(self._batch * 3 * s * s * 4)
+        self._chips = SecureBuffer(slots * s * s * 3)
+        self._tensor = SecureBuffer(slots * 3 * s * s * 4)
+        self._outputs = SecureBuffer(slots * self._dim * 4)
 
     def _identify(self, model: str | os.PathLike[str]) -> str:
         digest = hashlib.sha256()
@@ -208,6 +217,7 @@ class FaceEmbedder:
                 self._mean,
                 self._std,
                 self._rgb,
+                self._flip,
             )
         ).encode()
         return f"{digest.hexdigest()[:16]}-{hashlib.sha256(params).hexdigest()[:8]}"
@@ -221,6 +231,11 @@ class FaceEmbedder:
     def size(self) -> int:
         """Chip side in pixels."""
         return self._size
+
+    @property
+    def flip(self) -> bool:
+        """Whether each face is embedded with its mirror image."""
+        return self._flip
 
     @property
     def model_id(self) -> str:
@@ -284,6 +299,7 @@ class FaceEmbedder:
             finally:
                 self._chips.wipe()
                 self._tensor.wipe()
+                self._outputs.wipe()
         _normalise_rows(target)
         return target
 
@@ -293,24 +309,42 @@ class FaceEmbedder:
         landmarks: npt.NDArray[np.float32],
         out: npt.NDArray[np.float32],
     ) -> None:
-        s, b = self._size, len(landmarks)
-        chips = self._chips.array(np.uint8, (self._batch, s, s, 3))
-        tensor = self._tensor.array(np.float32, (self._batch, 3, s, s))
-        for i in range(b):
-            align_into(frame, landmarks[i], self._template, chips[i])
-            chip_to_tensor(
-                chips[i], tensor[i], mean=self._mean, std=self._std, rgb=self._rgb
+        s, views = self._size, self._views
+        used = len(landmarks) * views
+        slots = self._batch * views
+        chips = self._chips.array(np.uint8, (slots, s, s, 3))
+        tensor = self._tensor.array(np.float32, (slots, 3, s, s))
+        results = (
+            out if views == 1 else self._outputs.array(np.float32, (slots, self._dim))
+        )
+        for k in range(used):
+            align_into(
+                frame,
+                landmarks[k // views],
+                self._template,
+                chips[k],
+                mirror=k % 2 == 1,
             )
-        binding = self._session.io_binding()
-        batch = tensor[:b]
-        binding.bind_input(
-            self._input, "cpu", 0, np.float32, list(batch.shape), batch.ctypes.data
-        )
-        binding.bind_output(
-            self._output, "cpu", 0, np.float32, list(out.shape), out.ctypes.data
-        )
-        self._session.run_with_iobinding(binding)
-        del chips, tensor, batch
+            chip_to_tensor(
+                chips[k], tensor[k], mean=self._mean, std=self._std, rgb=self._rgb
+            )
+        for start in range(0, used, self._run):
+            stop = min(used, start + self._run)
+            binding = self._session.io_binding()
+            batch, dest = tensor[start:stop], results[start:stop]
+            binding.bind_input(
+                self._input, "cpu", 0, np.float32, list(batch.shape), batch.ctypes.data
+            )
+            binding.bind_output(
+                self._output, "cpu", 0, np.float32, list(dest.shape), dest.ctypes.data
+            )
+            self._session.run_with_iobinding(binding)
+            del batch, dest
+        if views == 2:
+            # Each view at unit length, then their sum (normalised by the caller).
+            _normalise_rows(results[:used])
+            np.add(results[0:used:2], results[1:used:2], out=out)
+        del chips, tensor, results
 
     def __repr__(self) -> str:
         return (
@@ -324,17 +358,20 @@ def align_into(
     landmarks: npt.NDArray[np.float32],
     template: npt.NDArray[np.float64],
     chip: npt.NDArray[np.uint8],
+    *,
+    mirror: bool = False,
 ) -> None:
     """Aligns one face into ``chip``, area-downscaling large faces first.
 
     A face that the transform would shrink by more than 2x is first resized with
     area interpolation (into a secure scratch buffer, wiped afterwards), so the
-    bilinear warp samples an image of about the chip's own scale.
+    bilinear warp samples an image of about the chip's own scale. With ``mirror``
+    the chip holds the aligned mirror image of the face.
     """
     m = similarity_transform(landmarks, template)
     shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))
     if shrink >= _MAX_WARP_SHRINK:
-        warp_face(frame, landmarks, template, out=chip)
+        warp_face(frame, landmarks, template, out=chip, mirror=mirror)
         return
     side = chip.shape[0]
     inverse = cv2.invertAffineTransform(m)
@@ -344,7 +381,7 @@ def align_into(
     x0, y0 = np.clip(np.floor(mapped.min(axis=0)).astype(int) - 2, 0, [w, h])
     x1, y1 = np.clip(np.ceil(mapped.max(axis=0)).astype(int) + 2, 0, [w, h])
     if x1 - x0 < 2 or y1 - y0 < 2:
-        warp_face(frame, landmarks, template, out=chip)
+        warp_face(frame, landmarks, template, out=chip, mirror=mirror)
         return
     rw = max(1, round((x1 - x0) * shrink))
     rh = max(1, round((y1 - y0) * shrink))
@@ -355,7 +392,7 @@ def align_into(
         )
         fx, fy = rw / (x1 - x0), rh / (y1 - y0)
         moved = (np.asarray(landmarks, np.float64) - [x0, y0]) * [fx, fy]
-        warp_face(small, moved, template, out=chip)
+        warp_face(small, moved, template, out=chip, mirror=mirror)
         del small
 
 

@@ -194,3 +194,23 @@ def test_an_arcface_style_model_plugs_in(tmp_path: Path) -> None:
     got = emb.embed(frame, faces)[0]
     rgb = (np.array([250, 120, 10]) - 127.5) / 127.5
     np.testing.assert_allclose(got, rgb / np.linalg.norm(rgb), atol=1e-5)
+
+
+def test_flip_averages_the_mirror_image(
+    detector: lfr.FaceDetector, embedder: lfr.FaceEmbedder, lfw_dir: Path
+) -> None:
+    flipping = lfr.FaceEmbedder(flip=True, batch=3)
+    assert flipping.flip
+    assert flipping.model_id != embedder.model_id
+    person = sorted(p.name for p in (lfw_dir / "identities").iterdir())[4]
+    image = photos(lfw_dir, person)[0]
+    faces = detector.detect(image)
+    both = flipping.embed(image, faces)
+    plain = embedder.embed(image, faces)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    mirrored_plain = embedder.embed(mirrored, detector.detect(mirrored))
+    # The average of a face and its mirror image is close to both.
+    assert float(both[0] @ plain[0]) > 0.97
+    assert float(both[0] @ mirrored_plain[0]) > 0.97
+    assert float(both[0] @ plain[0]) < 0.99999

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lfr
-from lfr.align import similarity_transform, warp_face
+from lfr.align import mirrored_transform, similarity_transform, warp_face
 from lfr.embed import chip_to_tensor
 
 TEMPLATE = np.array(
@@ -110,3 +110,25 @@ def test_chip_to_tensor_validates_its_arrays() -> None:
         chip_to_tensor(chip, np.zeros((3, 8, 9), np.float32))
     with pytest.raises(ValueError, match="mean"):
         chip_to_tensor(chip, np.zeros((3, 8, 8), np.float32), mean=(1.0,))
+
+
+def test_mirrored_warp_equals_aligning_the_flipped_frame() -> None:
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, size=(200, 260, 3), dtype=np.uint8)
+    landmarks = TEMPLATE * 1.1 + np.array([30.0, 20.0])
+    landmarks[2, 0] += 6  # not symmetric
+    w = frame.shape[1]
+    flipped = np.ascontiguousarray(frame[:, ::-1])
+    flipped_lm = landmarks[[1, 0, 2, 4, 3]].copy()
+    flipped_lm[:, 0] = w - 1 - flipped_lm[:, 0]
+    with lfr.SecureBuffer(2 * 150 * 150 * 3) as buf:
+        chips = buf.array(np.uint8, (2, 150, 150, 3))
+        warp_face(frame, landmarks, TEMPLATE, out=chips[0], mirror=True)
+        warp_face(flipped, flipped_lm, TEMPLATE, out=chips[1])
+        # The same sampling positions: equal up to OpenCV's fixed-point rounding.
+        diff = np.abs(chips[0].astype(int) - chips[1].astype(int))
+        assert diff.max() <= 1
+        assert diff.mean() < 0.01
+        m = mirrored_transform(landmarks, TEMPLATE)
+        assert np.linalg.det(m[:, :2]) < 0  # a reflection
+        del chips
