@@ -80,7 +80,7 @@ class QualityGate:
 
     min_score: float = 0.7
     min_eye_distance: float = 16.0
-    max_yaw: float = 0.45
+    max_yaw: float = 0.6
     pitch_range: tuple[float, float] = field(default=(0.15, 0.85))
     max_roll: float = 40.0
     min_sharpness: float = 20.0
