@@ -153,14 +153,20 @@ def main(argv: list[str]) -> int:
         print(f"no lfw-dev under {root} (set LFR_DATA_DIR)", file=sys.stderr)
         return 2
     detector = lfr.FaceDetector()
-    plain = lfr.FaceEmbedder()
-    flipped = lfr.FaceEmbedder(flip=True)
+    template = lfr.FaceEmbedder(alignment="template", flip=False)
+    template_flip = lfr.FaceEmbedder(alignment="template", flip=True)
+    dlib = lfr.FaceEmbedder(flip=False)
+    dlib_flip = lfr.FaceEmbedder()  # the default: dlib alignment and mirror
     gate = lfr.QualityGate()
     variants: list[tuple[str, int, Embed]] = [
-        ("baseline: YuNet landmarks, template alignment", 1, embedder_fn(plain)),
-        ("+ mirror-image averaging (`flip=True`)", 1, embedder_fn(flipped)),
-        ("+ quality gate (defaults)", 1, embedder_fn(flipped, gate)),
-        ("+ two enrolment photos per identity", 2, embedder_fn(flipped, gate)),
+        ("baseline: YuNet landmarks onto a template", 1, embedder_fn(template)),
+        ("template + mirror-image averaging", 1, embedder_fn(template_flip)),
+        ("dlib's shape predictor and chip", 1, embedder_fn(dlib)),
+        ("dlib alignment + quality gate (defaults)", 1, embedder_fn(dlib, gate)),
+        ("dlib alignment + mirror (the default)", 1, embedder_fn(dlib_flip)),
+        ("the default + quality gate", 1, embedder_fn(dlib_flip, gate)),
+        ("dlib alignment, two enrolment photos", 2, embedder_fn(dlib)),
+        ("dlib + mirror, two enrolment photos", 2, embedder_fn(dlib_flip)),
     ]
     rows = []
     for name, enrol, embed in variants:

@@ -1,9 +1,10 @@
 """Face embedding: lfr's FaceEmbedder (dlib ResNet on onnxruntime) per face.
 
 Faces come from the same crowd frame as benches/test_detect.py (32 LFW photos tiled
-into 1920x1080). One call embeds ``b`` faces: alignment into secure chips, the
-float32 input tensor, one onnxruntime run, L2 normalisation. The time per face is
-the call's time divided by ``b``.
+into 1920x1080). One call embeds ``b`` faces: dlib's shape predictor and chip
+alignment into secure chips, the float32 input tensor, one onnxruntime run, L2
+normalisation; with ``flip`` (the default) also each face's mirror image. The time
+per face is the call's time divided by ``b``.
 
 Target: at most 4 ms per face on one core.
 """
@@ -35,6 +36,7 @@ def embedder_model() -> Path:
         pytest.skip(str(exc))
 
 
+@pytest.mark.parametrize("flip", [True, False], ids=["flip", "noflip"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 8])
 def test_embed(
@@ -44,6 +46,7 @@ def test_embed(
     crowd: dict[str, U8],  # noqa: F811
     batch: int,
     threads: int,
+    flip: bool,
 ) -> None:
     frame = crowd["1920x1080"]
     detector = FaceDetector(yunet)
@@ -55,9 +58,12 @@ def test_embed(
         found.scores[:batch].copy(),
         found.landmarks[:batch].copy(),
     )
-    embedder = FaceEmbedder(embedder_model, threads=threads, batch=8)
+    embedder = FaceEmbedder(
+        embedder_model, threads=threads, batch=8, alignment="dlib", flip=flip
+    )
     embedder.embed(frame, faces)  # warm-up: onnxruntime plans its memory
     benchmark.group = f"embed batch {batch}"
     benchmark.extra_info.update(op="embed", case=f"batch {batch}", faces=batch)
+    benchmark.extra_info.update(flip=flip)
     benchmark.extra_info.update(impl="lfr", threads=threads)
     benchmark(lambda: embedder.embed(frame, faces))

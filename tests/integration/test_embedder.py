@@ -197,20 +197,37 @@ def test_an_arcface_style_model_plugs_in(tmp_path: Path) -> None:
 
 
 def test_flip_averages_the_mirror_image(
-    detector: lfr.FaceDetector, embedder: lfr.FaceEmbedder, lfw_dir: Path
+    detector: lfr.FaceDetector, lfw_dir: Path
 ) -> None:
-    flipping = lfr.FaceEmbedder(flip=True, batch=3)
-    assert flipping.flip
-    assert flipping.model_id != embedder.model_id
+    flipping = lfr.FaceEmbedder(batch=3)
+    single = lfr.FaceEmbedder(flip=False)
+    assert flipping.flip  # the default for the default model
+    assert not single.flip
+    assert flipping.model_id != single.model_id
     person = sorted(p.name for p in (lfw_dir / "identities").iterdir())[4]
     image = photos(lfw_dir, person)[0]
     faces = detector.detect(image)
     both = flipping.embed(image, faces)
-    plain = embedder.embed(image, faces)
+    plain = single.embed(image, faces)
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
     mirrored = np.ascontiguousarray(image[:, ::-1])
-    mirrored_plain = embedder.embed(mirrored, detector.detect(mirrored))
+    mirrored_plain = single.embed(mirrored, detector.detect(mirrored))
     # The average of a face and its mirror image is close to both.
     assert float(both[0] @ plain[0]) > 0.97
     assert float(both[0] @ mirrored_plain[0]) > 0.97
     assert float(both[0] @ plain[0]) < 0.99999
+
+
+def test_both_alignments_embed_the_same_person_alike(
+    detector: lfr.FaceDetector, lfw_dir: Path
+) -> None:
+    dlib = lfr.FaceEmbedder(flip=False)
+    template = lfr.FaceEmbedder(alignment="template", flip=False)
+    assert dlib.model_id != template.model_id
+    person = sorted(p.name for p in (lfw_dir / "identities").iterdir())[5]
+    image = photos(lfw_dir, person)[0]
+    faces = one_face(detector, image)
+    a, b = dlib.embed(image, faces)[0], template.embed(image, faces)[0]
+    assert 0.9 < float(a @ b) < 0.99999  # close, but never mix them in one watchlist
+    with pytest.raises(ValueError, match="alignment"):
+        lfr.FaceEmbedder(alignment="other")  # type: ignore[arg-type]

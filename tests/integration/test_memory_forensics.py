@@ -30,7 +30,7 @@ import pytest
 import lfr
 from lfr import _core
 from lfr.align import warp_face
-from lfr.embed import DLIB_TEMPLATE, align_into, chip_to_tensor
+from lfr.embed import align_into, chip_to_tensor
 
 H, W = 480, 640
 CHIP = 150
@@ -226,7 +226,7 @@ def test_no_trace_after_real_detection_and_embedding(
         raw = refs.array(np.uint8)
         chip = raw[: CHIP * CHIP * 3].reshape(CHIP, CHIP, 3)
         tensor = raw[CHIP * CHIP * 3 :].view(np.float32).reshape(3, CHIP, CHIP)
-        align_into(frame, faces.landmarks[0], np.asarray(DLIB_TEMPLATE), chip)
+        align_into(frame, embedder._transforms(frame, faces)[0], chip)
         chip_to_tensor(chip, tensor)
         references = [masked(a, key) for a in (frame, chip, tensor, vecs[:1])]
         _, scores = watchlist.search(vecs, k=1)
