@@ -231,3 +231,29 @@ def test_both_alignments_embed_the_same_person_alike(
     assert 0.9 < float(a @ b) < 0.99999  # close, but never mix them in one watchlist
     with pytest.raises(ValueError, match="alignment"):
         lfr.FaceEmbedder(alignment="other")  # type: ignore[arg-type]
+
+
+def test_landmarks_from_a_crop_equal_the_whole_frame(
+    detector: lfr.FaceDetector, lfw_dir: Path
+) -> None:
+    from lfr._shape import box_from_yunet, dlib_grey
+    from lfr.embed import _crop, _predict_shape, _shape_predictor
+
+    predictor = _shape_predictor()
+    checked = 0
+    for file in sorted((lfw_dir / "unknowns").glob("*.jpg"))[:40]:
+        image = np.asarray(cv2.imread(str(file)), np.uint8)
+        faces = detector.detect(image)
+        boxes = box_from_yunet(faces.boxes, faces.landmarks)
+        grey = np.empty(image.shape[:2], np.uint8)
+        dlib_grey(image, grey)
+        whole = predictor.predict(grey, boxes)
+        for i, box in enumerate(boxes):
+            np.testing.assert_array_equal(
+                _predict_shape(
+                    predictor, image, box, _crop(box, *image.shape[:2]), dlib_grey
+                ),
+                whole[i],
+            )
+            checked += 1
+    assert checked >= 40
