@@ -109,3 +109,8 @@ class OneSlotCache:
             self.value = build()
             self.key = key
         return self.value
+
+
+# The model fixtures of the test suite, which skip with the fix where a model is
+# missing.
+from tests.conftest import embedder_path, yunet_path  # noqa: E402, F401

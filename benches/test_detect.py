@@ -12,7 +12,6 @@ Target: at most 10 ms per 960x540 frame on one core.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,10 +20,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
+from tests.conftest import data_root
 
-from lfr import models
 from lfr.detect import FaceDetector
-from lfr.errors import ModelError
 
 U8 = npt.NDArray[np.uint8]
 Benchmark = Any
@@ -34,26 +32,12 @@ THREADS = [1, 2]
 IMPLS = ["lfr", "opencv"]
 
 
-def _data_root() -> Path:
-    configured = os.environ.get("LFR_DATA_DIR")
-    repo = Path(__file__).resolve().parents[1]
-    return Path(configured) if configured else repo.parent / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def yunet() -> Path:
-    try:
-        return models.path("yunet")
-    except ModelError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def crowd() -> dict[str, U8]:
     """The two frames, built from the first 32 photos of lfw-dev/unknowns."""
-    photos = sorted((_data_root() / "lfw-dev" / "unknowns").glob("*.jpg"))[:32]
+    photos = sorted((data_root() / "lfw-dev" / "unknowns").glob("*.jpg"))[:32]
     if len(photos) < 32:
-        pytest.skip(f"face data not found under {_data_root()} (set LFR_DATA_DIR)")
+        pytest.skip(f"face data not found under {data_root()} (set LFR_DATA_DIR)")
     tiles = []
     for path in photos:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -95,7 +79,7 @@ def _opencv(model: Path, frame: U8, threads: int) -> Callable[[], object]:
 @pytest.mark.parametrize("case", list(CASES))
 def test_detect(
     benchmark: Benchmark,
-    yunet: Path,
+    yunet_path: Path,
     crowd: dict[str, U8],
     case: str,
     impl: str,
@@ -103,13 +87,13 @@ def test_detect(
 ) -> None:
     frame = crowd[case]
     benchmark.group = f"detect {case}"
-    detector = FaceDetector(yunet, threads=threads)
+    detector = FaceDetector(yunet_path, threads=threads)
     try:
         faces = len(detector.detect(frame))
         if impl == "lfr":
             fn: Callable[[], object] = lambda: detector.detect(frame)  # noqa: E731
         else:
-            fn = _opencv(yunet, frame, threads)
+            fn = _opencv(yunet_path, frame, threads)
         benchmark.extra_info.update(
             op="detect",
             case=case,

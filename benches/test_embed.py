@@ -18,22 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from benches.test_detect import crowd, yunet  # noqa: F401  (fixtures)
-from lfr import models
+from benches.test_detect import crowd  # noqa: F401  (a fixture)
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
-from lfr.errors import ModelError
 
 U8 = npt.NDArray[np.uint8]
 Benchmark = Any
-
-
-@pytest.fixture(scope="module")
-def embedder_model() -> Path:
-    try:
-        return models.path("dlib-resnet")
-    except ModelError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.mark.parametrize("flip", [True, False], ids=["flip", "noflip"])
@@ -41,15 +31,15 @@ def embedder_model() -> Path:
 @pytest.mark.parametrize("batch", [1, 8])
 def test_embed(
     benchmark: Benchmark,
-    yunet: Path,  # noqa: F811
-    embedder_model: Path,
+    yunet_path: Path,
+    embedder_path: Path,
     crowd: dict[str, U8],  # noqa: F811
     batch: int,
     threads: int,
     flip: bool,
 ) -> None:
     frame = crowd["1920x1080"]
-    detector = FaceDetector(yunet)
+    detector = FaceDetector(yunet_path)
     found = detector.detect(frame)
     detector.close()
     assert len(found) >= batch
@@ -59,7 +49,7 @@ def test_embed(
         found.landmarks[:batch].copy(),
     )
     embedder = FaceEmbedder(
-        embedder_model, threads=threads, batch=8, alignment="dlib", flip=flip
+        embedder_path, threads=threads, batch=8, alignment="dlib", flip=flip
     )
     embedder.embed(frame, faces)  # warm-up: onnxruntime plans its memory
     benchmark.group = f"embed batch {batch}"

@@ -34,19 +34,22 @@ def lfw_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def yunet_path() -> Path:
-    """The installed YuNet detector (``lfr.models.path("yunet")``); skips without it."""
+def installed_model(name: str) -> Path:
+    """``lfr.models.path(name)``; skips the test, with the fix, where it is missing."""
     try:
-        return models.path("yunet")
+        return models.path(name)
     except ModelError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def yunet_path() -> Path:
+    """The installed YuNet detector; skips without it."""
+    return installed_model("yunet")
 
 
 @pytest.fixture(scope="session")
 def embedder_path() -> Path:
-    """The installed dlib ResNet embedder; skips without it."""
-    try:
-        return models.path("dlib-resnet")
-    except ModelError as exc:
-        pytest.skip(str(exc))
+    """The installed dlib ResNet embedder (and its shape predictor); skips without."""
+    installed_model("dlib-shape5")
+    return installed_model("dlib-resnet")
