@@ -12,7 +12,9 @@ every layer read is checked against it.
 
 :func:`convert_resnet` folds dlib's input normalisation and every affine layer
 into the convolutions, so the ONNX model takes raw RGB pixels and gives dlib's
-raw (not unit-length) 128-D descriptor.
+raw (not unit-length) 128-D descriptor. With ``int8=True`` it writes the same
+network quantised (int8 weights, uint8 activations, as standard ONNX
+QuantizeLinear/DequantizeLinear pairs that onnxruntime runs as integer kernels).
 """
 
 from __future__ import annotations
@@ -591,12 +593,17 @@ def parse_resnet(data: bytes) -> DlibNetwork:
 
 
 class _Value(NamedTuple):
-    """A value in the graph being built, with its per-sample shape."""
+    """A value in the graph being built, with its per-sample shape.
+
+    ``quant`` is set on a value of the int8 model that is the output of a
+    DequantizeLinear: its uint8 tensor's (scale, zero point).
+    """
 
     name: str
     channels: int
     rows: int
     cols: int
+    quant: tuple[float, int] | None = None
 
 
 class _GraphBuilder:
@@ -624,10 +631,209 @@ class _GraphBuilder:
         self.nodes.append(_onnx.node(op_type, inputs, [name], name, attributes))
         return name
 
-    def constant(self, suffix: str, array: Float32Array | npt.NDArray[np.int64]) -> str:
+    def constant(self, suffix: str, array: _onnx.TensorArray) -> str:
         name = self._name("const") + "." + suffix
         self.initializers.append(_onnx.tensor(name, array))
         return name
+
+
+# --------------------------------------------------------------------------
+# int8
+#
+# The int8 model is the fp32 graph with QuantizeLinear/DequantizeLinear (QDQ)
+# pairs, all in the default ONNX domain (opset 13): onnxruntime fuses each
+# DQ -> Conv [-> Relu] -> Q into a QLinearConv (u8 activations x s8 weights),
+# DQ -> Add [-> Relu] -> Q into a QLinearAdd, DQ -> AveragePool -> Q into a
+# QLinearAveragePool, and runs MaxPool on the uint8 values (the five Pads stay
+# float between a DQ and a Q: about 2% of the time). Weights are int8, symmetric,
+# per output channel (scale max|w| / 127, zero point 0); each conv bias is int32
+# at the scale input_scale * weight_scale. The global average pool and the fc
+# layer stay in float32, so the descriptor itself is not rounded to 8 bits.
+#
+# Activations are uint8 with the (scale, zero point) pinned below, one per Conv
+# and Add output, after its ReLU where one follows, in graph order (the ReLU is
+# kept in the graph; a zero point of 0 makes the quantisation apply it anyway).
+# MaxPool, Pad and AveragePool keep the scale of their input. The input is
+# quantised with scale 1, zero point 0: integer pixel values 0..255 exactly.
+#
+# How the table was computed (once): the fp32 model of convert_resnet, with every
+# quantisation point exposed as an extra graph output (with the onnx package,
+# outside lfr), was run by onnxruntime on 800 dlib-aligned 150x150 chips from the
+# AT&T face database (att_faces: 40 people x 10 grey 92x112 images, converted to
+# BGR, all 400 detected by lfr.FaceDetector at native size, aligned with
+# FaceEmbedder's dlib alignment; each chip and its mirror image). LFW, the
+# evaluation set, was not used. MinMax calibration: the range [min(lo, 0),
+# max(hi, 0)] over all chips; scale = float32(range / 255), zero point =
+# rint(-min / scale). This equals onnxruntime.quantization's MinMax calibration
+# (its quantize_static gives the same scales on the same chips).
+
+#: The input's (scale, zero point): raw pixel values 0..255, exactly.
+_INT8_INPUT: tuple[float, int] = (1.0, 0)
+
+#: Each Conv and Add output's uint8 (scale, zero point), in graph order; the
+#: comments give the fp32 graph's value and the calibrated range.
+_INT8_ACTIVATIONS: tuple[tuple[float, int], ...] = (
+    (0.04335221275687218, 0),  # relu0: Conv+Relu [0.0000, 11.0548]
+    (0.04198363795876503, 0),  # relu1: Conv+Relu [0.0000, 10.7058]
+    (0.08250641822814941, 119),  # conv2: Conv [-9.7992, 11.2399]
+    (0.04990657418966293, 0),  # relu2: Add+Relu [0.0000, 12.7262]
+    (0.03737417981028557, 0),  # relu3: Conv+Relu [0.0000, 9.5304]
+    (0.09892845153808594, 141),  # conv4: Conv [-13.9009, 11.3259]
+    (0.06886542588472366, 0),  # relu4: Add+Relu [0.0000, 17.5607]
+    (0.027828313410282135, 0),  # relu5: Conv+Relu [0.0000, 7.0962]
+    (0.09389161318540573, 111),  # conv6: Conv [-10.3913, 13.5510]
+    (0.08473306149244308, 0),  # relu6: Add+Relu [0.0000, 21.6069]
+    (0.035714466124773026, 0),  # relu7: Conv+Relu [0.0000, 9.1072]
+    (0.05761399492621422, 104),  # conv8: Conv [-5.9985, 8.6930]
+    (0.05290486663579941, 0),  # relu8: Add+Relu [0.0000, 13.4907]
+    (0.026699436828494072, 0),  # relu9: Conv+Relu [0.0000, 6.8084]
+    (0.055276595056056976, 99),  # conv10: Conv [-5.4679, 8.6276]
+    (0.05701171234250069, 0),  # relu10: Add+Relu [0.0000, 14.5380]
+    (0.02340969629585743, 0),  # relu11: Conv+Relu [0.0000, 5.9695]
+    (0.06193942204117775, 100),  # conv12: Conv [-6.1715, 9.6230]
+    (0.07808330655097961, 0),  # relu12: Add+Relu [0.0000, 19.9112]
+    (0.0236287172883749, 0),  # relu13: Conv+Relu [0.0000, 6.0253]
+    (0.05647505447268486, 111),  # conv14: Conv [-6.2719, 8.1292]
+    (0.0781145691871643, 0),  # relu14: Add+Relu [0.0000, 19.9192]
+    (0.02499406784772873, 0),  # relu15: Conv+Relu [0.0000, 6.3735]
+    (0.04501360282301903, 98),  # conv16: Conv [-4.4124, 7.0660]
+    (0.04046657681465149, 0),  # relu16: Add+Relu [0.0000, 10.3190]
+    (0.019352080300450325, 0),  # relu17: Conv+Relu [0.0000, 4.9348]
+    (0.041561588644981384, 124),  # conv18: Conv [-5.1485, 5.4497]
+    (0.0379522405564785, 0),  # relu18: Add+Relu [0.0000, 9.6778]
+    (0.021522261202335358, 0),  # relu19: Conv+Relu [0.0000, 5.4882]
+    (0.04656980559229851, 128),  # conv20: Conv [-5.9447, 5.9306]
+    (0.037572864443063736, 0),  # relu20: Add+Relu [0.0000, 9.5811]
+    (0.02915012463927269, 0),  # relu21: Conv+Relu [0.0000, 7.4333]
+    (0.09226801246404648, 85),  # conv22: Conv [-7.8597, 15.6686]
+    (0.061445560306310654, 0),  # relu22: Add+Relu [0.0000, 15.6686]
+    (0.020242903381586075, 0),  # relu23: Conv+Relu [0.0000, 5.1619]
+    (0.04758680611848831, 172),  # conv24: Conv [-8.1683, 3.9663]
+    (0.05020355433225632, 0),  # relu24: Add+Relu [0.0000, 12.8019]
+    (0.016284232959151268, 0),  # relu25: Conv+Relu [0.0000, 4.1525]
+    (0.022388877347111702, 136),  # conv26: Conv [-3.0458, 2.6634]
+    (0.04437628015875816, 0),  # relu26: Add+Relu [0.0000, 11.3160]
+    (0.020582454279065132, 0),  # relu27: Conv+Relu [0.0000, 5.2485]
+    (0.02308240346610546, 146),  # conv28: Conv [-3.3771, 2.5089]
+    (0.01893865317106247, 0),  # relu28: Add+Relu [0.0000, 4.8294]
+)
+
+_INT8_WEIGHT_MAX = 127
+
+
+class _Int8:
+    """Writes the int8 model's Q/DQ pairs and quantised conv parameters.
+
+    Args:
+        builder: The graph being built.
+        activations: The activations' (scale, zero point), in graph order.
+    """
+
+    def __init__(
+        self, builder: _GraphBuilder, activations: tuple[tuple[float, int], ...]
+    ) -> None:
+        self._builder = builder
+        self._activations = activations
+        self._used = 0
+        self._constants: dict[tuple[float, int], tuple[str, str]] = {}
+
+    def _params(self, quant: tuple[float, int]) -> tuple[str, str]:
+        """The scale and zero point initializers, one pair per distinct value."""
+        if quant not in self._constants:
+            scale, zero_point = quant
+            self._constants[quant] = (
+                self._builder.constant("scale", np.array(scale, dtype=np.float32)),
+                self._builder.constant(
+                    "zero_point", np.array(zero_point, dtype=np.uint8)
+                ),
+            )
+        return self._constants[quant]
+
+    def qdq(self, value: _Value, quant: tuple[float, int]) -> _Value:
+        """``value`` through QuantizeLinear and DequantizeLinear at ``quant``."""
+        scale, zero_point = self._params(quant)
+        q = self._builder.add("QuantizeLinear", [value.name, scale, zero_point])
+        dq = self._builder.add("DequantizeLinear", [q, scale, zero_point])
+        return value._replace(name=dq, quant=quant)
+
+    def requantise(self, value: _Value, quant: tuple[float, int] | None) -> _Value:
+        """A pool or pad of a quantised value, quantised again at its input's scale."""
+        return value if quant is None else self.qdq(value, quant)
+
+    def activation(self, value: _Value) -> _Value:
+        """``value`` quantised with the next pinned activation parameters.
+
+        Raises:
+            ModelError: The network has more activations than the table.
+        """
+        if self._used == len(self._activations):
+            raise ModelError("dlib model: more activations than the int8 calibration")
+        self._used += 1
+        return self.qdq(value, self._activations[self._used - 1])
+
+    def finish(self) -> None:
+        """Checks that every pinned activation was used.
+
+        Raises:
+            ModelError: The network has fewer activations than the table.
+        """
+        if self._used != len(self._activations):
+            raise ModelError(
+                f"dlib model: {self._used} activations for an int8 calibration "
+                f"of {len(self._activations)}"
+            )
+
+    def conv_params(
+        self, weights: Float32Array, bias: Float32Array, input_scale: float
+    ) -> tuple[str, str]:
+        """DequantizeLinear outputs of a conv's int8 weights and int32 bias.
+
+        Args:
+            weights: float32[F, C, k, k], the folded fp32 weights.
+            bias: float32[F], the folded fp32 bias.
+            input_scale: The scale of the conv's uint8 input.
+
+        Returns:
+            The names of the dequantised weights and bias.
+        """
+        absmax = np.abs(weights).reshape(len(weights), -1).max(axis=1)
+        # A zero filter would have scale 0; any scale quantises it exactly.
+        scale = np.where(
+            absmax > 0, absmax.astype(np.float64) / _INT8_WEIGHT_MAX, 1.0
+        ).astype(np.float32)
+        quantised = np.clip(
+            np.rint(weights.astype(np.float64) / scale[:, None, None, None]),
+            -_INT8_WEIGHT_MAX,
+            _INT8_WEIGHT_MAX,
+        ).astype(np.int8)
+        # The product of two float32 values is exact in float64, so this is the
+        # correctly rounded float32 product onnxruntime's QLinearConv assumes.
+        bias_scale = (np.float64(np.float32(input_scale)) * scale).astype(np.float32)
+        int32 = np.iinfo(np.int32)
+        bias_quantised = np.clip(
+            np.rint(bias.astype(np.float64) / bias_scale), int32.min, int32.max
+        ).astype(np.int32)
+        filters = len(weights)
+        builder = self._builder
+        weight_name = builder.add(
+            "DequantizeLinear",
+            [
+                builder.constant("weight", quantised),
+                builder.constant("weight_scale", scale),
+                builder.constant("weight_zero_point", np.zeros(filters, np.int8)),
+            ],
+            {"axis": 0},
+        )
+        bias_name = builder.add(
+            "DequantizeLinear",
+            [
+                builder.constant("bias", bias_quantised),
+                builder.constant("bias_scale", bias_scale),
+                builder.constant("bias_zero_point", np.zeros(filters, np.int32)),
+            ],
+            {"axis": 0},
+        )
+        return weight_name, bias_name
 
 
 def _pooled(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -640,8 +846,12 @@ def _conv(
     conv: Conv,
     affine: Affine | None,
     means: tuple[float, float, float] | None,
+    int8: _Int8 | None,
 ) -> _Value:
-    """A Conv node, with the next affine layer and the input normalisation folded."""
+    """A Conv node, with the next affine layer and the input normalisation folded.
+
+    With ``int8`` its weights and bias are quantised (``value`` must be).
+    """
     filters, channels, kernel, _ = conv.weights.shape
     if channels != value.channels:
         raise ModelError(
@@ -677,13 +887,20 @@ def _conv(
         gamma = affine.gamma.astype(np.float64)
         weights = weights * gamma[:, None, None, None]
         bias = bias * gamma + affine.beta.astype(np.float64)
-    name = builder.add(
-        "Conv",
-        [
-            value.name,
+    if int8 is None:
+        params = (
             builder.constant("weight", weights.astype(np.float32)),
             builder.constant("bias", bias.astype(np.float32)),
-        ],
+        )
+    elif value.quant is None:
+        raise ModelError("dlib model: an int8 convolution of an unquantised input")
+    else:
+        params = int8.conv_params(
+            weights.astype(np.float32), bias.astype(np.float32), value.quant[0]
+        )
+    name = builder.add(
+        "Conv",
+        [value.name, *params],
         {
             "kernel_shape": [kernel, kernel],
             "pads": [conv.pad] * 4,
@@ -694,7 +911,10 @@ def _conv(
 
 
 def _pad_to(
-    builder: _GraphBuilder, value: _Value, shape: tuple[int, int, int]
+    builder: _GraphBuilder,
+    value: _Value,
+    shape: tuple[int, int, int],
+    int8: _Int8 | None,
 ) -> _Value:
     """Zero-pads ``value`` at the end of the channel, row and column axes."""
     extra = (shape[0] - value.channels, shape[1] - value.rows, shape[2] - value.cols)
@@ -702,21 +922,28 @@ def _pad_to(
         return value
     pads = np.array([0, 0, 0, 0, 0, *extra], dtype=np.int64)
     name = builder.add("Pad", [value.name, builder.constant("pads", pads)])
-    return _Value(name, *shape)
+    padded = _Value(name, *shape)
+    return padded if int8 is None else int8.requantise(padded, value.quant)
 
 
-def _add_prev(builder: _GraphBuilder, main: _Value, skip: _Value) -> _Value:
+def _add_prev(
+    builder: _GraphBuilder, main: _Value, skip: _Value, int8: _Int8 | None
+) -> _Value:
     """The ``add_prev`` layer: both zero-padded to the larger size, then added."""
     shape = (
         max(main.channels, skip.channels),
         max(main.rows, skip.rows),
         max(main.cols, skip.cols),
     )
-    main, skip = _pad_to(builder, main, shape), _pad_to(builder, skip, shape)
+    main = _pad_to(builder, main, shape, int8)
+    skip = _pad_to(builder, skip, shape, int8)
     return _Value(builder.add("Add", [main.name, skip.name]), *shape)
 
 
-def _pool(builder: _GraphBuilder, value: _Value, pool: Pool) -> _Value:
+def _pool(
+    builder: _GraphBuilder, value: _Value, pool: Pool, int8: _Int8 | None
+) -> _Value:
+    """A pooling node; in the int8 model all but the global one stay quantised."""
     if pool.size == 0:
         return _Value(
             builder.add("GlobalAveragePool", [value.name]), value.channels, 1, 1
@@ -733,9 +960,10 @@ def _pool(builder: _GraphBuilder, value: _Value, pool: Pool) -> _Value:
         "pads": [pool.pad] * 4,
         "strides": [pool.stride, pool.stride],
     }
-    return _Value(
+    pooled = _Value(
         builder.add(op_type, [value.name], attributes), value.channels, rows, cols
     )
+    return pooled if int8 is None else int8.requantise(pooled, value.quant)
 
 
 def _fc(builder: _GraphBuilder, value: _Value, fc: Fc) -> _Value:
@@ -752,11 +980,15 @@ def _fc(builder: _GraphBuilder, value: _Value, fc: Fc) -> _Value:
     )
 
 
-def _walk(network: DlibNetwork, builder: _GraphBuilder) -> _Value:
+def _walk(
+    network: DlibNetwork, builder: _GraphBuilder, int8: _Int8 | None = None
+) -> _Value:
     """Builds the graph following the architecture's wiring, input side first.
 
     Every convolution of ``anet_type`` is followed by an affine layer, which is
     folded into it (and the first one also takes in the input normalisation).
+    With ``int8``, the input and every Conv and Add output (after its ReLU where
+    one follows) are quantised, in that order.
     """
     expected = sum(1 for step in _ANET if step.kind not in _WIRING)
     if len(network.layers) != expected:
@@ -765,14 +997,19 @@ def _walk(network: DlibNetwork, builder: _GraphBuilder) -> _Value:
         )
     layers = iter(network.layers)
     value = _Value("input", 3, *network.size)
+    if int8 is not None:
+        value = int8.qdq(value, _INT8_INPUT)
     tags: dict[int, _Value] = {}
     means: tuple[float, float, float] | None = network.means
     conv: Conv | None = None
-    for step in _ANET:
+    for index, step in enumerate(_ANET):
         layer = None if step.kind in _WIRING else next(layers)
+        relu_next = index + 1 < len(_ANET) and _ANET[index + 1].kind == "relu"
         if isinstance(layer, Affine) and conv is not None:
-            value = _conv(builder, value, conv, layer, means)
+            value = _conv(builder, value, conv, layer, means, int8)
             conv, means = None, None
+            if int8 is not None and not relu_next:
+                value = int8.activation(value)
         elif conv is not None or isinstance(layer, Affine):
             raise ModelError("dlib model: expected a convolution then an affine layer")
         elif step.kind == "tag":
@@ -783,19 +1020,26 @@ def _walk(network: DlibNetwork, builder: _GraphBuilder) -> _Value:
             conv = layer
         elif isinstance(layer, Relu):
             if not layer.disabled:
-                value = value._replace(name=builder.add("Relu", [value.name]))
+                relu = builder.add("Relu", [value.name])
+                value = value._replace(name=relu, quant=None)
+            if int8 is not None and value.quant is None:
+                value = int8.activation(value)
         elif isinstance(layer, Pool):
-            value = _pool(builder, value, layer)
+            value = _pool(builder, value, layer, int8)
         elif isinstance(layer, AddPrev):
-            value = _add_prev(builder, value, tags[step.tag])
+            value = _add_prev(builder, value, tags[step.tag], int8)
+            if int8 is not None and not relu_next:
+                value = int8.activation(value)
         elif isinstance(layer, Fc):
             value = _fc(builder, value, layer)
     if conv is not None:
         raise ModelError("dlib model: the network ends in a convolution")
+    if int8 is not None:
+        int8.finish()
     return value
 
 
-def convert_resnet(data: bytes) -> bytes:
+def convert_resnet(data: bytes, *, int8: bool = False) -> bytes:
     """Converts dlib's ResNet face descriptor into an ONNX model.
 
     The model's input ``"input"`` is float32 ``[N, 3, 150, 150]``: RGB, planar, raw
@@ -803,10 +1047,22 @@ def convert_resnet(data: bytes) -> bytes:
     convolution, every affine layer into the convolution before it). Its output
     ``"embedding"`` is float32 ``[N, 128]``, dlib's raw descriptor (not unit
     length; dlib's rule is Euclidean distance < 0.6). The bytes depend only on
-    ``data``: ir_version 8, opset 13, producer ``"lfr"``.
+    ``data`` and ``int8``: ir_version 8, opset 13, producer ``"lfr"``.
+
+    With ``int8`` the same network is written quantised, with the same input and
+    output: int8 per-channel weights and uint8 activations with calibration pinned
+    in this module, as standard QuantizeLinear/DequantizeLinear pairs (no
+    operators outside the default domain). onnxruntime runs it with integer
+    kernels, about 2.4 times as fast as the fp32 model on one core of a CPU with
+    AVX-512 VNNI; on LFW chips its embeddings have a cosine similarity of at
+    least 0.996 with the fp32 model's (0.9997 on average). The input must hold
+    integer pixel values (it is quantised with scale 1). On x86 CPUs without VNNI
+    onnxruntime's u8 x s8 kernels can saturate intermediate sums, which costs
+    accuracy there: measure before deploying on such CPUs.
 
     Args:
         data: The bytes of ``dlib_face_recognition_resnet_model_v1.dat``.
+        int8: Write the quantised model.
 
     Returns:
         The ONNX model's bytes.
@@ -816,18 +1072,27 @@ def convert_resnet(data: bytes) -> bytes:
     """
     network = parse_resnet(data)
     builder = _GraphBuilder()
-    output = _walk(network, builder)
+    output = _walk(
+        network, builder, _Int8(builder, _INT8_ACTIVATIONS) if int8 else None
+    )
     if output.name != "embedding":
         raise ModelError("dlib model: the network does not end in its fc layer")
     rows, cols = network.size
+    name = "dlib_face_recognition_resnet_model_v1"
+    quantised = (
+        " Quantised by lfr: int8 per-channel weights, uint8 activations (QDQ)."
+        if int8
+        else ""
+    )
     graph = _onnx.graph(
-        "dlib_face_recognition_resnet_model_v1",
+        name + ("_int8" if int8 else ""),
         builder.nodes,
         builder.initializers,
         [_onnx.value_info("input", _onnx.FLOAT, ["N", 3, rows, cols])],
         [_onnx.value_info("embedding", _onnx.FLOAT, ["N", output.channels])],
         doc_string=(
-            "dlib_face_recognition_resnet_model_v1 (CC0), converted by lfr. "
+            "dlib_face_recognition_resnet_model_v1 (CC0), converted by lfr."
+            f"{quantised} "
             "Input: RGB planar pixel values 0..255, 150x150 dlib face chips. "
             "Output: dlib's raw 128-D descriptor (Euclidean distance < 0.6 = same)."
         ),

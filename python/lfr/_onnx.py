@@ -2,7 +2,8 @@
 
 Builders for the subset of ``onnx.proto`` lfr needs (a ``ModelProto`` holding one
 graph of nodes with INT/INTS/FLOAT/STRING attributes, raw little-endian
-initializers and tensor-typed inputs and outputs), on top of :mod:`lfr._protobuf`.
+float32, int64, int32, int8 and uint8 initializers and tensor-typed inputs and
+outputs), on top of :mod:`lfr._protobuf`.
 Fields are written in field-number order, as protobuf's own writers do, so the same
 arguments always give the same bytes.
 
@@ -39,8 +40,12 @@ from lfr.errors import ModelError
 
 __all__ = [
     "FLOAT",
+    "INT8",
+    "INT32",
     "INT64",
+    "UINT8",
     "AttributeValue",
+    "TensorArray",
     "graph",
     "make_dims_dynamic",
     "model",
@@ -51,7 +56,28 @@ __all__ = [
 
 #: ``TensorProto.DataType`` codes.
 FLOAT = 1
+UINT8 = 2
+INT8 = 3
+INT32 = 6
 INT64 = 7
+
+#: The numpy dtypes :func:`tensor` writes, with their codes and little-endian forms.
+_TENSOR_TYPES: dict[np.dtype[np.generic], tuple[int, str]] = {
+    np.dtype(np.float32): (FLOAT, "<f4"),
+    np.dtype(np.uint8): (UINT8, "u1"),
+    np.dtype(np.int8): (INT8, "i1"),
+    np.dtype(np.int32): (INT32, "<i4"),
+    np.dtype(np.int64): (INT64, "<i8"),
+}
+
+#: The arrays :func:`tensor` accepts.
+TensorArray = Union[
+    npt.NDArray[np.float32],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.int8],
+    npt.NDArray[np.int32],
+    npt.NDArray[np.int64],
+]
 
 # AttributeProto.AttributeType codes.
 _ATTR_FLOAT = 1
@@ -72,12 +98,13 @@ _DIM_VALUE, _DIM_PARAM = 1, 2
 AttributeValue = Union[int, float, str, Sequence[int]]
 
 
-def tensor(name: str, array: npt.NDArray[np.float32] | npt.NDArray[np.int64]) -> bytes:
+def tensor(name: str, array: TensorArray) -> bytes:
     """A ``TensorProto`` holding ``array`` as raw little-endian data.
 
     Args:
         name: The tensor's name (an initializer is referred to by it).
-        array: float32 or int64 values, any shape.
+        array: float32, uint8, int8, int32 or int64 values, any shape (a 0-d
+            array is a scalar).
 
     Returns:
         The encoded ``TensorProto``.
@@ -85,12 +112,13 @@ def tensor(name: str, array: npt.NDArray[np.float32] | npt.NDArray[np.int64]) ->
     Raises:
         TypeError: Another dtype.
     """
-    if array.dtype == np.float32:
-        code, data = FLOAT, array.astype("<f4", copy=False).tobytes()
-    elif array.dtype == np.int64:
-        code, data = INT64, array.astype("<i8", copy=False).tobytes()
-    else:
-        raise TypeError(f"unsupported tensor dtype {array.dtype} for {name!r}")
+    try:
+        code, layout = _TENSOR_TYPES[array.dtype]
+    except KeyError:
+        raise TypeError(
+            f"unsupported tensor dtype {array.dtype} for {name!r}"
+        ) from None
+    data = array.astype(layout, copy=False).tobytes()
     return b"".join(
         [
             *(varint_field(1, dim) for dim in array.shape),
