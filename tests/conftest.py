@@ -50,6 +50,8 @@ def yunet_path() -> Path:
 
 @pytest.fixture(scope="session")
 def embedder_path() -> Path:
-    """The installed dlib ResNet embedder (and its shape predictor); skips without."""
+    """The default embedder for this CPU (and the shape predictor); skips without."""
+    from lfr.embed import default_model
+
     installed_model("dlib-shape5")
-    return installed_model("dlib-resnet")
+    return installed_model(default_model())

@@ -14,6 +14,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -27,7 +28,14 @@ from lfr.detect import Detections
 from lfr.errors import ModelError
 from lfr.secure import SecureBuffer
 
-__all__ = ["DLIB_TEMPLATE", "Alignment", "FaceEmbedder", "chip_to_tensor"]
+__all__ = [
+    "DLIB_TEMPLATE",
+    "Alignment",
+    "DlibModel",
+    "FaceEmbedder",
+    "chip_to_tensor",
+    "default_model",
+]
 
 #: ``"dlib"``: dlib's 5-point shape predictor and chip geometry (what dlib's model
 #: was trained on); ``"template"``: the detector's landmarks onto ``template``.
@@ -100,6 +108,32 @@ def chip_to_tensor(
             np.multiply(plane, np.float32(1.0 / std[c]), out=plane)
 
 
+#: lfr's provisioned embedders (names in :data:`lfr.models.MODELS`).
+DlibModel = Literal["dlib-resnet-int8", "dlib-resnet"]
+
+
+def default_model() -> DlibModel:
+    """The embedder this CPU runs best: int8 where it has 8-bit dot products.
+
+    x86 CPUs with AVX-512 VNNI or AVX-VNNI, and 64-bit ARM, run the int8 model
+    about 2.4x faster than float32 at the same accuracy (docs/accuracy.md). Other
+    x86 CPUs get float32: onnxruntime's int8 kernels there can saturate 16-bit
+    intermediate sums.
+    """
+    import platform
+
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return "dlib-resnet-int8"
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    words = set(flags.split())
+    return "dlib-resnet-int8" if {"avx512_vnni", "avx_vnni"} & words else "dlib-resnet"
+
+
 class FaceEmbedder:
     """Turns detected faces into L2-normalised embeddings.
 
@@ -109,12 +143,15 @@ class FaceEmbedder:
     :meth:`embed` returns.
 
     The default model is dlib's ResNet descriptor (128-D, 150x150 chips), converted
-    to ONNX by ``lfr models fetch``. Any ArcFace-style ONNX embedder (one image input
-    ``[N or 1, 3, size, size]``, one ``[N, dim]`` output) can be plugged in with its
-    own chip size, template and normalisation.
+    to ONNX by ``lfr models fetch``: with int8 convolutions where the CPU has 8-bit
+    dot products, else in float32 (:func:`default_model`). Any ArcFace-style ONNX
+    embedder (one image input ``[N or 1, 3, size, size]``, one ``[N, dim]`` output)
+    can be plugged in with its own chip size, template and normalisation.
 
     Args:
-        path: An ONNX model; default: the installed dlib ResNet.
+        path: An ONNX model of your own; default: one of lfr's (``model``).
+        model: Which of lfr's installed dlib models, ``"dlib-resnet-int8"`` or
+            ``"dlib-resnet"`` (float32); default: :func:`default_model`.
         size: Chip side in pixels (default 150, or the model's input size).
         template: Five ``(x, y)`` chip coordinates for the landmarks (image-left
             eye, image-right eye, nose tip, image-left and image-right mouth
@@ -150,6 +187,7 @@ class FaceEmbedder:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
+        model: DlibModel | None = None,
         size: int | None = None,
         template: npt.ArrayLike | None = None,
         mean: Sequence[float] = (0.0, 0.0, 0.0),
@@ -164,30 +202,48 @@ class FaceEmbedder:
             raise ValueError(f"threads must be a positive int, got {threads!r}")
         if isinstance(batch, bool) or batch < 1:
             raise ValueError(f"batch must be a positive int, got {batch!r}")
-        model = models.path("dlib-resnet") if path is None else os.fspath(path)
-        self._session = session(model, threads)
+        if path is not None and model is not None:
+            raise ValueError("give either path (your own model) or model (lfr's)")
+        own = path is None
+        file: Path
+        if path is None:
+            chosen_model: str = model or default_model()
+            if chosen_model not in ("dlib-resnet-int8", "dlib-resnet"):
+                raise ValueError(
+                    f"model must be one of lfr's dlib models, got {model!r}"
+                )
+            if tuple(mean) != (0.0, 0.0, 0.0) or tuple(std) != (1.0, 1.0, 1.0):
+                raise ValueError(
+                    "lfr's dlib models take raw pixels (their normalisation is built "
+                    "in): leave mean and std at their defaults"
+                )
+            file = models.path(chosen_model)
+        else:
+            file = Path(os.fspath(path))
+            chosen_model = file.name
+        self._name: str = chosen_model
+        self._session = session(file, threads)
+        model_file = file
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
-                f"{model}: an embedder has one input and one output, this model has "
+                f"{file}: an embedder has one input and one output, this model has "
                 f"{len(inputs)} and {len(outputs)}"
             )
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != 3:
-            raise ModelError(f"{model}: input must be [N, 3, size, size], got {shape}")
+            raise ModelError(f"{file}: input must be [N, 3, size, size], got {shape}")
         declared = shape[2] if isinstance(shape[2], int) else None
         self._size = int(size or declared or 150)
         if self._size < 16 or (declared is not None and declared != self._size):
             raise ValueError(f"size {self._size} does not fit the model input {shape}")
         dim = outputs[0].shape[-1]
         if not isinstance(dim, int) or dim < 1:
-            raise ModelError(
-                f"{model}: output must be [N, dim], got {outputs[0].shape}"
-            )
+            raise ModelError(f"{file}: output must be [N, dim], got {outputs[0].shape}")
         self._dim = dim
         if isinstance(shape[0], int) and shape[0] != 1:
-            raise ModelError(f"{model}: fixed batch {shape[0]} is not supported")
-        self._flip = bool(path is None if flip is None else flip)
+            raise ModelError(f"{file}: fixed batch {shape[0]} is not supported")
+        self._flip = bool(own if flip is None else flip)
         self._batch = batch
         self._views = 2 if self._flip else 1
         slots = self._batch * self._views
@@ -208,14 +264,14 @@ class FaceEmbedder:
         if len(self._mean) != 3 or len(self._std) != 3 or 0.0 in self._std:
             raise ValueError("mean and std need 3 values each, std non-zero")
         self._rgb = bool(rgb)
-        chosen = alignment or ("dlib" if path is None else "template")
+        chosen = alignment or ("dlib" if own else "template")
         if chosen not in ("dlib", "template"):
             raise ValueError(f'alignment must be "dlib" or "template", got {chosen!r}')
         self._alignment: Alignment = chosen
         self._predictor = _shape_predictor() if chosen == "dlib" else None
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self._model_id = self._identify(model)
+        self._model_id = self._identify(model_file)
         self._lock = threading.Lock()
         s = self._size
         self._chips = SecureBuffer(slots * s * s * 3)
@@ -249,6 +305,11 @@ class FaceEmbedder:
     def size(self) -> int:
         """Chip side in pixels."""
         return self._size
+
+    @property
+    def model(self) -> str:
+        """The name of lfr's model, or the file name of a model given by path."""
+        return self._name
 
     @property
     def flip(self) -> bool:
@@ -406,7 +467,7 @@ class FaceEmbedder:
 
     def __repr__(self) -> str:
         return (
-            f"FaceEmbedder(dim={self._dim}, size={self._size}, "
+            f"FaceEmbedder(model={self._name!r}, dim={self._dim}, size={self._size}, "
             f"model_id={self._model_id!r})"
         )
 

