@@ -261,3 +261,7 @@ NOTES = """
   pipeline on its own data before deploying; `lfr eval` (a later release) will run
   this protocol on any dataset laid out the same way.
 """
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))

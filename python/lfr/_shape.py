@@ -455,7 +455,10 @@ class ShapePredictor:
 
         Args:
             grey: ``uint8[h, w]`` C-contiguous grey image, converted from colour
-                the way dlib does (:func:`dlib_grey`). Read, never copied.
+                the way dlib does (:func:`dlib_grey`), or the ``uint8[h, w, 3]``
+                C-contiguous colour frame itself: then dlib's grey value
+                ``(r + g + b) // 3`` is computed only at the sampled pixels. Read,
+                never copied.
             boxes: ``[n, 4]`` dlib rectangles ``(left, top, right, bottom)``
                 in ``grey``'s pixels; ``right``/``bottom`` are dlib's inclusive
                 corners (for a ``dlib.rectangle`` ``r``: ``r.right()``, not
@@ -476,8 +479,11 @@ class ShapePredictor:
         """
         if not isinstance(grey, np.ndarray) or grey.dtype != np.uint8:
             raise TypeError("grey must be a uint8 numpy array")
-        if grey.ndim != 2 or not grey.flags.c_contiguous:
-            raise ValueError("grey must be a 2-D C-contiguous array")
+        colour = grey.ndim == 3 and grey.shape[2] == 3
+        if (grey.ndim != 2 and not colour) or not grey.flags.c_contiguous:
+            raise ValueError(
+                "grey must be a C-contiguous (h, w) grey or (h, w, 3) colour array"
+            )
         rects = np.asarray(boxes, dtype=np.float64)
         if rects.ndim != 2 or rects.shape[1] != 4:
             raise ValueError(f"boxes must have shape (n, 4), got {rects.shape}")
@@ -595,7 +601,7 @@ def _run_cascade(
         The updated shapes.
     """
     n, parts = shape.shape[0], shape.shape[1]
-    height, width = grey.shape
+    height, width = grey.shape[:2]
     pixels = cascade.anchors.size
     trees, splits = cascade.trees, cascade.splits
     # Feature pixel locations, (n, 2, P): tform * delta + location(anchor) in
@@ -617,9 +623,20 @@ def _run_cascade(
     index = flat.astype(np.intp)
     # Pixel values and their differences: only in work arrays.
     sampled = work.get("sampled", (n, pixels), np.uint8)
-    np.take(grey.reshape(-1), index, out=sampled, mode="clip")
     pix = work.get("pix", (n, pixels), np.int16)
-    np.copyto(pix, sampled)
+    if grey.ndim == 2:
+        np.take(grey.reshape(-1), index, out=sampled, mode="clip")
+        np.copyto(pix, sampled)
+    else:
+        # dlib's grey value, (r + g + b) // 3, at the sampled pixels only.
+        channels = grey.reshape(-1)
+        index *= 3
+        pix.fill(0)
+        for _ in range(3):
+            np.take(channels, index, out=sampled, mode="clip")
+            np.add(pix, sampled, out=pix)
+            index += 1
+        np.floor_divide(pix, 3, out=pix)
     np.copyto(pix, 0, where=outside)
     first = work.get("first", (n, trees * splits), np.int16)
     second = work.get("second", (n, trees * splits), np.int16)

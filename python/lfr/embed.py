@@ -403,21 +403,14 @@ class FaceEmbedder:
         from lfr._shape import box_from_yunet, chip_transform, dlib_grey
 
         boxes = box_from_yunet(faces.boxes, faces.landmarks)
-        h, w = frame.shape[:2]
-        crops = [_crop(box, h, w) for box in boxes]
-        crop_pixels = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in crops)
-        # Measured costs: grey conversion about 1 ns per pixel; the predictor
-        # about 0.38 ms per face in one call and 0.86 ms for a call with one face.
-        if h * w + 0.38e6 * len(boxes) < crop_pixels + 0.86e6 * len(boxes):
-            with SecureBuffer(h * w) as buf:
-                grey = buf.array(np.uint8, (h, w))
-                dlib_grey(frame, grey)
-                shapes = list(self._predictor.predict(grey, boxes))
-                del grey
-        else:
+        if frame.flags.c_contiguous:
+            # dlib's grey value is computed at the sampled pixels only.
+            shapes = list(self._predictor.predict(frame, boxes))
+        else:  # a strided view: convert a grey crop per face into secure memory
+            h, w = frame.shape[:2]
             shapes = [
-                _predict_shape(self._predictor, frame, box, crop, dlib_grey)
-                for box, crop in zip(boxes, crops)
+                _predict_shape(self._predictor, frame, box, _crop(box, h, w), dlib_grey)
+                for box in boxes
             ]
         # The mirror of chip pixel x is pixel s - 1 - x.
         mirror = np.array([[-1.0, 0.0, s - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
@@ -442,8 +435,9 @@ class FaceEmbedder:
         results = (
             out if views == 1 else self._outputs.array(np.float32, (slots, self._dim))
         )
+        for k in range(0, used, views):
+            align_into(frame, transforms[k : k + views], chips[k : k + views])
         for k in range(used):
-            align_into(frame, transforms[k], chips[k])
             chip_to_tensor(
                 chips[k], tensor[k], mean=self._mean, std=self._std, rgb=self._rgb
             )
@@ -510,33 +504,44 @@ def _predict_shape(
 
 def align_into(
     frame: npt.NDArray[np.uint8],
-    m: npt.NDArray[np.float64],
-    chip: npt.NDArray[np.uint8],
+    maps: Sequence[npt.NDArray[np.float64]] | npt.NDArray[np.float64],
+    chips: npt.NDArray[np.uint8],
 ) -> None:
-    """Warps the face that ``m`` maps onto ``chip``, area-downscaling large faces.
+    """Warps one face onto each chip, by its map; area-downscales large faces once.
 
-    A face that the map would shrink by more than 2x is first resized with area
+    A face that the maps would shrink by more than 2x is first resized with area
     interpolation (into a secure scratch buffer, wiped afterwards), so the bilinear
-    warp samples an image of about the chip's own scale.
+    warps sample an image of about the chip's own scale. All maps must show the
+    same face (for example the face and its mirror image): the downscaled region
+    is shared.
 
     Args:
         frame: ``uint8[h, w, 3]`` frame.
-        m: ``(2, 3)`` frame-to-chip map (a reflection is allowed).
-        chip: ``uint8[s, s, 3]`` destination, normally a secure buffer view.
+        maps: A ``(2, 3)`` frame-to-chip map, or several (reflections allowed).
+        chips: ``uint8[s, s, 3]`` destination, or ``[len(maps), s, s, 3]``,
+            normally secure buffer views.
     """
-    shrink = math.sqrt(abs(np.linalg.det(m[:, :2])))
-    side = chip.shape[0]
+    if isinstance(maps, np.ndarray) and maps.ndim == 2:
+        maps, chips = [maps], chips[None]
+    shrink = math.sqrt(abs(np.linalg.det(maps[0][:, :2])))
+    side = chips.shape[1]
     if shrink >= _MAX_WARP_SHRINK:
-        warp_affine(frame, m, chip)
+        for m, chip in zip(maps, chips):
+            warp_affine(frame, m, chip)
         return
-    inverse = cv2.invertAffineTransform(m)
     corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
-    mapped = corners @ inverse[:, :2].T + inverse[:, 2]
+    mapped = np.vstack(
+        [
+            corners @ inv[:, :2].T + inv[:, 2]
+            for inv in (cv2.invertAffineTransform(m) for m in maps)
+        ]
+    )
     h, w = frame.shape[:2]
     x0, y0 = np.clip(np.floor(mapped.min(axis=0)).astype(int) - 2, 0, [w, h])
     x1, y1 = np.clip(np.ceil(mapped.max(axis=0)).astype(int) + 2, 0, [w, h])
     if x1 - x0 < 2 or y1 - y0 < 2:
-        warp_affine(frame, m, chip)
+        for m, chip in zip(maps, chips):
+            warp_affine(frame, m, chip)
         return
     rw = max(1, round((x1 - x0) * shrink))
     rh = max(1, round((y1 - y0) * shrink))
@@ -546,9 +551,10 @@ def align_into(
             frame[y0:y1, x0:x1], (rw, rh), dst=small, interpolation=cv2.INTER_AREA
         )
         fx, fy = rw / (x1 - x0), rh / (y1 - y0)
-        # small(u, v) = frame(x0 + u / fx, y0 + v / fy): compose m with that.
+        # small(u, v) = frame(x0 + u / fx, y0 + v / fy): compose each map with that.
         back = np.array([[1 / fx, 0.0, x0], [0.0, 1 / fy, y0], [0.0, 0.0, 1.0]])
-        warp_affine(small, (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2], chip)
+        for m, chip in zip(maps, chips):
+            warp_affine(small, (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2], chip)
         del small
 
 
