@@ -13,7 +13,24 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["mirrored_transform", "similarity_transform", "warp_affine", "warp_face"]
+__all__ = [
+    "mirrored_transform",
+    "opencv_reads_in_place",
+    "similarity_transform",
+    "warp_affine",
+    "warp_face",
+]
+
+
+def opencv_reads_in_place(frame: npt.NDArray[np.uint8]) -> bool:
+    """Whether OpenCV's Python bindings can read ``frame`` without copying it.
+
+    They copy any array whose pixels are not packed BGR triples in rows of
+    increasing address (flipped, strided or transposed views): a copy of face
+    pixels outside secure memory, which callers must avoid.
+    """
+    s0, s1, s2 = frame.strides
+    return s2 == 1 and s1 == 3 and s0 >= 3 * frame.shape[1]
 
 
 def _points(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:

@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from lfr import models
 from lfr._ort import session
+from lfr.align import opencv_reads_in_place
 from lfr.errors import ModelError
 from lfr.secure import SecureBuffer
 
@@ -240,13 +241,6 @@ def _check_frame(frame: object) -> tuple[int, int]:
     if max(h, w) > MAX_FRAME_SIDE:
         raise ValueError(f"frame of {w}x{h} exceeds {MAX_FRAME_SIDE} pixels on a side")
     return h, w
-
-
-def _opencv_reads_in_place(frame: npt.NDArray[np.uint8]) -> bool:
-    # OpenCV's Python bindings copy any array whose pixels are not packed BGR
-    # triples in rows of increasing address (flipped, strided or transposed views).
-    s0, s1, s2 = frame.strides
-    return s2 == 1 and s1 == 3 and s0 >= 3 * frame.shape[1]
 
 
 def _check_fraction(name: str, value: object) -> float:
@@ -575,7 +569,7 @@ class FaceDetector:
         """``frame`` resized into the scaled buffer (area interpolation)."""
         scratch: SecureBuffer | None = None
         source = frame
-        if not _opencv_reads_in_place(frame):
+        if not opencv_reads_in_place(frame):
             # OpenCV would copy this layout into memory of its own first: make that
             # copy here instead, in a secure buffer wiped right after the resize.
             h, w = frame.shape[:2]

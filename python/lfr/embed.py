@@ -23,7 +23,12 @@ import numpy.typing as npt
 
 from lfr import models
 from lfr._ort import session
-from lfr.align import mirrored_transform, similarity_transform, warp_affine
+from lfr.align import (
+    mirrored_transform,
+    opencv_reads_in_place,
+    similarity_transform,
+    warp_affine,
+)
 from lfr.detect import Detections
 from lfr.errors import ModelError
 from lfr.secure import SecureBuffer
@@ -368,6 +373,26 @@ class FaceEmbedder:
                 f"out must be a writable, C-contiguous float32 array of shape "
                 f"({n}, {self._dim})"
             )
+        if n and not opencv_reads_in_place(frame):
+            # OpenCV would copy this view outside secure memory: pack it into
+            # secure memory first (wiped when done).
+            with SecureBuffer(frame.nbytes) as buf:
+                packed = buf.array(np.uint8, frame.shape)
+                np.copyto(packed, frame)
+                self._embed_all(packed, faces, target)
+                del packed
+        else:
+            self._embed_all(frame, faces, target)
+        _normalise_rows(target)
+        return target
+
+    def _embed_all(
+        self,
+        frame: npt.NDArray[np.uint8],
+        faces: Detections,
+        target: npt.NDArray[np.float32],
+    ) -> None:
+        n = len(faces)
         with self._lock:
             try:
                 transforms = self._transforms(frame, faces)
@@ -383,8 +408,6 @@ class FaceEmbedder:
                 self._chips.wipe()
                 self._tensor.wipe()
                 self._outputs.wipe()
-        _normalise_rows(target)
-        return target
 
     def _transforms(
         self, frame: npt.NDArray[np.uint8], faces: Detections

@@ -274,3 +274,25 @@ def test_the_default_model_follows_the_cpu(
         lfr.FaceEmbedder("x.onnx", model="dlib-resnet")
     with pytest.raises(ValueError, match="dlib models"):
         lfr.FaceEmbedder(model="other")  # type: ignore[arg-type]
+
+
+def test_flipped_and_strided_views_embed_like_packed_frames(
+    detector: lfr.FaceDetector, embedder: lfr.FaceEmbedder, lfw_dir: Path
+) -> None:
+    person = sorted(p.name for p in (lfw_dir / "identities").iterdir())[6]
+    image = photos(lfw_dir, person)[0]
+    canvas = np.zeros((400, 500, 3), np.uint8)
+    canvas[50:300, 100:350] = image
+    view = canvas[50:300, 100:350]  # row-strided: OpenCV reads it in place
+    mirrored = image[:, ::-1]  # negative strides: packed into secure memory
+    faces = one_face(detector, image)
+    np.testing.assert_allclose(
+        embedder.embed(view, faces), embedder.embed(image, faces), atol=1e-6
+    )
+    packed = np.ascontiguousarray(mirrored)
+    mirror_faces = one_face(detector, packed)
+    np.testing.assert_allclose(
+        embedder.embed(mirrored, mirror_faces),
+        embedder.embed(packed, mirror_faces),
+        atol=1e-6,
+    )
