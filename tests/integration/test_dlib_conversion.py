@@ -19,6 +19,8 @@ models = pytest.importorskip(
 onnx = pytest.importorskip("onnx", reason="the onnx package checks the model")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the model")
 
+from tests.support.onnx_checks import assert_dlib_embedder_interface  # noqa: E402
+
 pytestmark = pytest.mark.data
 
 CHIPS = 24
@@ -93,22 +95,7 @@ def test_descriptors_match_dlib_on_real_chips(
 
 
 def test_model_is_valid_onnx_with_the_documented_interface(converted: bytes) -> None:
-    proto = onnx.load_from_string(converted)
-    onnx.checker.check_model(proto, full_check=True)
-    assert proto.ir_version == 8
-    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 13)]
-    assert proto.producer_name == "lfr"
-
-    def dims(value: Any) -> list[int | str]:
-        shape = value.type.tensor_type.shape.dim
-        return [d.dim_param if d.HasField("dim_param") else d.dim_value for d in shape]
-
-    assert [(v.name, dims(v)) for v in proto.graph.input] == [
-        ("input", ["N", 3, 150, 150])
-    ]
-    assert [(v.name, dims(v)) for v in proto.graph.output] == [
-        ("embedding", ["N", 128])
-    ]
+    proto = assert_dlib_embedder_interface(converted)
     assert all(v.type.tensor_type.elem_type == 1 for v in proto.graph.input)
     # Affine layers and the input normalisation are folded into the 29 convs; the
     # add_prev zero-padding shows up as Pad nodes.
