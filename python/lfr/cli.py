@@ -137,7 +137,7 @@ def _models(args: argparse.Namespace) -> int:
         else:
             for r in rows:
                 state = "ok" if r.ok else "DAMAGED" if r.installed else "missing"
-                print(f"{r.name:12} {state:8} {r.path}  ({r.description})")
+                print(f"{r.name:17} {state:8} {r.path}  ({r.description})")
         return 0 if all(r.ok for r in rows) else 1
     return 2
 
