@@ -611,7 +611,7 @@ def _run_cascade(
     ba = ab[:, ::-1] * np.array([[-1.0], [1.0]], np.float32)  # (-b, a)
     pts = ab * cascade.deltas[0]
     pts += ba * cascade.deltas[1]
-    pts += np.take(shape.transpose(0, 2, 1), cascade.anchors, axis=2)
+    pts += shape.transpose(0, 2, 1).take(cascade.anchors, axis=2)
     loc = pts * scale
     loc += corner
     loc += 0.5
@@ -625,7 +625,7 @@ def _run_cascade(
     sampled = work.get("sampled", (n, pixels), np.uint8)
     pix = work.get("pix", (n, pixels), np.int16)
     if grey.ndim == 2:
-        np.take(grey.reshape(-1), index, out=sampled, mode="clip")
+        grey.reshape(-1).take(index, out=sampled, mode="clip")
         np.copyto(pix, sampled)
     else:
         # dlib's grey value, (r + g + b) // 3, at the sampled pixels only.
@@ -633,15 +633,15 @@ def _run_cascade(
         index *= 3
         pix.fill(0)
         for _ in range(3):
-            np.take(channels, index, out=sampled, mode="clip")
+            channels.take(index, out=sampled, mode="clip")
             np.add(pix, sampled, out=pix)
             index += 1
         np.floor_divide(pix, 3, out=pix)
     np.copyto(pix, 0, where=outside)
     first = work.get("first", (n, trees * splits), np.int16)
     second = work.get("second", (n, trees * splits), np.int16)
-    np.take(pix, cascade.idx1, axis=1, out=first, mode="clip")
-    np.take(pix, cascade.idx2, axis=1, out=second, mode="clip")
+    pix.take(cascade.idx1, axis=1, out=first, mode="clip")
+    pix.take(cascade.idx2, axis=1, out=second, mode="clip")
     np.subtract(first, second, out=first)
     left = work.get("left", (n, trees * splits), np.intp)
     np.greater(first, cascade.thresh, out=left)
@@ -649,7 +649,7 @@ def _run_cascade(
     if cascade.lut is not None:
         code = work.get("code", (n, trees), np.intp)
         np.matmul(left.reshape(n, trees, splits), cascade.bits, out=code)
-        np.take(cascade.lut, code, out=node, mode="clip")
+        cascade.lut.take(code, out=node, mode="clip")
     else:
         # Walk the trees: node i goes to 2i + 1 (left) or 2i + 2.
         node.fill(0)
@@ -658,7 +658,7 @@ def _run_cascade(
         base = np.arange(n)[:, None] * (trees * splits) + np.arange(trees) * splits
         for _ in range(cascade.depth):
             np.add(base, node, out=at)
-            np.take(left.reshape(-1), at, out=went, mode="clip")
+            left.reshape(-1).take(at, out=went, mode="clip")
             node *= 2
             node += 2
             node -= went
@@ -670,7 +670,7 @@ def _run_cascade(
     steps = work.get("steps", (trees + 1, n * dims), np.float32)
     steps[0] = shape.reshape(-1)
     leaf = steps[1:].reshape(trees, n, dims)
-    np.take(cascade.leaves, node.T, axis=0, out=leaf, mode="clip")
+    cascade.leaves.take(node.T, axis=0, out=leaf, mode="clip")
     total: F32 = np.add.reduce(steps, axis=0)
     return total.reshape(n, parts, 2)
 
