@@ -813,27 +813,26 @@ class _Int8:
         bias_quantised = np.clip(
             np.rint(bias.astype(np.float64) / bias_scale), int32.min, int32.max
         ).astype(np.int32)
-        filters = len(weights)
+        return (
+            self._dequantised("weight", quantised, scale),
+            self._dequantised("bias", bias_quantised, bias_scale),
+        )
+
+    def _dequantised(
+        self, name: str, values: _onnx.TensorArray, scale: npt.NDArray[np.float32]
+    ) -> str:
+        """A per-output-channel DequantizeLinear of ``values`` (zero point 0)."""
         builder = self._builder
-        weight_name = builder.add(
+        zero = np.zeros(len(values), values.dtype)
+        return builder.add(
             "DequantizeLinear",
             [
-                builder.constant("weight", quantised),
-                builder.constant("weight_scale", scale),
-                builder.constant("weight_zero_point", np.zeros(filters, np.int8)),
+                builder.constant(name, values),
+                builder.constant(f"{name}_scale", scale),
+                builder.constant(f"{name}_zero_point", zero),
             ],
             {"axis": 0},
         )
-        bias_name = builder.add(
-            "DequantizeLinear",
-            [
-                builder.constant("bias", bias_quantised),
-                builder.constant("bias_scale", bias_scale),
-                builder.constant("bias_zero_point", np.zeros(filters, np.int32)),
-            ],
-            {"axis": 0},
-        )
-        return weight_name, bias_name
 
 
 def _pooled(size: int, kernel: int, stride: int, pad: int) -> int:

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from lfr import models
 from lfr._ort import session
-from lfr.align import opencv_reads_in_place
+from lfr.align import MAX_FRAME_SIDE, check_frame, opencv_reads_in_place
 from lfr.errors import ModelError
 from lfr.secure import SecureBuffer
 
@@ -47,7 +47,6 @@ __all__ = ["MAX_FRAME_SIDE", "Detections", "FaceDetector", "nms"]
 _log = logging.getLogger(__name__)
 
 #: Largest frame side :meth:`FaceDetector.detect` accepts, in pixels.
-MAX_FRAME_SIDE = 16384
 
 _STRIDES = (8, 16, 32)
 _DIVISOR = 32
@@ -223,24 +222,6 @@ def nms(
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0.0)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, dtype=np.intp)
-
-
-def _check_frame(frame: object) -> tuple[int, int]:
-    if not isinstance(frame, np.ndarray):
-        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise TypeError(f"frame must be uint8, got {frame.dtype}")
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(
-            f"frame must have shape (h, w, 3) (BGR), got {frame.shape}; convert "
-            "grey or BGRA frames with cv2.cvtColor into a secure buffer first"
-        )
-    h, w = int(frame.shape[0]), int(frame.shape[1])
-    if h == 0 or w == 0:
-        raise ValueError(f"frame is empty: {h}x{w}")
-    if max(h, w) > MAX_FRAME_SIDE:
-        raise ValueError(f"frame of {w}x{h} exceeds {MAX_FRAME_SIDE} pixels on a side")
-    return h, w
 
 
 def _check_fraction(name: str, value: object) -> float:
@@ -506,7 +487,7 @@ class FaceDetector:
             >>> len(detector.detect(blank))  # doctest: +SKIP
             0
         """
-        h, w = _check_frame(frame)
+        h, w = check_frame(frame)
         nh, nw = self.working_shape(h, w)
         ph, pw = _pad(nh), _pad(nw)
         with self._lock:

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from lfr import models
 from lfr._ort import session
 from lfr.align import (
+    check_frame,
     mirrored_transform,
     opencv_reads_in_place,
     similarity_transform,
@@ -228,7 +229,6 @@ class FaceEmbedder:
             chosen_model = file.name
         self._name: str = chosen_model
         self._session = session(file, threads)
-        model_file = file
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(
@@ -276,18 +276,23 @@ class FaceEmbedder:
         self._predictor = _shape_predictor() if chosen == "dlib" else None
         self._input = inputs[0].name
         self._output = outputs[0].name
-        self._model_id = self._identify(model_file)
+        self._model_id = self._identify(file, own)
         self._lock = threading.Lock()
         s = self._size
         self._chips = SecureBuffer(slots * s * s * 3)
         self._tensor = SecureBuffer(slots * 3 * s * s * 4)
         self._outputs = SecureBuffer(slots * self._dim * 4)
 
-    def _identify(self, model: str | os.PathLike[str]) -> str:
-        digest = hashlib.sha256()
-        with open(model, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+    def _identify(self, model: Path, own: bool) -> str:
+        if own:
+            # models.path() has checked the file against this pin already.
+            file_hash = models.MODELS[self._name].sha256
+        else:
+            digest = hashlib.sha256()
+            with open(model, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            file_hash = digest.hexdigest()
         params = repr(
             (
                 self._size,
@@ -299,7 +304,7 @@ class FaceEmbedder:
                 self._alignment,
             )
         ).encode()
-        return f"{digest.hexdigest()[:16]}-{hashlib.sha256(params).hexdigest()[:8]}"
+        return f"{file_hash[:16]}-{hashlib.sha256(params).hexdigest()[:8]}"
 
     @property
     def dim(self) -> int:
@@ -354,7 +359,7 @@ class FaceEmbedder:
         """
         if not isinstance(faces, Detections):
             raise TypeError("faces must be lfr.Detections")
-        _check_frame(frame)
+        check_frame(frame)
         n = len(faces)
         if out is None:
             target = SecureBuffer(max(1, n * self._dim * 4)).array(
@@ -579,18 +584,6 @@ def align_into(
         for m, chip in zip(maps, chips):
             warp_affine(small, (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2], chip)
         del small
-
-
-def _check_frame(frame: object) -> None:
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-        raise TypeError("frame must be a uint8 numpy array (BGR)")
-    if (
-        frame.ndim != 3
-        or frame.shape[2] != 3
-        or frame.shape[0] == 0
-        or frame.shape[1] == 0
-    ):
-        raise ValueError(f"frame must have shape (h, w, 3), got {frame.shape}")
 
 
 def _normalise_rows(rows: npt.NDArray[np.float32]) -> None:

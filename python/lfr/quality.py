@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lfr.align import check_frame, similarity_transform
 from lfr.detect import Detections
+from lfr.embed import DLIB_TEMPLATE, align_into
 from lfr.secure import SecureBuffer
 
 __all__ = ["QualityGate", "QualityReport"]
 
 _CHIP = 112
-# The chip used for sharpness: eyes 44 px apart, like a 150 px dlib chip scaled.
-_SHARP_TEMPLATE = np.array(
-    [[34.5, 31.5], [75.6, 31.9], [53.6, 56.2], [38.2, 74.4], [73.3, 75.0]]
-)
+# The chip used for sharpness: dlib's 150 px chip template scaled to 112 px.
+_SHARP_TEMPLATE = np.asarray(DLIB_TEMPLATE) * (_CHIP / 150)
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,7 @@ class QualityGate:
         """
         if not isinstance(faces, Detections):
             raise TypeError("faces must be lfr.Detections")
-        if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-            raise TypeError("frame must be a uint8 numpy array (BGR)")
-        if frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"frame must have shape (h, w, 3), got {frame.shape}")
+        check_frame(frame)
         geometry = pose(faces.landmarks)
         sharp = np.array(
             [sharpness(frame, lm) for lm in faces.landmarks], dtype=np.float32
@@ -186,9 +183,6 @@ def sharpness(
     The chip, its grey version and the Laplacian live in one secure buffer that is
     wiped before returning.
     """
-    from lfr.align import similarity_transform
-    from lfr.embed import align_into
-
     n = _CHIP * _CHIP
     with SecureBuffer(n * 3 + n + n * 4) as scratch:
         raw = scratch.array(np.uint8)

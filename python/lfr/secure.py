@@ -309,10 +309,12 @@ class SecurePool:
             _log.debug("a released buffer still has views; replacing it")
             with self._lock:
                 self._retired += 1
-                self._capacity -= 1
-            buf = SecureBuffer(self._nbytes, allow_unlocked=self._allow_unlocked)
-            with self._lock:
-                self._capacity += 1
+            try:
+                buf = SecureBuffer(self._nbytes, allow_unlocked=self._allow_unlocked)
+            except BaseException:
+                with self._lock:
+                    self._capacity -= 1
+                raise
         self._free.put(buf)
 
     @contextmanager

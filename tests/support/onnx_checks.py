@@ -6,6 +6,20 @@ from typing import Any
 
 import onnx
 
+#: Nodes of the float32 dlib graph: the affine layers and the input normalisation
+#: are folded into the 29 convolutions; add_prev's zero-padding shows up as Pad.
+FP32_OPS = {
+    "Conv": 29,
+    "Relu": 29,
+    "Add": 14,
+    "Pad": 5,
+    "AveragePool": 4,
+    "MaxPool": 1,
+    "GlobalAveragePool": 1,
+    "Flatten": 1,
+    "MatMul": 1,
+}
+
 
 def dims(value: Any) -> list[int | str]:
     """The shape of a graph input or output, symbolic dimensions by name."""
