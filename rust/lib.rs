@@ -1,4 +1,5 @@
-//! lfr's native core: exact SIMD watchlist matching and secure memory for faces. Pure
+//! lfr's native core: exact SIMD watchlist matching, secure memory for faces and
+//! dlib's shape predictor. Pure
 //! Rust modules; the Python bindings live behind the `python` feature.
 
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -7,13 +8,18 @@ pub mod error;
 pub mod machine;
 pub mod matching;
 pub mod secure;
+pub mod shape;
 
+#[cfg(feature = "python")]
+mod py_array;
 #[cfg(feature = "python")]
 mod py_machine;
 #[cfg(feature = "python")]
 mod py_matcher;
 #[cfg(feature = "python")]
 mod py_secure;
+#[cfg(feature = "python")]
+mod py_shape;
 
 #[cfg(feature = "python")]
 use pyo3::prelude::*;
@@ -33,5 +39,6 @@ fn _core(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_secure::hardening, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::scan_memory, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::page_size, m)?)?;
+    m.add_class::<py_shape::PyShapeModel>()?;
     Ok(())
 }

@@ -8,6 +8,7 @@ from typing_extensions import Self, disjoint_base
 __all__ = [
     "Matcher",
     "SecureBuffer",
+    "ShapeModel",
     "__version__",
     "available_kernels",
     "harden",
@@ -77,6 +78,19 @@ class SecureBuffer:
     def views(self) -> int: ...
     @property
     def address(self) -> int: ...
+
+@final
+class ShapeModel:
+    def __new__(
+        cls,
+        initial: Any,
+        cascades: Sequence[tuple[Any, Any, Any, Any, Any, int]],
+    ) -> Self: ...
+    def predict(self, image: Any, rects: Any, out: Any, subpixel: bool) -> None: ...
+    @property
+    def parts(self) -> int: ...
+    @property
+    def cascades(self) -> list[tuple[int, int, int]]: ...
 
 def memlock_status() -> tuple[int | None, int, bool]: ...
 def harden() -> tuple[bool, bool]: ...

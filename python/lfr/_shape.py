@@ -1,4 +1,4 @@
-"""dlib's 5-point face shape predictor, reimplemented in numpy.
+"""dlib's 5-point face shape predictor, without dlib.
 
 dlib aligns faces for its ResNet descriptor with ``shape_predictor`` (an ensemble of
 regression trees, Kazemi and Sullivan 2014) and ``get_face_chip``. This module reads
@@ -6,8 +6,9 @@ regression trees, Kazemi and Sullivan 2014) and ``get_face_chip``. This module r
 without dlib at run time:
 
 * :class:`ShapePredictor` parses the file (:meth:`ShapePredictor.from_bytes`) and
-  predicts landmarks in a grey image for dlib-style face rectangles
-  (:meth:`ShapePredictor.predict`), vectorised over faces and trees.
+  predicts landmarks in a grey or colour image for dlib-style face rectangles
+  (:meth:`ShapePredictor.predict`) with lfr's native core (``lfr._core.ShapeModel``,
+  ``rust/shape/``).
 * :data:`DLIB_CHIP_TEMPLATE` is where ``get_face_chip(img, shape, 150, 0.25)`` puts
   the five points in the 150 x 150 chip; :func:`chip_transform` is that chip's
   exact image-to-chip map.
@@ -27,24 +28,22 @@ each node; the leaf reached adds its vector to the shape. Arithmetic follows dli
 types (float32 shape and deltas, float64 transforms, round half up), so predicted
 landmarks equal dlib's.
 
-Face data: the grey image belongs to the caller (normally a
-:class:`~lfr.secure.SecureBuffer` view). The sampled pixel values, their
-differences and the comparison results live only in small work arrays that
-:meth:`ShapePredictor.predict` allocates per call and overwrites with zeros before
-it returns, also on error. The file format is described in
+Face data: the image belongs to the caller and is read in place, never copied. The
+sampled pixel values and the shapes live only in native work vectors that are
+zeroized before :meth:`ShapePredictor.predict` returns. The file format is described in
 ``shared/models/DLIB_FORMAT.md`` (same primitives as the ResNet file).
 """
 
 from __future__ import annotations
 
 import array
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from lfr._core import ShapeModel
 from lfr.errors import ModelError
 
 __all__ = [
@@ -68,8 +67,6 @@ _MAX_DEPTH = 10
 _MAX_PIXELS = 1 << 20
 _MAX_INDEX = (1 << 31) - 1
 _FLOAT_SPECIAL = 32000  # exponents 32000..32002: +inf, -inf, NaN
-#: Faces processed together; bounds the work arrays (about 110 kB per face).
-_CHUNK = 64
 
 # ``get_face_chip_details``' 5-point template, in units of the face box
 # (dlib ``image_transforms/interpolation.h``).
@@ -238,65 +235,36 @@ def _floats(raw: I64, error: Callable[[int], ModelError]) -> F32:
 
 @dataclass(frozen=True, eq=False)
 class _Cascade:
-    """One cascade level: feature pixels and trees, laid out for numpy.
+    """One cascade level as parsed, in the layout ``lfr._core.ShapeModel`` takes.
 
     Attributes:
-        anchors: ``intp[P]`` landmark each feature pixel is attached to.
-        deltas: ``float32[2, P]`` offset from it (x row, y row), in mean-shape
-            coordinates.
-        idx1: ``intp[T * S]`` first pixel of every split, tree-major.
-        idx2: ``intp[T * S]`` second pixel of every split.
-        thresh: ``int16[T * S]`` split thresholds as integers: dlib goes left
-            where ``float(p1) - float(p2) > thresh``; for the integer difference
-            of two uint8 pixels that is ``p1 - p2 > floor(thresh)`` (clipped to
-            +-256), so no pixel value is ever converted to float.
-        leaves: ``float32[T * L, 2K]`` leaf vectors, tree-major.
+        anchors: ``int64[P]`` landmark each feature pixel is attached to.
+        deltas: ``float32[P, 2]`` offset from it, in mean-shape coordinates.
+        splits: ``int64[T, S, 2]`` the two feature pixels every split compares.
+        thresh: ``float32[T, S]`` split thresholds (left where the difference of
+            the two pixels exceeds it).
+        leaves: ``float32[T, L, 2K]`` leaf vectors.
         depth: Depth of every tree (``S = 2**depth - 1``, ``L = 2**depth``).
-        first_leaf: ``intp[T]`` column of each tree's first leaf.
-        bits: ``intp[S]`` powers of two packing a tree's split outcomes.
-        lut: :func:`_tree_lut` of ``depth``.
     """
 
-    anchors: npt.NDArray[np.intp]
+    anchors: I64
     deltas: F32
-    idx1: npt.NDArray[np.intp]
-    idx2: npt.NDArray[np.intp]
-    thresh: npt.NDArray[np.int16]
+    splits: I64
+    thresh: F32
     leaves: F32
     depth: int
-    first_leaf: npt.NDArray[np.intp]
-    bits: npt.NDArray[np.intp]
-    lut: npt.NDArray[np.intp] | None
 
-    @classmethod
-    def build(
-        cls, anchors: I64, deltas: F32, index: I64, thresh: F32, values: F32, depth: int
-    ) -> _Cascade:
-        """From parsed arrays: ``index [T, S, 2]``, ``values [T, L, 2K]``."""
-        trees, leaves, dims = values.shape
-        arrays = {
-            "anchors": anchors.astype(np.intp),
-            "deltas": np.ascontiguousarray(deltas.T),
-            "idx1": index[..., 0].astype(np.intp).ravel(),
-            "idx2": index[..., 1].astype(np.intp).ravel(),
-            "thresh": np.clip(np.floor(thresh.ravel()), -256, 256).astype(np.int16),
-            "leaves": values.reshape(-1, dims),
-            "first_leaf": np.arange(trees, dtype=np.intp) * leaves,
-            "bits": np.left_shift(1, np.arange(leaves - 1, dtype=np.intp)),
-        }
-        for arr in arrays.values():
-            arr.flags.writeable = False
-        return cls(depth=depth, lut=_tree_lut(depth), **arrays)
-
-    @property
-    def trees(self) -> int:
-        """Number of trees."""
-        return int(self.first_leaf.size)
-
-    @property
-    def splits(self) -> int:
-        """Splits per tree."""
-        return (1 << self.depth) - 1
+    def native(self) -> tuple[I64, F32, I64, F32, F32, int]:
+        """The arrays, C-contiguous, as ``ShapeModel`` takes them."""
+        c = np.ascontiguousarray
+        return (
+            c(self.anchors, np.int64),
+            c(self.deltas, np.float32),
+            c(self.splits, np.int64),
+            c(self.thresh, np.float32),
+            c(self.leaves, np.float32),
+            self.depth,
+        )
 
 
 def _read_forest(cur: _Cursor, dims: int, level: int) -> tuple[I64, F32, F32, int]:
@@ -350,15 +318,14 @@ class ShapePredictor:
     """dlib's ``shape_predictor``: regression-tree cascades over pixel differences.
 
     Build it with :meth:`from_bytes`; it is immutable and safe to share between
-    threads (each :meth:`predict` call has its own work arrays).
+    threads (each :meth:`predict` call has its own work vectors).
 
     Agreement: the same integer landmarks as dlib-bin 20.0.1's
     ``shape_predictor`` on every face tried (LFW faces on dlib's detector boxes,
-    about 1,000 random rectangles, partly outside the image too). Speed with
-    numpy on one core: about 0.85 ms for one face, 0.36 ms per face for eight or
-    more per call (dlib: 0.15 ms). On :func:`box_from_yunet` rectangles from
-    YuNet detections the landmarks are within 0.39 pixel (1.1% of the eye
-    distance) of dlib's on its own detector's boxes on average over 1,696
+    about 1,000 random rectangles, partly outside the image too). Speed on one
+    core: about 0.17 ms per face (dlib: 0.15 ms). On :func:`box_from_yunet`
+    rectangles from YuNet detections the landmarks are within 0.39 pixel (1.1% of
+    the eye distance) of dlib's on its own detector's boxes on average over 1,696
     ``lfw-dev`` faces (95th percentile 1.4 pixels, 3.5%; 24% of faces identical),
     and ResNet descriptors of the resulting chips have cosine 0.9991 on average
     (min 0.965) with dlib's own, against 0.990 (min 0.926) for YuNet's landmarks
@@ -370,8 +337,7 @@ class ShapePredictor:
     """
 
     initial_shape: F32
-    _cascades: tuple[_Cascade, ...]
-    _weights: F64
+    _model: ShapeModel
 
     @property
     def num_parts(self) -> int:
@@ -434,19 +400,24 @@ class ShapePredictor:
                 raise _error(
                     f"cascade {i}: a split uses pixel {int(index.max())} of {count}"
                 )
-            cascades.append(
-                _Cascade.build(anchors[i], deltas, index, thresh, values, depth)
-            )
+            cascades.append(_Cascade(anchors[i], deltas, index, thresh, values, depth))
         if cur.remaining:
             raise cur.error(f"{cur.remaining} integers after the end of the model")
         shape.flags.writeable = False
-        weights = _similarity_weights(shape)
-        weights.flags.writeable = False
-        return cls(initial_shape=shape, _cascades=tuple(cascades), _weights=weights)
+        try:
+            model = ShapeModel(shape, [c.native() for c in cascades])
+        except ValueError as exc:  # a check the parser above does not repeat
+            raise _error(str(exc)) from None
+        return cls(initial_shape=shape, _model=model)
+
+    @property
+    def cascades(self) -> list[tuple[int, int, int]]:
+        """``(trees, depth, feature pixels)`` of each cascade, in order."""
+        return self._model.cascades
 
     def predict(
         self,
-        grey: U8,
+        image: U8,
         boxes: npt.ArrayLike,
         *,
         subpixel: bool = False,
@@ -454,13 +425,13 @@ class ShapePredictor:
         """Landmarks of the faces in ``boxes``, as dlib's predictor gives them.
 
         Args:
-            grey: ``uint8[h, w]`` C-contiguous grey image, converted from colour
-                the way dlib does (:func:`dlib_grey`), or the ``uint8[h, w, 3]``
-                C-contiguous colour frame itself: then dlib's grey value
-                ``(r + g + b) // 3`` is computed only at the sampled pixels. Read,
-                never copied.
+            image: ``uint8[h, w]`` grey image, converted from colour the way dlib
+                does (:func:`dlib_grey`), or the ``uint8[h, w, 3]`` colour frame
+                itself: then dlib's grey value ``(r + g + b) // 3`` is computed
+                only at the sampled pixels. Any strides (a crop or other view of a
+                larger frame is fine); read in place, never copied.
             boxes: ``[n, 4]`` dlib rectangles ``(left, top, right, bottom)``
-                in ``grey``'s pixels; ``right``/``bottom`` are dlib's inclusive
+                in ``image``'s pixels; ``right``/``bottom`` are dlib's inclusive
                 corners (for a ``dlib.rectangle`` ``r``: ``r.right()``, not
                 ``r.left() + r.width()``). Use :func:`box_from_yunet` for YuNet
                 detections.
@@ -473,206 +444,24 @@ class ShapePredictor:
             unless ``subpixel``.
 
         Raises:
-            TypeError: ``grey`` is not a uint8 array.
-            ValueError: ``grey`` is not 2-D and C-contiguous, or ``boxes`` is not
-                ``(n, 4)`` finite values.
+            TypeError: ``image`` is not a uint8 numpy array.
+            ValueError: ``image`` is not ``(h, w)`` or ``(h, w, 3)``, or ``boxes``
+                is not ``(n, 4)`` finite values.
         """
-        if not isinstance(grey, np.ndarray) or grey.dtype != np.uint8:
-            raise TypeError("grey must be a uint8 numpy array")
-        colour = grey.ndim == 3 and grey.shape[2] == 3
-        if (grey.ndim != 2 and not colour) or not grey.flags.c_contiguous:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise TypeError("image must be a uint8 numpy array")
+        if image.ndim != 2 and (image.ndim != 3 or image.shape[2] != 3):
             raise ValueError(
-                "grey must be a C-contiguous (h, w) grey or (h, w, 3) colour array"
+                f"image must be (h, w) grey or (h, w, 3) colour, got {image.shape}"
             )
-        rects = np.asarray(boxes, dtype=np.float64)
+        rects = np.ascontiguousarray(boxes, dtype=np.float64)
         if rects.ndim != 2 or rects.shape[1] != 4:
             raise ValueError(f"boxes must have shape (n, 4), got {rects.shape}")
         if not np.isfinite(rects).all():
             raise ValueError("boxes contain NaN or infinity")
         out = np.empty((rects.shape[0], self.num_parts, 2), dtype=np.float32)
-        for start in range(0, rects.shape[0], _CHUNK):
-            chunk = slice(start, start + _CHUNK)
-            out[chunk] = self._predict(grey, rects[chunk], subpixel)
+        self._model.predict(image, rects, out, subpixel)
         return out
-
-    def _predict(self, grey: U8, rects: F64, subpixel: bool) -> F32:
-        n = rects.shape[0]
-        # unnormalizing_tform(rect): (0, 0) -> top-left, (1, 1) -> bottom-right.
-        scale = (rects[:, 2:] - rects[:, :2])[:, :, None]
-        corner = rects[:, :2, None]
-        shape = np.broadcast_to(self.initial_shape, (n, self.num_parts, 2)).copy()
-        work = _Work()
-        # A model or box of absurd size overflows to positions outside the image
-        # (sampled as 0) and to non-finite results: no warnings for that.
-        with np.errstate(over="ignore", invalid="ignore"):
-            try:
-                for cascade in self._cascades:
-                    shape = _run_cascade(
-                        cascade, grey, shape, self._weights, scale, corner, work
-                    )
-            finally:
-                work.wipe()
-            points = shape * scale.transpose(0, 2, 1) + rects[:, None, :2]
-            if not subpixel:
-                points += 0.5
-                np.floor(points, out=points)
-            return points.astype(np.float32)
-
-
-class _Work:
-    """Work arrays for pixel-derived values, all zeroed by :meth:`wipe`."""
-
-    def __init__(self) -> None:
-        self._arrays: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        key = (name, shape)
-        arr = self._arrays.get(key)
-        if arr is None:
-            arr = self._arrays[key] = np.zeros(shape, dtype=dtype)
-        return arr
-
-    def wipe(self) -> None:
-        for arr in self._arrays.values():
-            arr.fill(0)
-
-
-@functools.cache
-def _tree_lut(depth: int) -> npt.NDArray[np.intp] | None:
-    """Leaf reached for every pattern of split outcomes, or None past depth 4.
-
-    Bit ``i`` of the pattern is split ``i``'s outcome (1: left, as dlib takes it
-    where the difference exceeds the threshold); the walk starts at node 0 and
-    goes from node ``i`` to ``2i + 1`` (left) or ``2i + 2``.
-    """
-    splits = (1 << depth) - 1
-    if depth > 4:
-        return None
-    patterns = np.arange(1 << splits)
-    node = np.zeros_like(patterns)
-    for _ in range(depth):
-        node = 2 * node + 2 - ((patterns >> node) & 1)
-    lut = (node - splits).astype(np.intp)
-    lut.flags.writeable = False
-    return lut
-
-
-def _similarity_weights(reference: F32) -> F64:
-    """``float64[2K, 2]`` W with ``shape.reshape(2K) @ W = (a, b)``.
-
-    ``find_tform_between_shapes(reference, shape)`` is dlib's least-squares
-    similarity (Umeyama); for 2-D points its matrix is ``[[a, -b], [b, a]]`` with
-    ``a = sum(s_k . r_k) / var`` and ``b = sum(r_k x s_k) / var`` over the
-    reference points ``r_k`` centred on their mean (``var = sum |r_k|^2``); the
-    shape's own mean drops out because the centred reference sums to zero.
-    """
-    ref = reference.astype(np.float64)
-    ref -= ref.mean(axis=0)
-    ref /= (ref**2).sum()
-    weights = np.empty((ref.shape[0], 2, 2))
-    weights[:, 0, 0] = ref[:, 0]  # a: x_k * rx_k + y_k * ry_k
-    weights[:, 1, 0] = ref[:, 1]
-    weights[:, 0, 1] = -ref[:, 1]  # b: y_k * rx_k - x_k * ry_k
-    weights[:, 1, 1] = ref[:, 0]
-    return weights.reshape(-1, 2)
-
-
-def _run_cascade(
-    cascade: _Cascade,
-    grey: U8,
-    shape: F32,
-    weights: F64,
-    scale: F64,
-    corner: F64,
-    work: _Work,
-) -> F32:
-    """One cascade level for ``n`` faces: samples pixels, runs every tree.
-
-    Args:
-        cascade: The level.
-        grey: The image.
-        shape: ``float32[n, K, 2]`` current shapes (normalised coordinates).
-        weights: :func:`_similarity_weights` of the model's initial shape.
-        scale: ``float64[n, 2, 1]`` rectangle sizes (right - left, bottom - top).
-        corner: ``float64[n, 2, 1]`` rectangle top-left corners.
-        work: Where pixel-derived values are kept.
-
-    Returns:
-        The updated shapes.
-    """
-    n, parts = shape.shape[0], shape.shape[1]
-    height, width = grey.shape[:2]
-    pixels = cascade.anchors.size
-    trees, splits = cascade.trees, cascade.splits
-    # Feature pixel locations, (n, 2, P): tform * delta + location(anchor) in
-    # float32 as dlib computes them, then through the rectangle in float64 and
-    # rounded half up.
-    ab = (shape.reshape(n, -1) @ weights).astype(np.float32)[:, :, None]
-    ba = ab[:, ::-1] * np.array([[-1.0], [1.0]], np.float32)  # (-b, a)
-    pts = ab * cascade.deltas[0]
-    pts += ba * cascade.deltas[1]
-    pts += shape.transpose(0, 2, 1).take(cascade.anchors, axis=2)
-    loc = pts * scale
-    loc += corner
-    loc += 0.5
-    np.floor(loc, out=loc)
-    outside = ~((loc >= 0) & (loc < [[width], [height]])).all(axis=1)  # NaN too
-    np.copyto(loc, 0, where=outside[:, None, :])
-    flat = loc[:, 1] * width
-    flat += loc[:, 0]
-    index = flat.astype(np.intp)
-    # Pixel values and their differences: only in work arrays.
-    sampled = work.get("sampled", (n, pixels), np.uint8)
-    pix = work.get("pix", (n, pixels), np.int16)
-    if grey.ndim == 2:
-        grey.reshape(-1).take(index, out=sampled, mode="clip")
-        np.copyto(pix, sampled)
-    else:
-        # dlib's grey value, (r + g + b) // 3, at the sampled pixels only.
-        channels = grey.reshape(-1)
-        index *= 3
-        pix.fill(0)
-        for _ in range(3):
-            channels.take(index, out=sampled, mode="clip")
-            np.add(pix, sampled, out=pix)
-            index += 1
-        np.floor_divide(pix, 3, out=pix)
-    np.copyto(pix, 0, where=outside)
-    first = work.get("first", (n, trees * splits), np.int16)
-    second = work.get("second", (n, trees * splits), np.int16)
-    pix.take(cascade.idx1, axis=1, out=first, mode="clip")
-    pix.take(cascade.idx2, axis=1, out=second, mode="clip")
-    np.subtract(first, second, out=first)
-    left = work.get("left", (n, trees * splits), np.intp)
-    np.greater(first, cascade.thresh, out=left)
-    node = work.get("node", (n, trees), np.intp)
-    if cascade.lut is not None:
-        code = work.get("code", (n, trees), np.intp)
-        np.matmul(left.reshape(n, trees, splits), cascade.bits, out=code)
-        cascade.lut.take(code, out=node, mode="clip")
-    else:
-        # Walk the trees: node i goes to 2i + 1 (left) or 2i + 2.
-        node.fill(0)
-        at = work.get("at", (n, trees), np.intp)
-        went = work.get("went", (n, trees), np.intp)
-        base = np.arange(n)[:, None] * (trees * splits) + np.arange(trees) * splits
-        for _ in range(cascade.depth):
-            np.add(base, node, out=at)
-            left.reshape(-1).take(at, out=went, mode="clip")
-            node *= 2
-            node += 2
-            node -= went
-        node -= splits
-    node += cascade.first_leaf
-    # current_shape += leaf, tree after tree, in float32 (dlib's order): numpy
-    # reduces along the outer axis of a C-contiguous array row after row.
-    dims = 2 * parts
-    steps = work.get("steps", (trees + 1, n * dims), np.float32)
-    steps[0] = shape.reshape(-1)
-    leaf = steps[1:].reshape(trees, n, dims)
-    cascade.leaves.take(node.T, axis=0, out=leaf, mode="clip")
-    total: F32 = np.add.reduce(steps, axis=0)
-    return total.reshape(n, parts, 2)
 
 
 def _points(values: npt.ArrayLike, name: str, shape: tuple[int, ...]) -> F64:

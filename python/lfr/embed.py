@@ -428,18 +428,12 @@ class FaceEmbedder:
             return out
         if len(faces) == 0:
             return out
-        from lfr._shape import box_from_yunet, chip_transform, dlib_grey
+        from lfr._shape import box_from_yunet, chip_transform
 
         boxes = box_from_yunet(faces.boxes, faces.landmarks)
-        if frame.flags.c_contiguous:
-            # dlib's grey value is computed at the sampled pixels only.
-            shapes = list(self._predictor.predict(frame, boxes))
-        else:  # a strided view: convert a grey crop per face into secure memory
-            h, w = frame.shape[:2]
-            shapes = [
-                _predict_shape(self._predictor, frame, box, _crop(box, h, w), dlib_grey)
-                for box in boxes
-            ]
+        # Read in place, whatever the strides; dlib's grey value is computed at the
+        # sampled pixels only.
+        shapes = self._predictor.predict(frame, boxes)
         # The mirror of chip pixel x is pixel s - 1 - x.
         mirror = np.array([[-1.0, 0.0, s - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
         for shape in shapes:
@@ -492,42 +486,6 @@ class FaceEmbedder:
             f"FaceEmbedder(model={self._name!r}, dim={self._dim}, size={self._size}, "
             f"model_id={self._model_id!r})"
         )
-
-
-def _crop(box: npt.NDArray[np.float32], h: int, w: int) -> tuple[int, int, int, int]:
-    """The region, three box-widths wide, that dlib's predictor reads for a face."""
-    side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
-    x0 = int(np.clip(np.floor(box[0] - side), 0, w))
-    y0 = int(np.clip(np.floor(box[1] - side), 0, h))
-    x1 = int(np.clip(np.ceil(box[2] + side) + 1, 0, w))
-    y1 = int(np.clip(np.ceil(box[3] + side) + 1, 0, h))
-    if x1 - x0 < 1 or y1 - y0 < 1:  # the box lies outside the frame
-        return 0, 0, w, h
-    return x0, y0, x1, y1
-
-
-def _predict_shape(
-    predictor: Any,
-    frame: npt.NDArray[np.uint8],
-    box: npt.NDArray[np.float32],
-    crop: tuple[int, int, int, int],
-    grey_of: Any,
-) -> npt.NDArray[np.float32]:
-    """The five landmarks of dlib's predictor for one face, from a grey crop.
-
-    Only ``crop`` is converted (into a secure buffer, wiped on return): the
-    predictor samples within the face, well inside that region, so the result
-    equals a whole-frame prediction (tested) at a fraction of the conversion.
-    """
-    x0, y0, x1, y1 = crop
-    offset = np.array([x0, y0, x0, y0], np.float32)
-    with SecureBuffer((y1 - y0) * (x1 - x0)) as buf:
-        grey = buf.array(np.uint8, (y1 - y0, x1 - x0))
-        grey_of(frame[y0:y1, x0:x1], grey)
-        shape = predictor.predict(grey, (box - offset)[None])[0]
-        del grey
-    result: npt.NDArray[np.float32] = shape + offset[:2]
-    return result
 
 
 def align_into(
