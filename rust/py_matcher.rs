@@ -6,7 +6,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::error::Error;
-use crate::matching::{Dtype, Kernel, Matcher};
+use crate::matching::{Dtype, Kernel, Matcher, Memory};
 use crate::py_array::{read, write};
 
 /// Names of the kernels this CPU can run, best last.
@@ -23,7 +23,8 @@ pub fn available_kernels() -> Vec<&'static str> {
 #[pyclass(
     name = "Matcher",
     module = "lfr._core",
-    text_signature = "(dim, dtype=\"f32\", threads=None, kernel=None, rerank=True)"
+    text_signature = "(dim, dtype=\"f32\", threads=None, kernel=None, rerank=True, *, \
+                      secure=False, allow_unlocked=False)"
 )]
 pub struct PyMatcher {
     inner: Matcher,
@@ -32,13 +33,23 @@ pub struct PyMatcher {
 #[pymethods]
 impl PyMatcher {
     #[new]
-    #[args(dtype = "\"f32\"", threads = "None", kernel = "None", rerank = "true")]
+    #[args(
+        dtype = "\"f32\"",
+        threads = "None",
+        kernel = "None",
+        rerank = "true",
+        "*",
+        secure = "false",
+        allow_unlocked = "false"
+    )]
     fn new(
         dim: usize,
         dtype: &str,
         threads: Option<usize>,
         kernel: Option<&str>,
         rerank: bool,
+        secure: bool,
+        allow_unlocked: bool,
     ) -> PyResult<Self> {
         let dtype = Dtype::parse(dtype).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -54,8 +65,13 @@ impl PyMatcher {
                 ))
             })?),
         };
+        let memory = if secure {
+            Memory::Secure { allow_unlocked }
+        } else {
+            Memory::Heap
+        };
         Ok(PyMatcher {
-            inner: Matcher::new(dim, dtype, threads, kernel, rerank)?,
+            inner: Matcher::new(dim, dtype, threads, kernel, rerank, memory)?,
         })
     }
 
@@ -154,6 +170,12 @@ impl PyMatcher {
         self.inner.rerank()
     }
 
+    /// Whether the vectors live in locked, undumpable memory.
+    #[getter]
+    fn secure(&self) -> bool {
+        self.inner.memory() != Memory::Heap
+    }
+
     /// Bytes of vector storage held.
     #[getter]
     fn nbytes(&self) -> usize {
@@ -162,12 +184,13 @@ impl PyMatcher {
 
     fn __repr__(&self) -> String {
         format!(
-            "Matcher(dim={}, dtype={:?}, size={}, kernel={:?}, threads={})",
+            "Matcher(dim={}, dtype={:?}, size={}, kernel={:?}, threads={}{})",
             self.inner.dim(),
             self.inner.dtype().name(),
             self.inner.len(),
             self.inner.kernel().name(),
-            self.inner.threads()
+            self.inner.threads(),
+            if self.secure() { ", secure=True" } else { "" }
         )
     }
 }

@@ -1,66 +1,84 @@
 //! An exact f32 copy of the unit vectors, row-major, for re-ranking the candidates of a
-//! quantised scan. Zeroized on removal, growth and drop, like the panels.
+//! quantised scan. Zeroized on removal, growth and drop, like the panels, and kept in
+//! the same kind of memory.
 
 use zeroize::Zeroize;
+
+use super::backing::{Backing, Memory};
+use crate::error::Result;
 
 /// Unit vectors, one contiguous row each.
 pub struct ExactRows {
     dim: usize,
-    values: Vec<f32>,
+    /// Values in use, at the start of `values`.
+    len: usize,
+    values: Backing,
 }
 
 impl ExactRows {
-    /// An empty store of `dim`-dimensional rows.
-    pub fn new(dim: usize) -> ExactRows {
+    /// An empty store of `dim`-dimensional rows, to be kept in `memory`.
+    pub fn new(dim: usize, memory: Memory) -> ExactRows {
         ExactRows {
             dim,
-            values: Vec::new(),
+            len: 0,
+            values: Backing::new(memory),
         }
     }
 
     /// Number of rows.
     pub fn rows(&self) -> usize {
-        self.values.len() / self.dim
+        self.len / self.dim
     }
 
     /// Bytes held.
     pub fn nbytes(&self) -> usize {
-        self.values.capacity() * 4
+        self.values.len()
     }
 
-    /// Appends rows (`n x dim`), growing through a zeroized copy.
-    pub fn extend(&mut self, rows: &[f32]) {
-        if self.values.len() + rows.len() > self.values.capacity() {
-            let target = (self.values.len() + rows.len()).max(self.values.capacity() * 2);
-            let mut grown: Vec<f32> = Vec::with_capacity(target);
-            super::store::advise_huge_pages(grown.as_mut_ptr().cast(), target * 4);
-            grown.extend_from_slice(&self.values);
-            self.values.zeroize();
-            self.values = grown;
+    /// Room for `extra` more rows, without changing `self`: `None` when there is room
+    /// already, else a larger buffer (at least double) holding the current rows, for
+    /// [`ExactRows::install`]. Fails where secure memory cannot be had.
+    pub fn prepare(&self, extra: usize) -> Result<Option<Backing>> {
+        let needed = (self.len + extra * self.dim) * 4;
+        if needed <= self.values.len() {
+            return Ok(None);
         }
-        self.values.extend_from_slice(rows);
+        self.values
+            .grown(needed.max(self.values.len() * 2))
+            .map(Some)
+    }
+
+    /// Switches to the buffer of a `prepare` made since the last change; the old one
+    /// is zeroized and freed.
+    pub fn install(&mut self, values: Backing) {
+        self.values = values;
+    }
+
+    /// Appends rows (`n x dim`); `prepare` and `install` must have made room.
+    pub fn extend(&mut self, rows: &[f32]) {
+        let start = self.len;
+        self.values.floats_mut()[start..start + rows.len()].copy_from_slice(rows);
+        self.len += rows.len();
     }
 
     /// Moves the last row into `row` and zeroizes the vacated one.
     pub fn swap_remove(&mut self, row: usize) {
         let d = self.dim;
-        let last = self.values.len() / d - 1;
+        let last = self.len / d - 1;
+        let values = self.values.floats_mut();
         if row != last {
-            self.values.copy_within(last * d..(last + 1) * d, row * d);
+            values.copy_within(last * d..(last + 1) * d, row * d);
         }
-        self.values[last * d..].zeroize();
-        self.values.truncate(last * d);
+        values[last * d..(last + 1) * d].zeroize();
+        self.len = last * d;
     }
 
     /// Exact score of `query` (unit, `dim` long) against `row`.
     pub fn score(&self, row: usize, query: &[f32]) -> f32 {
-        dot(&self.values[row * self.dim..(row + 1) * self.dim], query)
-    }
-}
-
-impl Drop for ExactRows {
-    fn drop(&mut self) {
-        self.values.zeroize();
+        dot(
+            &self.values.floats()[row * self.dim..(row + 1) * self.dim],
+            query,
+        )
     }
 }
 
@@ -88,7 +106,10 @@ mod tests {
 
     #[test]
     fn swap_remove_keeps_rows_and_scores_exact() {
-        let mut r = ExactRows::new(3);
+        let mut r = ExactRows::new(3, Memory::Heap);
+        let grown = r.prepare(3).expect("prepare").expect("room");
+        r.install(grown);
+        assert!(r.prepare(3).expect("prepare").is_none());
         r.extend(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
         r.swap_remove(0);
         assert_eq!(r.score(0, &[0.0, 0.0, 1.0]), 1.0);

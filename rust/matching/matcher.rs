@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
+use super::backing::Memory;
 use super::exact::ExactRows;
 use super::helper::Helper;
 use super::kernel::{Element, Kernel, QueryBlocks, F16, F32, I8};
@@ -51,6 +52,7 @@ pub struct Matcher {
     dtype: Dtype,
     kernel: Kernel,
     threads: usize,
+    memory: Memory,
     pool: OnceLock<Option<rayon::ThreadPool>>,
     helper: OnceLock<Option<Helper>>,
     state: RwLock<State>,
@@ -63,12 +65,15 @@ impl Matcher {
     /// With `rerank`, f16 and i8 matchers also keep an exact f32 copy of each vector
     /// and re-score the best candidates of the quantised scan with it, so ids and
     /// scores equal an f32 matcher's; without it they hold only the quantised matrix.
+    /// `memory` says where every copy of the vectors lives: with [`Memory::Secure`],
+    /// an `add` that needs more memory than can be locked fails and changes nothing.
     pub fn new(
         dim: usize,
         dtype: Dtype,
         threads: Option<usize>,
         kernel: Option<Kernel>,
         rerank: bool,
+        memory: Memory,
     ) -> Result<Matcher> {
         if dim == 0 || dim > 65_536 {
             return Err(Error::Invalid(format!(
@@ -92,11 +97,12 @@ impl Matcher {
             dtype,
             kernel,
             threads,
+            memory,
             pool: OnceLock::new(),
             helper: OnceLock::new(),
             state: RwLock::new(State {
-                panels: Panels::new(dim, dtype),
-                exact: rerank.then(|| ExactRows::new(dim)),
+                panels: Panels::new(dim, dtype, memory),
+                exact: rerank.then(|| ExactRows::new(dim, memory)),
                 max_error: 0.0,
                 ids: Vec::new(),
                 rows: HashMap::new(),
@@ -122,6 +128,11 @@ impl Matcher {
     /// Most threads one search uses.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Where the vectors live.
+    pub fn memory(&self) -> Memory {
+        self.memory
     }
 
     /// Whether quantised scans are re-ranked exactly.
@@ -187,9 +198,21 @@ impl Matcher {
                 "a matcher holds at most 2^32 - 1 entries".into(),
             ));
         }
-        state.panels.reserve(ids.len());
-        if let Some(exact) = state.exact.as_mut() {
-            exact.extend(&units);
+        // Every buffer that must grow is made before any is switched, so a refused
+        // (secure) allocation leaves the matcher as it was.
+        let panels = state.panels.prepare(ids.len())?;
+        let exact = match &state.exact {
+            Some(exact) => exact.prepare(ids.len())?,
+            None => None,
+        };
+        if let Some(grown) = panels {
+            state.panels.install(grown);
+        }
+        if let Some(rows) = state.exact.as_mut() {
+            if let Some(grown) = exact {
+                rows.install(grown);
+            }
+            rows.extend(&units);
         }
         for (&id, unit) in ids.iter().zip(units.chunks_exact(self.dim)) {
             let row = state.ids.len() as u32;
@@ -498,8 +521,15 @@ mod tests {
             let queries: Vec<f32> = (0..11 * dim).map(|_| lcg(&mut seed) + 0.01).collect();
             for kernel in Kernel::ALL.into_iter().filter(|k| k.available()) {
                 for threads in [1, 3] {
-                    let m = Matcher::new(dim, Dtype::F32, Some(threads), Some(kernel), true)
-                        .expect("matcher");
+                    let m = Matcher::new(
+                        dim,
+                        Dtype::F32,
+                        Some(threads),
+                        Some(kernel),
+                        true,
+                        Memory::Heap,
+                    )
+                    .expect("matcher");
                     let ids: Vec<i64> = (0..db.len() as i64).map(|i| i * 10).collect();
                     m.add(&ids, &db.concat()).expect("add");
                     let r = m.search(&queries, 3).expect("search");
@@ -517,7 +547,7 @@ mod tests {
 
     #[test]
     fn failed_calls_change_nothing() {
-        let m = Matcher::new(2, Dtype::F32, Some(1), None, true).expect("matcher");
+        let m = Matcher::new(2, Dtype::F32, Some(1), None, true, Memory::Heap).expect("matcher");
         m.add(&[1, 2], &[1.0, 0.0, 0.0, 1.0]).expect("add");
         assert!(m.add(&[3, 4], &[1.0, 0.0, f32::NAN, 1.0]).is_err());
         assert!(m.add(&[3, 1], &[1.0, 0.0, 1.0, 1.0]).is_err());
@@ -531,8 +561,41 @@ mod tests {
     }
 
     #[test]
+    fn secure_memory_gives_the_same_results() {
+        let mut seed = 11;
+        let dim = 37;
+        for dtype in [Dtype::F32, Dtype::F16, Dtype::I8] {
+            let secure = Memory::Secure {
+                allow_unlocked: true,
+            };
+            let make = |memory| Matcher::new(dim, dtype, Some(1), None, true, memory);
+            let (heap, locked) = (
+                make(Memory::Heap).expect("heap"),
+                make(secure).expect("secure"),
+            );
+            assert_eq!(locked.memory(), secure);
+            for batch in [1usize, 20, 70] {
+                let start = heap.len() as i64;
+                let ids: Vec<i64> = (start..start + batch as i64).collect();
+                let vecs: Vec<f32> = (0..batch * dim).map(|_| lcg(&mut seed) + 0.01).collect();
+                heap.add(&ids, &vecs).expect("add");
+                locked.add(&ids, &vecs).expect("add");
+            }
+            heap.remove(&[0, 5, 90]).expect("remove");
+            locked.remove(&[0, 5, 90]).expect("remove");
+            assert_eq!(heap.nbytes(), locked.nbytes());
+            let queries: Vec<f32> = (0..9 * dim).map(|_| lcg(&mut seed)).collect();
+            assert_eq!(
+                heap.search(&queries, 5).expect("search"),
+                locked.search(&queries, 5).expect("search"),
+                "{dtype:?}"
+            );
+        }
+    }
+
+    #[test]
     fn remove_keeps_the_rest_findable() {
-        let m = Matcher::new(2, Dtype::I8, Some(1), None, false).expect("matcher");
+        let m = Matcher::new(2, Dtype::I8, Some(1), None, false, Memory::Heap).expect("matcher");
         let n = 40;
         let vecs: Vec<f32> = (0..n)
             .flat_map(|i| {

@@ -4,6 +4,7 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+mod backing;
 mod exact;
 mod helper;
 mod kernel;
@@ -14,6 +15,7 @@ mod topk;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use backing::Memory;
 pub use kernel::Kernel;
 pub use matcher::{Matcher, SearchResult};
 pub use store::{normalize, quantize_i8, Dtype, LANES};

@@ -4,9 +4,13 @@
 //! the 16 rows' values are contiguous (one 64-byte vector of f32, 32 bytes of f16 or 16
 //! bytes of i8), so a SIMD kernel loads the values of 16 rows with one instruction and
 //! never needs a horizontal sum. Panels start on 64-byte boundaries; unused lanes of the
-//! last panel are zero. Every byte that held a vector is zeroized before it is freed.
+//! last panel are zero. Every byte that held a vector is zeroized before it is freed;
+//! with [`Memory::Secure`] the bytes also live in locked, undumpable memory.
 
 use zeroize::Zeroize;
+
+use super::backing::{Backing, Memory};
+use crate::error::Result;
 
 /// Rows per panel (the lane count every kernel works with).
 pub const LANES: usize = 16;
@@ -53,17 +57,6 @@ impl Dtype {
     }
 }
 
-/// One cache line; the unit of allocation, so panels are 64-byte aligned.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-impl Zeroize for Line {
-    fn zeroize(&mut self) {
-        self.0.zeroize();
-    }
-}
-
 /// A read-only view of the matrix for the kernels.
 #[derive(Clone, Copy)]
 pub struct View<'a> {
@@ -98,21 +91,29 @@ pub struct Panels {
     dim: usize,
     rows: usize,
     panel_stride: usize,
-    lines: Vec<Line>,
-    scales: Vec<f32>,
+    /// Whole panels; `lines.len()` is a multiple of `panel_stride`.
+    lines: Backing,
+    /// Per-row scales, 16 per panel of `lines` (i8 only; empty otherwise).
+    scales: Backing,
+}
+
+/// Larger buffers made by [`Panels::prepare`], holding the current rows.
+pub struct Growth {
+    lines: Backing,
+    scales: Backing,
 }
 
 impl Panels {
-    /// An empty matrix of vectors with `dim` components.
-    pub fn new(dim: usize, dtype: Dtype) -> Panels {
+    /// An empty matrix of vectors with `dim` components, to be kept in `memory`.
+    pub fn new(dim: usize, dtype: Dtype, memory: Memory) -> Panels {
         let panel_bytes = dim * LANES * dtype.size();
         Panels {
             dtype,
             dim,
             rows: 0,
             panel_stride: panel_bytes.div_ceil(64) * 64,
-            lines: Vec::new(),
-            scales: Vec::new(),
+            lines: Backing::new(memory),
+            scales: Backing::new(memory),
         }
     }
 
@@ -124,49 +125,56 @@ impl Panels {
 
     /// Bytes held for vectors (panels plus scales), for reporting.
     pub fn nbytes(&self) -> usize {
-        self.lines.len() * 64 + self.scales.len() * 4
+        self.lines.len() + self.scales.len()
     }
 
     /// The kernels' view.
     pub fn view(&self) -> View<'_> {
         View {
-            base: self.lines.as_ptr().cast::<u8>(),
+            base: self.lines.as_ptr(),
             panel_stride: self.panel_stride,
             dim: self.dim,
             rows: self.rows,
-            scales: &self.scales,
+            scales: self.scales.floats(),
         }
     }
 
     fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.lines.len() * 64;
-        // SAFETY: `Line` is `repr(C)` around `[u8; 64]` with no padding, so the Vec's
-        // initialised elements are exactly `len` initialised bytes, borrowed mutably
-        // through `&mut self` for the slice's lifetime.
-        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast::<u8>(), len) }
+        self.lines.bytes_mut()
     }
 
-    /// Makes room for `extra` more rows without moving data through an unzeroized
-    /// allocation: a larger buffer is filled, then the old one is zeroized and freed.
-    pub fn reserve(&mut self, extra: usize) {
-        let panels = (self.rows + extra).div_ceil(LANES);
-        let needed = panels * self.panel_stride / 64;
-        if needed <= self.lines.len() {
-            return;
+    /// Room for `extra` more rows, without changing `self`: `None` when there is room
+    /// already, else larger buffers (at least double) holding the current rows, for
+    /// [`Panels::install`]. Fails where secure memory cannot be had.
+    pub fn prepare(&self, extra: usize) -> Result<Option<Growth>> {
+        let have = self.lines.len() / self.panel_stride;
+        let needed = (self.rows + extra).div_ceil(LANES);
+        if needed <= have {
+            return Ok(None);
         }
-        let target = needed.max(self.lines.len() * 2);
-        let mut lines: Vec<Line> = Vec::with_capacity(target);
-        advise_huge_pages(lines.as_mut_ptr().cast(), target * 64);
-        lines.extend_from_slice(&self.lines);
-        lines.resize(target, Line([0; 64]));
-        self.lines.zeroize();
-        self.lines = lines;
-        if self.dtype == Dtype::I8 {
-            let mut scales = vec![0.0f32; target * 64 / self.panel_stride * LANES];
-            scales[..self.scales.len()].copy_from_slice(&self.scales);
-            self.scales.zeroize();
-            self.scales = scales;
+        let panels = needed.max(have * 2);
+        let lines = self.lines.grown(panels * self.panel_stride)?;
+        let scales = match self.dtype {
+            Dtype::I8 => self.scales.grown(panels * LANES * 4)?,
+            Dtype::F32 | Dtype::F16 => self.scales.grown(0)?,
+        };
+        Ok(Some(Growth { lines, scales }))
+    }
+
+    /// Switches to the buffers of a `prepare` made since the last change; the old
+    /// ones are zeroized and freed.
+    pub fn install(&mut self, growth: Growth) {
+        self.lines = growth.lines;
+        self.scales = growth.scales;
+    }
+
+    /// `prepare` and `install` in one step.
+    #[cfg(test)]
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        if let Some(growth) = self.prepare(extra)? {
+            self.install(growth);
         }
+        Ok(())
     }
 
     fn offset(&self, row: usize, t: usize) -> usize {
@@ -220,7 +228,7 @@ impl Panels {
                 for (&o, &q) in offsets.iter().zip(&codes) {
                     bytes[o] = q.to_ne_bytes()[0];
                 }
-                self.scales[row] = scale;
+                self.scales.floats_mut()[row] = scale;
                 let error = distance(&mut codes.iter().map(|&q| f32::from(q) * scale));
                 codes.zeroize();
                 error
@@ -243,40 +251,12 @@ impl Panels {
             bytes[src..src + esize].zeroize();
         }
         if self.dtype == Dtype::I8 {
-            self.scales[row] = self.scales[last];
-            self.scales[last] = 0.0;
+            let scales = self.scales.floats_mut();
+            scales[row] = scales[last];
+            scales[last].zeroize();
         }
         self.rows = last;
     }
-}
-
-impl Drop for Panels {
-    fn drop(&mut self) {
-        self.lines.zeroize();
-        self.scales.zeroize();
-    }
-}
-
-/// Asks the kernel to back a large, not yet touched allocation with transparent huge
-/// pages: a scan then streams through 2 MiB pages, which the hardware prefetcher
-/// follows and the TLB covers (4 KiB pages cost up to a third of the bandwidth here).
-/// Only advice: nothing changes where the system does not offer it.
-pub fn advise_huge_pages(ptr: *mut u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (ptr as usize).next_multiple_of(4096);
-        let end = (ptr as usize + len) & !4095;
-        if end > start && end - start >= HUGE {
-            // SAFETY: the range lies inside one live allocation of the caller's, and
-            // MADV_HUGEPAGE only changes how the kernel backs it, not its contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 /// The i8 code of a unit vector and the scale that maps it back to unit length.
@@ -314,8 +294,8 @@ mod tests {
 
     #[test]
     fn panels_are_aligned_and_padded() {
-        let mut p = Panels::new(5, Dtype::I8);
-        p.reserve(17);
+        let mut p = Panels::new(5, Dtype::I8, Memory::Heap);
+        p.reserve(17).expect("reserve");
         for i in 0..17 {
             let mut v = vec![0.0f32; 5];
             v[i % 5] = 1.0;
@@ -329,8 +309,8 @@ mod tests {
 
     #[test]
     fn swap_remove_zeroizes_the_vacated_row() {
-        let mut p = Panels::new(4, Dtype::F32);
-        p.reserve(2);
+        let mut p = Panels::new(4, Dtype::F32, Memory::Heap);
+        p.reserve(2).expect("reserve");
         p.push(&[1.0, 0.0, 0.0, 0.0]);
         p.push(&[0.0, 1.0, 0.0, 0.0]);
         p.swap_remove(0);
