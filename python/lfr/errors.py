@@ -8,7 +8,17 @@ embeddings or the identities of people who did not match.
 
 from __future__ import annotations
 
-__all__ = ["LfrError", "ModelError", "SecureMemoryError"]
+__all__ = [
+    "AlertStoreError",
+    "EnrolmentError",
+    "KeyFileError",
+    "LfrError",
+    "ModelError",
+    "RetentionError",
+    "SecureMemoryError",
+    "WatchlistError",
+    "WrongKeyError",
+]
 
 
 class LfrError(Exception):
@@ -30,3 +40,42 @@ class ModelError(LfrError):
     The message names the command that fixes it where there is one
     (``lfr models fetch``).
     """
+
+
+class KeyFileError(LfrError):
+    """A key file cannot be read, is malformed, or is readable by other users."""
+
+
+class WrongKeyError(LfrError):
+    """The key given is not the one the data was encrypted with.
+
+    The message names both keys' public fingerprints (``Key.key_id``), never key
+    material.
+    """
+
+
+class WatchlistError(LfrError):
+    """A watchlist cannot be used.
+
+    Its file is damaged, altered, of an unknown format version, or was made for
+    another embedder (model id or dimension).
+    """
+
+
+class EnrolmentError(WatchlistError):
+    """Images could not be enrolled; ``failures`` lists ``(image index, reason)``.
+
+    Enrolment is all or nothing: when any image fails, no template is added.
+    """
+
+    def __init__(self, message: str, failures: list[tuple[int, str]]) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
+class AlertStoreError(LfrError):
+    """An alert store is damaged or cannot be opened."""
+
+
+class RetentionError(LfrError):
+    """The record's retention period is over: it has expired or been purged."""
