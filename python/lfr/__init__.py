@@ -7,22 +7,33 @@ encrypted and for a bounded time; a signed audit log lets an auditor check it.
 from __future__ import annotations
 
 from lfr._core import __version__
+from lfr.alerts import Alert, AlertStore
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import LfrError
+from lfr.keys import Key, KeyProvider, Passphrase
 from lfr.matcher import Matcher, available_kernels
 from lfr.quality import QualityGate
+from lfr.retention import RetentionPolicy
 from lfr.secure import SecureBuffer, SecurePool, harden_process
+from lfr.watchlist import Watchlist
 
 __all__ = [
+    "Alert",
+    "AlertStore",
     "Detections",
     "FaceDetector",
     "FaceEmbedder",
+    "Key",
+    "KeyProvider",
     "LfrError",
     "Matcher",
+    "Passphrase",
     "QualityGate",
+    "RetentionPolicy",
     "SecureBuffer",
     "SecurePool",
+    "Watchlist",
     "__version__",
     "available_kernels",
     "harden_process",

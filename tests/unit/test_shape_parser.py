@@ -183,7 +183,9 @@ def test_predictions_equal_dlibs_algorithm(depths: tuple[int, ...]) -> None:
 def test_any_model_image_and_box_equal_dlibs_algorithm(
     seed: int, depths: tuple[int, ...], size: tuple[int, int], colour: bool
 ) -> None:
-    toy = make_toy(seed=seed, depths=depths, parts=int(2 + seed % 6))
+    # At least three landmarks: two points are always collinear, where Umeyama's
+    # fit (the transcription's SVD) is degenerate and may return a reflection.
+    toy = make_toy(seed=seed, depths=depths, parts=int(3 + seed % 5))
     predictor = ShapePredictor.from_bytes(toy.encode())
     rng = np.random.default_rng(seed)
     frame = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
