@@ -6,8 +6,10 @@ encrypted and for a bounded time; a signed audit log lets an auditor check it.
 
 from __future__ import annotations
 
+from lfr import audit as audit
 from lfr._core import __version__
 from lfr.alerts import Alert, AlertStore
+from lfr.audit import AuditLog, SigningKey
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import LfrError
@@ -16,12 +18,15 @@ from lfr.matcher import Matcher, available_kernels
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import SecureBuffer, SecurePool, harden_process
+from lfr.tracking import FaceDecision, Tracker, TrackerConfig, TrackSummary
 from lfr.watchlist import Watchlist
 
 __all__ = [
     "Alert",
     "AlertStore",
+    "AuditLog",
     "Detections",
+    "FaceDecision",
     "FaceDetector",
     "FaceEmbedder",
     "Key",
@@ -33,6 +38,10 @@ __all__ = [
     "RetentionPolicy",
     "SecureBuffer",
     "SecurePool",
+    "SigningKey",
+    "TrackSummary",
+    "Tracker",
+    "TrackerConfig",
     "Watchlist",
     "__version__",
     "available_kernels",

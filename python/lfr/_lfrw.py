@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 from cryptography.exceptions import InvalidTag
 
+from lfr._files import write_file
 from lfr.errors import WatchlistError, WrongKeyError
 from lfr.keys import (
     KEY_SIZE,
@@ -271,24 +270,4 @@ def write(
         view[4 + len(meta) :] = body
         sealed = seal(cipher, view, aad)
         del view, body
-    _atomic_write(path, aad + sealed)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_file(path, aad + sealed, 0o600, overwrite=True)

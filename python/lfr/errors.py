@@ -10,12 +10,14 @@ from __future__ import annotations
 
 __all__ = [
     "AlertStoreError",
+    "AuditError",
     "EnrolmentError",
     "KeyFileError",
     "LfrError",
     "ModelError",
     "RetentionError",
     "SecureMemoryError",
+    "SourceError",
     "WatchlistError",
     "WrongKeyError",
 ]
@@ -79,3 +81,22 @@ class AlertStoreError(LfrError):
 
 class RetentionError(LfrError):
     """The record's retention period is over: it has expired or been purged."""
+
+
+class SourceError(LfrError):
+    """A frame source cannot be opened or read.
+
+    Raised for nothing at the path, a file whose first frame does not decode, a
+    folder without images, a camera or stream URL that cannot be opened, or an
+    unsupported source. Messages name the source (URLs without credentials), never
+    pixels.
+    """
+
+
+class AuditError(LfrError):
+    """An audit log cannot be continued or written.
+
+    Raised when a log to be continued does not verify (changed, signed by another
+    key, not an audit log), is open for writing elsewhere, or a write fails. The
+    message says what is wrong and where (line numbers), never field values.
+    """

@@ -29,7 +29,6 @@ import hashlib
 import hmac
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -38,6 +37,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lfr._files import write_file
 from lfr.errors import KeyFileError, WrongKeyError
 from lfr.secure import SecureBuffer
 
@@ -47,6 +47,7 @@ __all__ = [
     "KeyProvider",
     "Passphrase",
     "ScryptParams",
+    "Uncopyable",
     "data_cipher",
     "new_data_key",
     "open_sealed",
@@ -87,6 +88,31 @@ class KeyProvider(Protocol):
                 or was altered.
         """
         ...
+
+
+class Uncopyable:
+    """A holder of secrets that refuses pickling and copying.
+
+    So no stray copy of the secret is made through them; ``_save_hint`` says what
+    to do instead.
+    """
+
+    __slots__ = ()
+    _save_hint = ""
+
+    def _refuse(self) -> TypeError:
+        return TypeError(
+            f"a {type(self).__name__} cannot be pickled or copied{self._save_hint}"
+        )
+
+    def __reduce__(self) -> Any:
+        raise self._refuse()
+
+    def __copy__(self) -> Any:
+        raise self._refuse()
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise self._refuse()
 
 
 @dataclass(frozen=True)
@@ -144,7 +170,7 @@ class ScryptParams:
             raise ValueError(f"malformed scrypt parameters: {exc}") from None
 
 
-class Passphrase:
+class Passphrase(Uncopyable):
     """A passphrase, for places that read the scrypt parameters from the data.
 
     ``Watchlist.open(path, Passphrase(secret))`` derives the key with the salt and
@@ -167,11 +193,8 @@ class Passphrase:
     def __repr__(self) -> str:
         return "Passphrase(<hidden>)"
 
-    def __reduce__(self) -> Any:
-        raise TypeError("a Passphrase cannot be pickled")
 
-
-class Key:
+class Key(Uncopyable):
     """A 256-bit AES key in locked memory: lfr's local :class:`KeyProvider`.
 
     Make one with :meth:`generate`, :meth:`from_file` or :meth:`from_passphrase`.
@@ -180,6 +203,7 @@ class Key:
     """
 
     __slots__ = ("_aead", "_buf", "_id", "_kdf")
+    _save_hint = "; save it with Key.save"
 
     def __init__(self, _buf: SecureBuffer, kdf: ScryptParams | None = None) -> None:
         if not isinstance(_buf, SecureBuffer) or len(_buf) != KEY_SIZE:
@@ -310,24 +334,8 @@ class Key:
         text = bytearray(f"{_FILE_TAG}:".encode())
         text += base64.b64encode(view.data) + b"\n"
         del view
-        fd, tmp = tempfile.mkstemp(prefix=".lfr-key-", dir=path.parent or ".")
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, text)
-            os.fsync(fd)
-            os.close(fd)
-            fd = -1
-            if overwrite:
-                os.replace(tmp, path)
-            else:
-                os.link(tmp, path)  # fails if path appeared meanwhile
-                os.unlink(tmp)
-            _fsync_dir(path.parent)
-        except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            write_file(path, text, 0o600, overwrite=overwrite)
         finally:
             text[:] = bytes(len(text))
         return path
@@ -389,15 +397,6 @@ class Key:
         state = ", destroyed" if self.destroyed else ""
         return f"Key(key_id={self._id!r}{state})"
 
-    def __reduce__(self) -> Any:
-        raise TypeError("a Key cannot be pickled; save it with Key.save")
-
-    def __copy__(self) -> Key:
-        raise TypeError("a Key cannot be copied")
-
-    def __deepcopy__(self, memo: Any) -> Key:
-        raise TypeError("a Key cannot be copied")
-
 
 def seal(cipher: AESGCM, plaintext: Any, aad: bytes) -> bytes:
     """AES-256-GCM with a random 96-bit nonce: ``nonce || ciphertext || tag``.
@@ -450,12 +449,3 @@ def _bytes_view(data: Any) -> memoryview:
     """A flat byte view of any C-contiguous buffer (numpy arrays of any dtype)."""
     view = memoryview(data)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Makes a rename in ``directory`` durable."""
-    fd = os.open(directory or ".", os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

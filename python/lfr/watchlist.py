@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -148,6 +149,7 @@ class Watchlist:
         self._next_id = 0
         self._buf: SecureBuffer | None = None
         self._destroyed = False
+        self._sha256 = ""
 
     # -- opening --------------------------------------------------------------------
 
@@ -268,6 +270,7 @@ class Watchlist:
             wl._wipe()
             raise
         wl._drop_expired()
+        wl._sha256 = _file_sha256(path)
         return wl
 
     @staticmethod
@@ -351,6 +354,15 @@ class Watchlist:
     def destroyed(self) -> bool:
         """Whether :meth:`destroy` has run."""
         return self._destroyed
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the file as last opened or saved.
+
+        The watchlist's identity in the audit log; it reveals nothing of the
+        contents.
+        """
+        return self._sha256
 
     @property
     def templates(self) -> int:
@@ -714,6 +726,7 @@ class Watchlist:
             _lfrw.write(self._path, header, self._key, records, matrix)
         finally:
             del matrix
+        self._sha256 = _file_sha256(self._path)
         return self._path
 
     def matcher(
@@ -793,6 +806,10 @@ class Watchlist:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Watchlist cannot be pickled; save it with save()")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _optional(value: object) -> str | None:

@@ -71,6 +71,9 @@ def test_round_trip(tmp_path: Path, key: Key) -> None:
         np.testing.assert_array_equal(again.templates_of(sid), wl.templates_of(sid))
     norms = np.linalg.norm(again.templates_of("S-1"), axis=1)
     np.testing.assert_allclose(norms, 1.0, rtol=1e-6)
+    import hashlib
+
+    assert again.sha256 == wl.sha256 == hashlib.sha256(wl.path.read_bytes()).hexdigest()
     header = Watchlist.info(wl.path)
     assert (header.subjects, header.templates, header.dim) == (2, 4, 16)
     assert header.key_id == key.key_id

@@ -1,7 +1,8 @@
 """The ``lfr`` command line (also ``python -m lfr``).
 
 One module per command group: :mod:`lfr.cli._system` (``info``, ``models``),
-:mod:`lfr.cli._keys` (``keys``), :mod:`lfr.cli._watchlist` (``watchlist``).
+:mod:`lfr.cli._keys` (``keys``), :mod:`lfr.cli._watchlist` (``watchlist``),
+:mod:`lfr.cli._audit` (``audit``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lfr import __version__
-from lfr.cli import _keys, _system, _watchlist
+from lfr.cli import _audit, _keys, _system, _watchlist
 
 __all__ = ["main"]
 
@@ -20,6 +21,7 @@ _GROUPS = {
     "models": _system,
     "keys": _keys,
     "watchlist": _watchlist,
+    "audit": _audit,
 }
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from lfr.audit.log import public_key_path
+from lfr.audit.signing import SigningKey
 from lfr.cli._common import fail
 from lfr.errors import LfrError
 from lfr.keys import Key
@@ -15,17 +18,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     create = ksub.add_parser(
         "create",
-        help="write a new random 256-bit key file (mode 0600)",
+        help="write a new random 256-bit key file (mode 0600), or with --signing "
+        "an audit-log signing key",
         description="Writes a new random 256-bit key to PATH, readable only by you. "
         "Keep it away from the data it protects, and back it up: without it, "
-        "watchlists and alerts encrypted with it cannot be read.",
+        "watchlists and alerts encrypted with it cannot be read. With --signing, "
+        "writes instead a new Ed25519 key that signs audit logs to PATH (mode "
+        "0600) and its public key to PATH.pub, for auditors.",
     )
     create.add_argument("path", metavar="PATH")
+    create.add_argument(
+        "--signing",
+        action="store_true",
+        help="make an audit-log signing key (PATH) and its public key (PATH.pub)",
+    )
     create.add_argument("--force", action="store_true", help="overwrite PATH")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs ``keys create``."""
+    if args.signing:
+        return _create_signing(Path(args.path), overwrite=args.force)
     try:
         key = Key.generate()
         try:
@@ -35,4 +48,25 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (LfrError, OSError) as exc:
         return fail("keys create", exc)
     print(f"wrote key {key.key_id} to {path}")
+    return 0
+
+
+def _create_signing(path: Path, *, overwrite: bool) -> int:
+    """Writes a signing key to ``path`` and its public key to ``path.pub``."""
+    pub = public_key_path(path)
+    if not overwrite:
+        for existing in (path, pub):
+            if existing.exists():
+                return fail("keys create", f"{existing} exists; refusing to overwrite")
+    key = SigningKey.generate()
+    try:
+        key.save(path, overwrite=overwrite)
+        try:
+            key.public_key().save(pub, overwrite=overwrite)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    except (LfrError, OSError) as exc:
+        return fail("keys create", exc)
+    print(f"wrote signing key {key.key_id} to {path} and its public key to {pub}")
     return 0

@@ -1,0 +1,307 @@
+"""The audit log regrouped by deployment and by alert, for the checks and the report.
+
+Records are read defensively: the checks must work on a log written by something
+other than :class:`lfr.AuditLog` (signed with the right key, but with missing or
+mistyped fields), so a field that cannot be read gives ``None``, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from lfr.audit.log import Record
+from lfr.retention import RetentionPolicy
+
+#: The events that belong to one alert (besides ``alert_raised``).
+ALERT_EVENTS = frozenset(
+    {"alert_reviewed", "alert_actioned", "alert_held", "alert_released", "alert_purged"}
+)
+
+
+def text(fields: Mapping[str, Any], name: str) -> str | None:
+    """The field as a non-empty string, else ``None``."""
+    value = fields.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def count(fields: Mapping[str, Any], name: str) -> int | None:
+    """The field as a count (an ``int`` >= 0, not a ``bool``), else ``None``."""
+    value = fields.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def when(fields: Mapping[str, Any], name: str) -> datetime | None:
+    """The field as an aware UTC time (ISO 8601; no zone means UTC), else ``None``."""
+    value = fields.get(name)
+    if not isinstance(value, str):
+        return None
+    raw = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """``2026-11-26T22:50:48Z`` (microseconds only when there are any)."""
+    utc = moment.astimezone(timezone.utc)
+    spec = "microseconds" if utc.microsecond else "seconds"
+    return utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def at(record: Record) -> str:
+    """``record 7, line 8``: how messages name a record."""
+    return f"record {record.seq}, line {record.line}"
+
+
+@dataclass
+class AlertTrail:
+    """One alert: its ``alert_raised`` record and its later records, in log order."""
+
+    alert_id: str
+    raised: Record
+    deployment_id: str | None
+    events: list[Record] = field(default_factory=list)
+
+    @property
+    def purge(self) -> Record | None:
+        """The first ``alert_purged`` record of the alert, if any."""
+        return next((r for r in self.events if r.event == "alert_purged"), None)
+
+    def before_purge(self) -> list[Record]:
+        """The alert's records logged before its purge (all of them if none)."""
+        purge = self.purge
+        if purge is None:
+            return list(self.events)
+        return [r for r in self.events if r.seq < purge.seq]
+
+    def reviewers(self) -> dict[str, str]:
+        """Each reviewer's latest decision, from the reviews logged before the purge."""
+        out: dict[str, str] = {}
+        for record in self.before_purge():
+            if record.event != "alert_reviewed":
+                continue
+            reviewer = text(record.fields, "reviewer")
+            if reviewer is not None:
+                out[reviewer] = text(record.fields, "decision") or ""
+        return out
+
+
+@dataclass
+class DeploymentTrail:
+    """One deployment: its start and stop, watchlist loads, counters and alerts."""
+
+    deployment_id: str
+    started: Record | None = None
+    stopped: Record | None = None
+    policy: RetentionPolicy = field(default_factory=RetentionPolicy)
+    loads: list[Record] = field(default_factory=list)
+    counters: list[Record] = field(default_factory=list)
+    alerts: list[AlertTrail] = field(default_factory=list)
+
+
+@dataclass
+class Trail:
+    """The whole log regrouped; ``notices`` says what could not be placed."""
+
+    deployments: dict[str, DeploymentTrail]
+    alerts: dict[str, AlertTrail]
+    notices: list[str]
+    last_time: datetime | None
+
+    def policy_of(self, alert: AlertTrail) -> RetentionPolicy:
+        """The retention policy of the alert's deployment (default if unknown)."""
+        deployment = self.deployments.get(alert.deployment_id or "")
+        return deployment.policy if deployment is not None else RetentionPolicy()
+
+
+def build(records: Sequence[Record]) -> Trail:
+    """Regroups verified records by deployment and by alert.
+
+    Args:
+        records: Verified records, in log order.
+
+    Returns:
+        The regrouped log. Its notices name records that refer to an unknown alert
+        or deployment, repeated starts, unreadable policies, and alerts whose
+        deployment has no ``deployment_started`` record (the default retention
+        policy is then used for them).
+    """
+    deployments: dict[str, DeploymentTrail] = {}
+    alerts: dict[str, AlertTrail] = {}
+    notices: list[str] = []
+
+    def deployment(deployment_id: str) -> DeploymentTrail:
+        return deployments.setdefault(deployment_id, DeploymentTrail(deployment_id))
+
+    for record in records:
+        fields = record.fields
+        event = record.event
+        if event == "deployment_started":
+            deployment_id = text(fields, "deployment_id")
+            if deployment_id is not None:
+                _start(record, deployment(deployment_id), notices)
+        elif event == "deployment_stopped":
+            deployment_id = text(fields, "deployment_id")
+            if deployment_id is None:
+                continue
+            trail = deployment(deployment_id)
+            if trail.stopped is None:
+                trail.stopped = record
+            else:
+                notices.append(
+                    f"deployment {deployment_id} is stopped again at {at(record)}; "
+                    f"the first stop ({at(trail.stopped)}) is used"
+                )
+        elif event == "watchlist_loaded":
+            deployment_id = text(fields, "deployment_id")
+            if deployment_id is not None:
+                deployment(deployment_id).loads.append(record)
+        elif event == "counters":
+            deployment_id = text(fields, "deployment_id")
+            if deployment_id is not None:
+                deployment(deployment_id).counters.append(record)
+        elif event == "alert_raised":
+            alert_id = text(fields, "alert_id")
+            if alert_id is None:
+                continue
+            if alert_id in alerts:
+                notices.append(
+                    f"alert {alert_id} is raised again at {at(record)}; the first "
+                    f"({at(alerts[alert_id].raised)}) is used"
+                )
+                continue
+            alert = AlertTrail(alert_id, record, text(fields, "deployment_id"))
+            alerts[alert_id] = alert
+            if alert.deployment_id is not None:
+                deployment(alert.deployment_id).alerts.append(alert)
+        elif event in ALERT_EVENTS:
+            alert_id = text(fields, "alert_id")
+            if alert_id is None:
+                continue
+            if alert_id in alerts:
+                alerts[alert_id].events.append(record)
+            else:
+                notices.append(
+                    f"{at(record)} ({event}) refers to alert {alert_id}, which was "
+                    "not raised earlier in the log"
+                )
+
+    for trail in deployments.values():
+        if trail.started is None and trail.alerts:
+            first = trail.alerts[0].raised
+            notices.append(
+                f"deployment {trail.deployment_id} has alerts (the first at "
+                f"{at(first)}) but no deployment_started record: the default "
+                "retention policy is used for them"
+            )
+    for alert in alerts.values():
+        if alert.deployment_id is None:
+            notices.append(
+                f"alert {alert.alert_id} ({at(alert.raised)}) names no deployment: "
+                "the default retention policy is used for it"
+            )
+    last_time = max((r.time for r in records), default=None)
+    return Trail(deployments, alerts, notices, last_time)
+
+
+def _start(record: Record, trail: DeploymentTrail, notices: list[str]) -> None:
+    if trail.started is not None:
+        notices.append(
+            f"deployment {trail.deployment_id} is started again at {at(record)}; "
+            f"the first start ({at(trail.started)}) is used"
+        )
+        return
+    trail.started = record
+    trail.loads.insert(0, record)
+    try:
+        trail.policy = RetentionPolicy.from_json(record.fields.get("policy"))
+    except ValueError as exc:
+        notices.append(
+            f"deployment {trail.deployment_id}'s policy ({at(record)}) cannot be "
+            f"read ({exc}): the default retention policy is used"
+        )
+
+
+def effective_now(trail: Trail, now: datetime) -> datetime:
+    """``now``, or the log's latest record time if that is later.
+
+    The log itself shows that time has reached its last record, so a ``now`` given
+    earlier than that cannot hide what the log already records.
+    """
+    if trail.last_time is not None and trail.last_time > now:
+        return trail.last_time
+    return now
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When an alert had to be purged, and the first record showing it was not.
+
+    Attributes:
+        deadline: The purge deadline in force at ``late`` (or after all the
+            alert's records when ``late`` is ``None``).
+        late: The first hold, release or purge of the alert logged after the
+            deadline then in force, or ``None``.
+        ignored: Holds and releases logged after the alert's retention had ended:
+            the store refuses them, so they cannot keep the alert.
+    """
+
+    deadline: datetime
+    late: Record | None
+    ignored: tuple[Record, ...]
+
+
+def purge_deadline(alert: AlertTrail, policy: RetentionPolicy) -> Deadline:
+    """When the alert had to be purged, following the alert store's rules.
+
+    The alert is kept until its *retention end*: its ``expires``, but never later
+    than its time plus ``policy.alert_ttl``. A hold logged before the retention end
+    moves it to the hold's ``until`` (never later than the hold's time plus
+    ``policy.max_hold``, never earlier than the alert's own end or the hold's
+    time); a release logged before it moves it back to the alert's own end, or to
+    the release if that is later. The latest hold or release decides; one logged
+    at or after the retention end is ignored (the store refuses to hold an expired
+    alert). The purge deadline is the retention end plus ``policy.purge_interval``.
+
+    Records are taken in log order; records after the purge are ignored.
+
+    Args:
+        alert: The alert.
+        policy: Its deployment's retention policy.
+
+    Returns:
+        The deadline and the first record logged after it.
+    """
+    raised = alert.raised
+    alert_time = when(raised.fields, "time") or raised.time
+    base = alert_time + policy.alert_ttl
+    expires = when(raised.fields, "expires")
+    if expires is not None and expires < base:
+        base = expires
+    end = base
+    ignored: list[Record] = []
+    for record in alert.events:
+        if record.event not in ("alert_held", "alert_released", "alert_purged"):
+            continue
+        deadline = end + policy.purge_interval
+        if record.time > deadline:
+            return Deadline(deadline, record, tuple(ignored))
+        if record.event == "alert_purged":
+            break
+        if record.time >= end:
+            ignored.append(record)
+        elif record.event == "alert_held":
+            until = when(record.fields, "until") or record.time
+            end = max(base, min(until, record.time + policy.max_hold), record.time)
+        else:
+            end = max(base, record.time)
+    return Deadline(end + policy.purge_interval, None, tuple(ignored))

@@ -1,0 +1,474 @@
+"""The promise checks: pure functions over the verified records of an audit log.
+
+Each check takes the records (in log order, as :func:`lfr.audit.log.read_log`
+returns them) and the time of the audit, and returns the :class:`Violation` it
+finds, one per broken promise, in log order. They read nothing else and never
+raise on odd field values: a log written by something other than
+:class:`lfr.AuditLog` is judged, not trusted.
+
+Retention policies come from each deployment's ``deployment_started`` record
+(``policy``, :meth:`lfr.RetentionPolicy.to_json`); an alert belongs to the
+deployment its ``deployment_id`` names, and uses the default
+:class:`lfr.RetentionPolicy` when that deployment's start is not in the log
+(:func:`notices` says so).
+
+A deadline only counts once it has passed: a check judges the state of the log at
+``now``, or at the log's last record if that is later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lfr.audit._trail import (
+    at,
+    build,
+    count,
+    effective_now,
+    iso,
+    purge_deadline,
+    text,
+)
+from lfr.audit.events import biometric_fields
+from lfr.audit.log import Record
+
+__all__ = [
+    "CHECKS",
+    "VIOLATION_KINDS",
+    "Violation",
+    "alerts_purged",
+    "alerts_reviewed",
+    "counters_consistent",
+    "holds_have_reasons",
+    "no_biometric_content",
+    "notices",
+    "run_checks",
+    "watchlists_destroyed",
+]
+
+#: Every kind of :class:`Violation`, in the order a report lists them.
+VIOLATION_KINDS = (
+    "integrity",
+    "alert_not_purged",
+    "hold_without_reason",
+    "alert_not_reviewed",
+    "single_review",
+    "watchlist_not_destroyed",
+    "counters_inconsistent",
+    "biometric_content",
+)
+
+_COUNTERS = ("faces_detected", "faces_wiped", "alerts", "faces_skipped")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A promise the log shows was broken, or a log that cannot be trusted.
+
+    Attributes:
+        kind: One of :data:`VIOLATION_KINDS`.
+        record: The ``seq`` of the record it concerns, or ``None``.
+        line: The 1-based line of that record in the log file, or ``None``.
+        message: What is wrong, naming records, alert ids and times; never
+            biometric data or the subject ids of alerts.
+
+    Raises:
+        ValueError: ``kind`` is unknown or ``message`` is empty.
+    """
+
+    kind: str
+    record: int | None
+    line: int | None
+    message: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in VIOLATION_KINDS:
+            raise ValueError(
+                f"unknown violation kind {self.kind!r}; expected one of "
+                f"{', '.join(VIOLATION_KINDS)}"
+            )
+        if not self.message:
+            raise ValueError("a violation needs a message")
+
+    @classmethod
+    def at(cls, kind: str, record: Record, message: str) -> Violation:
+        """A violation concerning ``record``."""
+        return cls(kind, record.seq, record.line, message)
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict with the four attributes."""
+        return {
+            "kind": self.kind,
+            "record": self.record,
+            "line": self.line,
+            "message": self.message,
+        }
+
+
+Check = Callable[[Sequence[Record], datetime], list[Violation]]
+
+
+def alerts_purged(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every alert is purged by its deadline (``alert_not_purged``).
+
+    The deadline is the alert's retention end plus the policy's
+    ``purge_interval``; holds and releases move the retention end as the alert
+    store does (:func:`lfr.audit._trail.purge_deadline` gives the exact rule).
+    An alert is flagged once: on its purge when that came too late, on the first
+    hold or release logged after its deadline, or on its ``alert_raised`` record
+    when it is still not purged and the deadline has passed at ``now``. A purge
+    exactly at the deadline is in time.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (aware).
+
+    Returns:
+        The violations, in log order.
+    """
+    trail = build(records)
+    horizon = effective_now(trail, now)
+    out: list[Violation] = []
+    for alert in trail.alerts.values():
+        policy = trail.policy_of(alert)
+        result = purge_deadline(alert, policy)
+        ignored = "".join(
+            f"; the {'hold' if r.event == 'alert_held' else 'release'} at {at(r)} "
+            "came after its retention had ended and cannot keep it"
+            for r in result.ignored
+        )
+        deadline = iso(result.deadline)
+        if result.late is not None and result.late.event == "alert_purged":
+            out.append(
+                Violation.at(
+                    "alert_not_purged",
+                    result.late,
+                    f"alert {alert.alert_id} ({at(alert.raised)}) was purged at "
+                    f"{iso(result.late.time)}, after its deadline {deadline} "
+                    f"(purge interval {policy.purge_interval}){ignored}",
+                )
+            )
+        elif result.late is not None:
+            out.append(
+                Violation.at(
+                    "alert_not_purged",
+                    result.late,
+                    f"alert {alert.alert_id} ({at(alert.raised)}) was still kept at "
+                    f"{iso(result.late.time)} ({result.late.event}), after its "
+                    f"deadline {deadline}{ignored}",
+                )
+            )
+        elif alert.purge is None and horizon > result.deadline:
+            out.append(
+                Violation.at(
+                    "alert_not_purged",
+                    alert.raised,
+                    f"alert {alert.alert_id} ({at(alert.raised)}) is not purged: "
+                    f"its deadline was {deadline} and the log has no alert_purged "
+                    f"record for it by {iso(horizon)}{ignored}",
+                )
+            )
+    return _in_order(out)
+
+
+def holds_have_reasons(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every hold gives a reason (``hold_without_reason``).
+
+    A reason that is missing, not a string, or only blanks is flagged on the
+    ``alert_held`` record. The hold still counts for the purge deadline.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used: a hold needs a reason at once).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    out: list[Violation] = []
+    for record in records:
+        if record.event != "alert_held":
+            continue
+        reason = record.fields.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            alert_id = text(record.fields, "alert_id") or "(no id)"
+            out.append(
+                Violation.at(
+                    "hold_without_reason",
+                    record,
+                    f"the hold on alert {alert_id} at {at(record)} gives no reason",
+                )
+            )
+    return out
+
+
+def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every alert is reviewed before its purge, by two people where required.
+
+    Only reviews logged before the alert's purge count; a reviewer who reviews an
+    alert twice counts once. An alert purged with no review is
+    ``alert_not_reviewed`` (on its purge); one purged with fewer distinct
+    reviewers than its policy asks (two with ``two_person_review``, else one) is
+    ``single_review`` (on its purge). An alert not yet purged is judged the same
+    way, on its ``alert_raised`` record, once its purge deadline has passed.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (aware).
+
+    Returns:
+        The violations, in log order.
+    """
+    trail = build(records)
+    horizon = effective_now(trail, now)
+    out: list[Violation] = []
+    for alert in trail.alerts.values():
+        policy = trail.policy_of(alert)
+        purge = alert.purge
+        if purge is not None:
+            where, when_text = purge, f"before its purge ({at(purge)})"
+        elif horizon > purge_deadline(alert, policy).deadline:
+            where, when_text = alert.raised, "by its purge deadline"
+        else:
+            continue
+        needed = 2 if policy.two_person_review else 1
+        reviewers = len(alert.reviewers())
+        name = f"alert {alert.alert_id} ({at(alert.raised)})"
+        if reviewers == 0:
+            out.append(
+                Violation.at(
+                    "alert_not_reviewed", where, f"{name} was not reviewed {when_text}"
+                )
+            )
+        elif reviewers < needed:
+            out.append(
+                Violation.at(
+                    "single_review",
+                    where,
+                    f"{name} was reviewed by one person only {when_text}; its "
+                    f"deployment's policy asks for {needed} different reviewers",
+                )
+            )
+    return _in_order(out)
+
+
+def watchlists_destroyed(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every watchlist a deployment loaded is destroyed in time.
+
+    A deployment loads the watchlist its ``deployment_started`` record names and
+    any its ``watchlist_loaded`` records name. Each must be followed (after its
+    last load) by a ``watchlist_destroyed`` record with its sha256 (and the
+    deployment's id, or none) no later than the ``deployment_stopped`` record's
+    time plus the policy's ``watchlist_ttl_after_stop``. A late destruction is
+    flagged on the ``watchlist_destroyed`` record; a missing one, once that
+    deadline has passed at ``now``, on the last load. A deployment still running
+    has no deadline yet.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (aware).
+
+    Returns:
+        The violations (``watchlist_not_destroyed``), in log order.
+    """
+    trail = build(records)
+    horizon = effective_now(trail, now)
+    destroyed = [r for r in records if r.event == "watchlist_destroyed"]
+    out: list[Violation] = []
+    for deployment in trail.deployments.values():
+        stopped = deployment.stopped
+        if stopped is None:
+            continue
+        ttl = deployment.policy.watchlist_ttl_after_stop
+        deadline = stopped.time + ttl
+        last_loads: dict[str, Record] = {}
+        for load in deployment.loads:
+            sha = text(load.fields, "watchlist_sha256")
+            if sha is not None:
+                last_loads[sha] = load
+        for sha, load in last_loads.items():
+            destroy = next(
+                (
+                    r
+                    for r in destroyed
+                    if r.seq > load.seq
+                    and text(r.fields, "watchlist_sha256") == sha
+                    and text(r.fields, "deployment_id")
+                    in (None, deployment.deployment_id)
+                ),
+                None,
+            )
+            name = (
+                f"the watchlist {sha} of deployment "
+                f"{deployment.deployment_id} (loaded at {at(load)})"
+            )
+            due = (
+                f"{iso(deadline)} ({ttl} after the stop at {iso(stopped.time)}: "
+                f"{at(stopped)})"
+            )
+            if destroy is not None and destroy.time > deadline:
+                out.append(
+                    Violation.at(
+                        "watchlist_not_destroyed",
+                        destroy,
+                        f"{name} was destroyed at {iso(destroy.time)}, after its "
+                        f"deadline {due}",
+                    )
+                )
+            elif destroy is None and horizon > deadline:
+                out.append(
+                    Violation.at(
+                        "watchlist_not_destroyed",
+                        load,
+                        f"{name} is not destroyed: its deadline was {due} and the "
+                        f"log has no watchlist_destroyed record for it by "
+                        f"{iso(horizon)}",
+                    )
+                )
+    return _in_order(out)
+
+
+def counters_consistent(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every ``counters`` record adds up (``counters_inconsistent``).
+
+    Each face detected is either wiped, skipped by the quality gate, or an alert:
+    ``faces_wiped + alerts + faces_skipped == faces_detected``, and every count is
+    an integer of at least zero.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    out: list[Violation] = []
+    for record in records:
+        if record.event != "counters":
+            continue
+        values = {name: count(record.fields, name) for name in _COUNTERS}
+        bad = [name for name, value in values.items() if value is None]
+        where = f"the counters at {at(record)}"
+        if bad:
+            out.append(
+                Violation.at(
+                    "counters_inconsistent",
+                    record,
+                    f"{where} have no valid count for {', '.join(bad)}",
+                )
+            )
+            continue
+        detected, wiped, alerts, skipped = (values[name] or 0 for name in _COUNTERS)
+        if wiped + alerts + skipped != detected:
+            out.append(
+                Violation.at(
+                    "counters_inconsistent",
+                    record,
+                    f"{where} do not add up: faces_wiped {wiped} + alerts {alerts} "
+                    f"+ faces_skipped {skipped} = {wiped + alerts + skipped}, but "
+                    f"faces_detected is {detected}",
+                )
+            )
+    return out
+
+
+def no_biometric_content(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """No record holds biometric-looking content (``biometric_content``).
+
+    The rule is the one :meth:`lfr.AuditLog.append` enforces
+    (:func:`lfr.audit.events.biometric_fields`), applied again because a log
+    may have been written by something else. The message names the fields, never
+    their values.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    out: list[Violation] = []
+    for record in records:
+        names = biometric_fields(record.fields)
+        if names:
+            out.append(
+                Violation.at(
+                    "biometric_content",
+                    record,
+                    f"{at(record)} ({record.event}) holds biometric-looking "
+                    f"content in {', '.join(names)}",
+                )
+            )
+    return out
+
+
+#: The promise checks :func:`run_checks` runs, in order.
+CHECKS: tuple[Check, ...] = (
+    alerts_purged,
+    holds_have_reasons,
+    alerts_reviewed,
+    watchlists_destroyed,
+    counters_consistent,
+    no_biometric_content,
+)
+
+
+def run_checks(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Runs every check in :data:`CHECKS`.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (aware).
+
+    Returns:
+        All violations, ordered by record, then by kind.
+    """
+    found = [violation for check in CHECKS for violation in check(records, now)]
+    return _in_order(found)
+
+
+def notices(records: Sequence[Record], now: datetime) -> list[str]:
+    """What an auditor should know that is not a broken promise.
+
+    Deployments still running when the log ends, records that refer to an alert
+    never raised, repeated starts, stops or alerts, unreadable policies, alerts
+    judged with the default policy, and stopped deployments whose counters
+    report a different number of alerts than the log raised.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (aware; not used yet, kept for symmetry).
+
+    Returns:
+        One sentence per notice.
+    """
+    del now
+    trail = build(records)
+    out = list(trail.notices)
+    for deployment in trail.deployments.values():
+        if deployment.started is not None and deployment.stopped is None:
+            out.append(
+                f"deployment {deployment.deployment_id} (started at "
+                f"{at(deployment.started)}) was still running when the log ends: "
+                "its watchlist deadline cannot be checked yet"
+            )
+        if deployment.stopped is not None and deployment.counters:
+            counted = sum(count(r.fields, "alerts") or 0 for r in deployment.counters)
+            if counted != len(deployment.alerts):
+                out.append(
+                    f"the counters of deployment {deployment.deployment_id} report "
+                    f"{counted} alerts, but the log raised {len(deployment.alerts)}"
+                )
+    return out
+
+
+def _in_order(violations: list[Violation]) -> list[Violation]:
+    def key(v: Violation) -> tuple[int, int]:
+        seq = -1 if v.record is None else v.record
+        return seq, VIOLATION_KINDS.index(v.kind)
+
+    return sorted(violations, key=key)

@@ -1,0 +1,671 @@
+"""The audit log: signed, hash-chained JSON Lines, and how to read it back.
+
+Each line is the canonical JSON (sorted keys, no spaces, UTF-8) of one record::
+
+    {"event":..., "fields":{...}, "prev":"<64 hex>", "seq":7, "sig":"<base64>",
+     "time":"2026-11-26T22:50:48.123456Z"}
+
+``seq`` counts from 0; ``prev`` is the SHA-256 of the previous line (64 zeros for
+record 0); ``sig`` is the Ed25519 signature of the record's canonical JSON without
+``sig``. Record 0 is ``log_created``, naming the log's public key. Each append is
+written and fsynced before :meth:`AuditLog.append` returns, so a crash loses at most
+the line being written, which :func:`read_log` reports as a torn last line
+(``"truncated"``) and :meth:`AuditLog.open` discards, recording that it did.
+
+Removing, inserting, reordering or changing records breaks a signature, the
+sequence or the chain; the chain cannot show records cut from the end of the file
+at a line boundary (keep the record count elsewhere, e.g. in a deployment report,
+to catch that).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fcntl
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, Callable, Literal
+
+from lfr._core import __version__
+from lfr._files import fsync_dir
+from lfr.audit.events import check_event, format_time, parse_time
+from lfr.audit.signing import SIGNATURE_SIZE, PublicKey, SigningKey
+from lfr.errors import AuditError
+
+__all__ = ["AuditLog", "ChainProblem", "ProblemKind", "Record", "read_log"]
+
+#: The kinds of :class:`ChainProblem`.
+ProblemKind = Literal[
+    "malformed",
+    "bad_signature",
+    "broken_chain",
+    "bad_sequence",
+    "truncated",
+    "wrong_key",
+    "not_a_log",
+]
+
+_GENESIS = "0" * 64
+_KEYS = frozenset({"seq", "time", "event", "fields", "prev", "sig"})
+# How record 0 begins (canonical JSON sorts "event" first): a first line that does
+# not parse but begins like this is a damaged log, anything else is not a log.
+_HEADER = b'{"event":"log_created","fields":{'
+
+
+def canonical(obj: Any) -> bytes:
+    """The canonical JSON of ``obj``: sorted keys, no spaces, UTF-8.
+
+    Raises:
+        ValueError: ``obj`` holds a non-finite float or a string that is not
+            valid Unicode.
+        TypeError: ``obj`` holds something JSON cannot represent.
+    """
+    text = json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a string is not valid Unicode (lone surrogate)") from None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One verified record of an audit log.
+
+    Attributes:
+        seq: Its position in the log, from 0.
+        time: When it was written (aware, UTC, microseconds).
+        event: The event name (see :data:`lfr.audit.events.EVENTS`).
+        fields: The event's fields as stored (times as ``...Z`` strings).
+        line: Its 1-based line number in the file.
+    """
+
+    seq: int
+    time: datetime
+    event: str
+    fields: Mapping[str, Any] = field(repr=False)
+    line: int
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """Why an audit log stops verifying, and where.
+
+    Attributes:
+        line: The 1-based line of the first bad record.
+        kind: ``"malformed"`` (not a well-formed record), ``"bad_signature"``
+            (changed after signing, or forged), ``"broken_chain"`` (does not
+            follow the record before it), ``"bad_sequence"`` (records removed,
+            inserted or reordered), ``"truncated"`` (the last line is
+            incomplete: a crash while writing it), ``"wrong_key"`` (signed by
+            another key) or ``"not_a_log"``.
+        message: What exactly is wrong, for people.
+    """
+
+    line: int
+    kind: ProblemKind
+    message: str
+
+
+def read_log(
+    path: str | os.PathLike[str], public_key: PublicKey
+) -> tuple[list[Record], list[ChainProblem]]:
+    """Reads an audit log and verifies its chain against ``public_key``.
+
+    Args:
+        path: The log file.
+        public_key: The key the log must be signed with, obtained independently
+            of the log (not from its ``.pub`` file alone).
+
+    Returns:
+        ``(records, problems)``: every record before the first bad one, and
+        either no problem, the first bad record's problem (verification stops
+        there), or a single ``"truncated"`` problem for a torn last line (every
+        complete record before it verifies).
+
+    Raises:
+        TypeError: ``public_key`` is not a :class:`PublicKey`.
+        OSError: The file cannot be read.
+    """
+    if not isinstance(public_key, PublicKey):
+        raise TypeError(
+            f"public_key must be a PublicKey, got {type(public_key).__name__}"
+        )
+    with open(path, "rb") as f:
+        scan = _scan(f, public_key)
+    return scan.records, scan.problems
+
+
+@dataclass
+class _Scan:
+    records: list[Record]
+    problems: list[ChainProblem]
+    end: int  # bytes up to the end of the last verified line
+    last_hash: str  # SHA-256 of the last verified line
+
+
+def _scan(lines: Iterable[bytes], public_key: PublicKey) -> _Scan:
+    """Verifies ``lines``: each ends in a newline, except maybe the last."""
+    scan = _Scan([], [], 0, _GENESIS)
+    number = 0
+    for raw in lines:
+        number += 1
+        if not raw.endswith(b"\n"):
+            scan.problems.append(_torn(raw, number))
+            return scan
+        line = raw[:-1]
+        checked = _check_line(line, number, scan.last_hash, public_key)
+        if isinstance(checked, ChainProblem):
+            scan.problems.append(checked)
+            return scan
+        scan.records.append(checked)
+        scan.end += len(raw)
+        scan.last_hash = hashlib.sha256(line).hexdigest()
+    if number == 0:
+        scan.problems.append(ChainProblem(1, "not_a_log", "the file is empty"))
+    return scan
+
+
+def _torn(raw: bytes, number: int) -> ChainProblem:
+    if number == 1 and raw[: len(_HEADER)] != _HEADER[: len(raw)]:
+        return ChainProblem(
+            1, "not_a_log", "the file is not an lfr audit log (no log_created record)"
+        )
+    if number == 1:
+        return ChainProblem(
+            1,
+            "truncated",
+            "the first line (line 1) is incomplete: the process stopped while "
+            "creating the log; it holds no record",
+        )
+    return ChainProblem(
+        number,
+        "truncated",
+        f"the last line (line {number}) is incomplete: the process stopped while "
+        "writing it; every record before it verifies",
+    )
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in an audit record")
+
+
+def _check_line(
+    line: bytes, number: int, prev: str, public_key: PublicKey
+) -> Record | ChainProblem:
+    """The record on line ``number`` (1-based), or its problem."""
+    seq = number - 1
+    where = f"record {seq} (line {number})"
+    first = seq == 0
+    try:
+        obj = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        body = canonical({k: v for k, v in obj.items() if k != "sig"})
+    except (ValueError, TypeError, AttributeError):  # not JSON, not an object
+        obj = body = None
+    if not isinstance(obj, dict) or body is None or not _well_formed(obj):
+        if first and not line.startswith(_HEADER):
+            return ChainProblem(
+                1,
+                "not_a_log",
+                "the file is not an lfr audit log (line 1 is not a record)",
+            )
+        return ChainProblem(
+            number, "malformed", f"line {number} is not a well-formed audit record"
+        )
+    signature = _signature(obj["sig"])
+    if signature is None:
+        return ChainProblem(
+            number, "malformed", f"{where} has a malformed signature: it was modified"
+        )
+    if not public_key.verify(signature, body):
+        if first:
+            return _first_signature_problem(obj, signature, body, public_key)
+        return ChainProblem(
+            number,
+            "bad_signature",
+            f"{where} was modified or forged: its signature does not verify",
+        )
+    if obj["seq"] != seq:
+        if first:
+            message = (
+                f"the log does not start with record 0 (line 1 holds record "
+                f"{obj['seq']}): records were removed from its start"
+            )
+        else:
+            message = (
+                f"line {number} holds record {obj['seq']} where record {seq} should "
+                "be: records were removed, inserted or reordered"
+            )
+        return ChainProblem(number, "bad_sequence", message)
+    if obj["prev"] != prev:
+        return ChainProblem(
+            number,
+            "broken_chain",
+            f"{where} does not follow the line before it (its hash of the previous "
+            "record differs): a record before it was removed, replaced or changed",
+        )
+    if first and (
+        obj["event"] != "log_created"
+        or obj["fields"].get("public_key") != base64.b64encode(public_key.raw).decode()
+    ):
+        return ChainProblem(
+            1,
+            "not_a_log",
+            "record 0 (line 1) is not a log_created record naming the key given",
+        )
+    if canonical(obj) != line:
+        return ChainProblem(
+            number,
+            "malformed",
+            f"{where} is not in canonical form: it was modified after signing",
+        )
+    try:
+        time = parse_time(obj["time"])
+    except ValueError:
+        return ChainProblem(number, "malformed", f"{where} has an invalid time")
+    return Record(seq, time, obj["event"], MappingProxyType(obj["fields"]), number)
+
+
+def _well_formed(obj: dict[str, Any]) -> bool:
+    return (
+        obj.keys() == _KEYS
+        and type(obj["seq"]) is int
+        and isinstance(obj["time"], str)
+        and isinstance(obj["event"], str)
+        and isinstance(obj["fields"], dict)
+        and isinstance(obj["prev"], str)
+        and isinstance(obj["sig"], str)
+    )
+
+
+def _signature(text: str) -> bytes | None:
+    """The signature ``text`` encodes, if it is canonical base64 of 64 bytes."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) != SIGNATURE_SIZE or base64.b64encode(raw).decode() != text:
+        return None
+    return raw
+
+
+def _first_signature_problem(
+    obj: dict[str, Any], signature: bytes, body: bytes, public_key: PublicKey
+) -> ChainProblem:
+    """Record 0 does not verify: another key's log, or a changed record 0?"""
+    named = None
+    if obj["event"] == "log_created":
+        try:
+            raw = base64.b64decode(str(obj["fields"].get("public_key")), validate=True)
+            named = PublicKey.from_raw(raw)
+        except (ValueError, binascii.Error):
+            named = None
+    if named is not None and named != public_key and named.verify(signature, body):
+        return ChainProblem(
+            1,
+            "wrong_key",
+            f"the log is signed by key {named.key_id}, not by the key given "
+            f"({public_key.key_id})",
+        )
+    return ChainProblem(
+        1,
+        "bad_signature",
+        f"record 0 (line 1) does not verify with the key given ({public_key.key_id}): "
+        "it was modified, or the log was signed by another key",
+    )
+
+
+# -- writing -------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def public_key_path(path: str | os.PathLike[str]) -> Path:
+    """Where :meth:`AuditLog.create` exports the public key: ``<log>.pub``."""
+    return Path(f"{os.fspath(path)}.pub")
+
+
+class AuditLog:
+    """An append-only, signed, hash-chained audit log (JSON Lines).
+
+    Make one with :meth:`create` or continue one with :meth:`open`; the
+    :class:`AuditLog` holds an exclusive lock on the file until :meth:`close`.
+    :meth:`append` is thread-safe; every record is on disk (fsynced) when it
+    returns.
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> from lfr.audit import AuditLog, SigningKey, read_log
+        >>> key = SigningKey.generate()
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl"
+        >>> with AuditLog.create(path, key) as log:
+        ...     _ = log.append("alert_purged", alert_id="a1")
+        >>> records, problems = read_log(path, key.public_key())
+        >>> [r.event for r in records], problems
+        (['log_created', 'alert_purged'], [])
+    """
+
+    __slots__ = (
+        "_broken",
+        "_clock",
+        "_fd",
+        "_key",
+        "_lock",
+        "_path",
+        "_prev",
+        "_seq",
+        "_size",
+    )
+
+    def __init__(
+        self,
+        *,
+        _fd: int,
+        _path: Path,
+        _key: SigningKey,
+        _clock: Callable[[], datetime],
+        _seq: int,
+        _prev: str,
+        _size: int,
+    ) -> None:
+        self._fd = _fd
+        self._path = _path
+        self._key = _key
+        self._clock = _clock
+        self._seq = _seq
+        self._prev = _prev
+        self._size = _size
+        self._broken = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        key: SigningKey,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> AuditLog:
+        """Starts a new log (mode 0640) and exports its public key to ``<log>.pub``.
+
+        Record 0, ``log_created``, names a random ``log_id``, the public key and
+        the lfr version. An existing ``<log>.pub`` is replaced.
+
+        Args:
+            path: The new log file.
+            key: The key that signs every record.
+            clock: Returns the current time (aware); ``datetime.now(UTC)`` when
+                None.
+
+        Returns:
+            The open log.
+
+        Raises:
+            FileExistsError: ``path`` exists (continue it with :meth:`open`).
+            TypeError: ``key`` is not a :class:`SigningKey`.
+            OSError: The files cannot be written (nothing is left behind).
+        """
+        _check_key(key)
+        path = Path(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o640)
+        except FileExistsError:
+            raise FileExistsError(
+                f"{path} exists; continue it with AuditLog.open"
+            ) from None
+        log = None
+        try:
+            os.fchmod(fd, 0o640)
+            _lock(fd, path)
+            log = cls(
+                _fd=fd,
+                _path=path,
+                _key=key,
+                _clock=clock or _utc_now,
+                _seq=-1,
+                _prev=_GENESIS,
+                _size=0,
+            )
+            header = {
+                "log_id": str(uuid.uuid4()),
+                "public_key": base64.b64encode(key.public_key().raw).decode(),
+                "lfr_version": __version__,
+            }
+            log._write("log_created", check_event("log_created", header))
+            fsync_dir(path.parent)
+            key.public_key().save(public_key_path(path), overwrite=True)
+        except BaseException:
+            if log is not None:
+                log.close()
+            else:
+                os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        return log
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        key: SigningKey,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> AuditLog:
+        """Continues an existing log after verifying it with ``key``'s public key.
+
+        A torn last line (the process stopped while writing it; it was never a
+        complete record) is cut off, and an ``anomaly`` record with kind
+        ``log_recovered`` says how many bytes were discarded.
+
+        Args:
+            path: The log file.
+            key: The key that signed it, which signs what follows.
+            clock: As for :meth:`create`.
+
+        Returns:
+            The open log, positioned after its last record.
+
+        Raises:
+            AuditError: The log does not verify (changed, another key's, not a
+                log, no complete first record) or is open for writing elsewhere;
+                the file is left as it was.
+            TypeError: ``key`` is not a :class:`SigningKey`.
+            OSError: The file cannot be opened.
+        """
+        _check_key(key)
+        path = Path(path)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            _lock(fd, path)
+            with open(fd, "rb", closefd=False) as f:
+                scan = _scan(f, key.public_key())
+            size = os.fstat(fd).st_size
+            problem = scan.problems[0] if scan.problems else None
+            if problem is not None and (
+                problem.kind != "truncated" or not scan.records
+            ):
+                raise AuditError(f"cannot continue audit log {path}: {problem.message}")
+            log = cls(
+                _fd=fd,
+                _path=path,
+                _key=key,
+                _clock=clock or _utc_now,
+                _seq=scan.records[-1].seq,
+                _prev=scan.last_hash,
+                _size=scan.end,
+            )
+        except BaseException:
+            os.close(fd)
+            raise
+        if problem is not None:
+            try:
+                os.ftruncate(fd, scan.end)
+                os.fsync(fd)
+                recovered = {
+                    "kind": "log_recovered",
+                    "detail": f"discarded {size - scan.end} bytes: the incomplete "
+                    f"last line (line {problem.line}), left when the process "
+                    "stopped while writing it",
+                }
+                log._write("anomaly", check_event("anomaly", recovered))
+            except BaseException:
+                log.close()
+                raise
+        return log
+
+    def append(self, event: str, **fields: Any) -> Record:
+        """Signs and writes one event; it is on disk when this returns.
+
+        Args:
+            event: An event name of :data:`lfr.audit.events.EVENTS` (not
+                ``log_created``, which only :meth:`create` writes).
+            **fields: Its fields; times may be aware ``datetime`` objects.
+
+        Returns:
+            The record written.
+
+        Raises:
+            ValueError: The event is unknown, a field is missing, unknown, of the
+                wrong kind or biometric-looking, the clock gave a naive time, or
+                the log is closed. Nothing is written.
+            TypeError: The clock returned something other than a ``datetime``.
+            AuditError: The write failed (nothing was kept), or an earlier write
+                failed in a way that leaves the log unusable (open it again).
+        """
+        if event == "log_created":
+            raise ValueError("log_created is written only by AuditLog.create")
+        return self._write(event, check_event(event, fields))
+
+    def _write(self, event: str, fields: dict[str, Any]) -> Record:
+        """Signs, writes and fsyncs one record of checked (JSON-ready) fields."""
+        with self._lock:
+            if self._fd < 0:
+                raise ValueError(f"the audit log {self._path} is closed")
+            if self._broken:
+                raise AuditError(
+                    f"an earlier write to {self._path} failed; open the log again"
+                )
+            now = self._clock()
+            if not isinstance(now, datetime):
+                raise TypeError(
+                    f"the clock returned {type(now).__name__}, not datetime"
+                )
+            time = format_time(now)
+            seq = self._seq + 1
+            body = {
+                "seq": seq,
+                "time": time,
+                "event": event,
+                "fields": fields,
+                "prev": self._prev,
+            }
+            sig = base64.b64encode(self._key.sign(canonical(body))).decode()
+            line = canonical({**body, "sig": sig})
+            try:
+                _write_all(self._fd, line + b"\n")
+            except OSError as exc:
+                self._undo()
+                raise AuditError(
+                    f"cannot write to audit log {self._path}: {exc.strerror}"
+                ) from exc
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._broken = True  # what reached the disk is unknown
+                raise AuditError(
+                    f"cannot sync audit log {self._path}: {exc.strerror}"
+                ) from exc
+            self._seq = seq
+            self._prev = hashlib.sha256(line).hexdigest()
+            self._size += len(line) + 1
+            return Record(
+                seq, parse_time(time), event, MappingProxyType(fields), seq + 1
+            )
+
+    def _undo(self) -> None:
+        """Cuts off a partly written line, or marks the log unusable."""
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError:
+            self._broken = True
+
+    def close(self) -> None:
+        """Closes the file and releases its lock (idempotent)."""
+        with self._lock:
+            if self._fd >= 0:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._fd < 0
+
+    @property
+    def path(self) -> Path:
+        """The log file."""
+        return self._path
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The public key that verifies this log."""
+        return self._key.public_key()
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the last record written."""
+        return self._seq
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = ", closed" if self.closed else ""
+        return (
+            f"AuditLog({str(self._path)!r}, key_id={self._key.key_id!r}, "
+            f"last_seq={self._seq}{state})"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an AuditLog cannot be pickled")
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, SigningKey):
+        raise TypeError(f"key must be a SigningKey, got {type(key).__name__}")
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise AuditError(
+            f"{path} is open for writing elsewhere (another AuditLog or process)"
+        ) from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -1,0 +1,506 @@
+"""Verifying an audit log, and the deployment record a force publishes.
+
+:func:`verify` checks the log's hash chain and signatures
+(:func:`lfr.audit.log.read_log`) and then every promise
+(:mod:`lfr.audit.checks`), and returns an :class:`AuditReport`. :func:`summarise`
+turns the records into one :class:`DeploymentSummary` per deployment, and
+:func:`write_report` writes the publishable deployment record (JSON and Markdown):
+counts and times only, never biometric data or the subject ids of alerts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from lfr.audit import checks
+from lfr.audit._trail import DeploymentTrail, build, count, iso, text
+from lfr.audit.checks import Violation
+from lfr.audit.log import Record, read_log
+from lfr.audit.signing import PublicKey
+
+__all__ = [
+    "AuditReport",
+    "DeploymentSummary",
+    "Violation",
+    "summarise",
+    "verify",
+    "write_report",
+]
+
+#: The file names :func:`write_report` writes.
+RECORD_JSON = "deployment-record.json"
+RECORD_MARKDOWN = "deployment-record.md"
+
+
+@dataclass(frozen=True)
+class DeploymentSummary:
+    """What one deployment did, in counts: a row of the deployment record.
+
+    Times and metadata come from the ``deployment_started`` and
+    ``deployment_stopped`` records (``None`` when absent); frame and face counts
+    are the sums of the deployment's ``counters`` records; alert counts come from
+    its ``alert_raised`` records and their reviews and actions.
+
+    Attributes:
+        deployment_id: The deployment's id.
+        started: When it started (``None`` if its start is not in the log).
+        stopped: When it stopped (``None`` while running).
+        duration: ``stopped - started``, or ``None``.
+        location: Where the cameras were.
+        purpose: Why the deployment took place.
+        authorised_by: The authorising officer.
+        camera_ids: The cameras used.
+        watchlist_size: Entries in the watchlist (the last one loaded).
+        frames_processed: Frames analysed.
+        faces_detected: Faces seen.
+        faces_skipped: Faces too small, blurred or turned away to be compared.
+        faces_wiped: Faces compared, not matched, and wiped at once.
+        alerts: Alerts raised.
+        confirmed: Alerts every reviewer confirmed.
+        false_alerts: Alerts every reviewer judged false.
+        inconclusive: Alerts reviewed without agreement, or judged inconclusive.
+        unreviewed: Alerts no one reviewed.
+        engagements: Alerts on which an officer engaged the person.
+
+    Raises:
+        ValueError: A count is negative.
+    """
+
+    deployment_id: str
+    started: datetime | None
+    stopped: datetime | None
+    duration: timedelta | None
+    location: str | None
+    purpose: str | None
+    authorised_by: str | None
+    camera_ids: tuple[str, ...]
+    watchlist_size: int | None
+    frames_processed: int
+    faces_detected: int
+    faces_skipped: int
+    faces_wiped: int
+    alerts: int
+    confirmed: int
+    false_alerts: int
+    inconclusive: int
+    unreviewed: int
+    engagements: int
+
+    def __post_init__(self) -> None:
+        for name in _SUMMARY_COUNTS:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: times in ISO 8601 UTC, the duration in seconds."""
+        return {
+            "deployment_id": self.deployment_id,
+            "started": _iso_or_none(self.started),
+            "stopped": _iso_or_none(self.stopped),
+            "duration_seconds": (
+                None if self.duration is None else self.duration.total_seconds()
+            ),
+            "location": self.location,
+            "purpose": self.purpose,
+            "authorised_by": self.authorised_by,
+            "camera_ids": list(self.camera_ids),
+            "watchlist_size": self.watchlist_size,
+            **{name: getattr(self, name) for name in _SUMMARY_COUNTS},
+        }
+
+
+_SUMMARY_COUNTS = (
+    "frames_processed",
+    "faces_detected",
+    "faces_skipped",
+    "faces_wiped",
+    "alerts",
+    "confirmed",
+    "false_alerts",
+    "inconclusive",
+    "unreviewed",
+    "engagements",
+)
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The result of :func:`verify`.
+
+    Attributes:
+        ok: Whether there are no violations.
+        path: The log that was verified.
+        records: How many records verified (up to the first bad one).
+        violations: Every violation, integrity first, then in log order.
+        notices: What an auditor should know that is not a violation: a torn
+            last line, a deployment still running when the log ends, records
+            that refer to an unknown alert.
+        deployments: One summary per deployment, in the order they appear.
+        verified_at: The time the promises were judged at (``now``).
+        last_record_sha256: SHA-256 (hex) of the last verified record's line, as
+            the next record's ``prev`` would hold it; publish it to make a later
+            truncation of the log detectable. ``None`` for an empty log.
+
+    Raises:
+        ValueError: ``ok`` disagrees with ``violations``, or ``verified_at`` is
+            naive.
+    """
+
+    ok: bool
+    path: str
+    records: int
+    violations: tuple[Violation, ...]
+    notices: tuple[str, ...]
+    deployments: tuple[DeploymentSummary, ...]
+    verified_at: datetime
+    last_record_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ok != (not self.violations):
+            raise ValueError("ok must be True exactly when there are no violations")
+        if self.verified_at.tzinfo is None:
+            raise ValueError("verified_at must be timezone-aware")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict with every attribute (nested objects as dicts)."""
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "records": self.records,
+            "violations": [v.to_json() for v in self.violations],
+            "notices": list(self.notices),
+            "deployments": [d.to_json() for d in self.deployments],
+            "verified_at": iso(self.verified_at),
+            "last_record_sha256": self.last_record_sha256,
+        }
+
+
+def verify(
+    path: str | os.PathLike[str],
+    public_key: PublicKey,
+    *,
+    now: datetime | None = None,
+) -> AuditReport:
+    """Verifies an audit log: its chain and signatures, then every promise.
+
+    A torn last line (the process stopped while writing it) is a notice. Any
+    other problem with the chain (a record modified, removed, inserted or
+    reordered, or the wrong key) is one ``integrity`` violation naming the first
+    bad line; the promises are then still checked over the records before it.
+
+    Args:
+        path: The log file.
+        public_key: The key the log must be signed with, obtained independently
+            of the log (not from the ``.pub`` file beside it).
+        now: The time to judge deadlines at (aware; default: the current time).
+
+    Returns:
+        The report; ``report.ok`` is whether there are no violations.
+
+    Raises:
+        ValueError: ``now`` is naive.
+        OSError: The log cannot be read.
+
+    Examples:
+        >>> import pathlib, tempfile
+        >>> from lfr.audit import AuditLog, SigningKey, verify
+        >>> key = SigningKey.generate()
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl"
+        >>> with AuditLog.create(path, key) as log:
+        ...     _ = log.append(
+        ...         "counters", deployment_id="d1", camera_id="cam-1",
+        ...         frames_processed=50, frames_dropped=0, faces_detected=3,
+        ...         faces_skipped=1, faces_wiped=1, alerts=0,
+        ...     )
+        >>> report = verify(path, key.public_key())
+        >>> report.ok, [(v.kind, v.record, v.line) for v in report.violations]
+        (False, [('counters_inconsistent', 1, 2)])
+    """
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware (use datetime.now(timezone.utc))")
+    records, problems = read_log(path, public_key)
+    violations: list[Violation] = []
+    notices: list[str] = []
+    for problem in problems:
+        if problem.kind == "truncated":
+            notices.append(problem.message)
+        else:
+            violations.append(
+                Violation("integrity", len(records), problem.line, problem.message)
+            )
+    violations.extend(checks.run_checks(records, now))
+    notices.extend(checks.notices(records, now))
+    return AuditReport(
+        ok=not violations,
+        path=str(path),
+        records=len(records),
+        violations=tuple(violations),
+        notices=tuple(notices),
+        deployments=tuple(summarise(records)),
+        verified_at=now,
+        last_record_sha256=_line_hash(Path(path), records[-1]) if records else None,
+    )
+
+
+def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:
+    """One summary per deployment, in the order the deployments appear.
+
+    An alert counts as confirmed when every reviewer's latest decision is
+    "confirmed", as a false alert when every one is "false_alert", as
+    inconclusive otherwise, and as unreviewed without a review (only reviews
+    logged before the alert's purge count). An engagement is an alert with at
+    least one ``alert_actioned`` record whose action is "engaged".
+
+    Args:
+        records: Verified records, in log order.
+
+    Returns:
+        The summaries.
+    """
+    return [_summary(d) for d in build(records).deployments.values()]
+
+
+def write_report(report: AuditReport, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Writes the publishable deployment record into ``out_dir``.
+
+    ``deployment-record.json`` holds :meth:`AuditReport.to_json` without the
+    log's path; ``deployment-record.md`` is a page to publish: per deployment its
+    date, place, purpose, authorising officer, times, cameras, watchlist size and
+    counts, then the result of the verification. Neither holds biometric data or
+    the subject ids of alerts. Existing files are replaced (each atomically).
+
+    Args:
+        report: The result of :func:`verify`.
+        out_dir: The directory (created if missing).
+
+    Returns:
+        The paths written: the JSON file, then the Markdown file.
+
+    Raises:
+        OSError: The files cannot be written.
+    """
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = report.to_json()
+    data["log"] = Path(report.path).name
+    del data["path"]
+    json_path = directory / RECORD_JSON
+    md_path = directory / RECORD_MARKDOWN
+    _write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    _write(md_path, render_markdown(report))
+    return [json_path, md_path]
+
+
+def render_markdown(report: AuditReport) -> str:
+    """The deployment record as a Markdown page (see :func:`write_report`).
+
+    Args:
+        report: The result of :func:`verify`.
+
+    Returns:
+        The page.
+    """
+    lines = [
+        "# Live facial recognition: deployment record",
+        "",
+        f"Audit log `{_md(Path(report.path).name)}`, verified on "
+        f"{_when(report.verified_at)}: {report.records} signed records.",
+        "",
+        "This record holds counts only: no images, no biometric data and no "
+        "identities of the people on the watchlist or of anyone else.",
+        "",
+    ]
+    if not report.deployments:
+        lines += ["No deployment is recorded in this log.", ""]
+    for summary in report.deployments:
+        lines += _deployment_table(summary)
+    lines += ["## Verification", ""]
+    if report.ok:
+        lines.append(
+            "**OK**: the log's signatures and hash chain verify, and every checked "
+            "promise was kept (alerts purged by their deadline, holds with a "
+            "reason, alerts reviewed, watchlists destroyed in time, counters "
+            "consistent, no biometric content)."
+        )
+    else:
+        lines.append(f"**{len(report.violations)} violation(s) found:**")
+        lines.append("")
+        for violation in report.violations:
+            where = (
+                ""
+                if violation.line is None
+                else f" (record {violation.record}, line {violation.line})"
+            )
+            lines.append(f"- `{violation.kind}`{where}: {_md(violation.message)}")
+    lines.append("")
+    if report.notices:
+        lines += ["### Notices", ""]
+        lines += [f"- {_md(notice)}" for notice in report.notices]
+        lines.append("")
+    if report.last_record_sha256 is not None:
+        lines += [
+            f"SHA-256 of the last verified record: `{report.last_record_sha256}`.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _deployment_table(summary: DeploymentSummary) -> list[str]:
+    started, stopped = summary.started, summary.stopped
+    rows = [
+        ("Date", started.strftime("%Y-%m-%d") if started else "not recorded"),
+        ("Location", summary.location or "not recorded"),
+        ("Purpose", summary.purpose or "not recorded"),
+        ("Authorising officer", summary.authorised_by or "not recorded"),
+        ("Start", _when(started) if started else "not recorded"),
+        ("End", _when(stopped) if stopped else "still running when the log ends"),
+        ("Duration", _duration(summary.duration)),
+        (
+            "Cameras",
+            f"{len(summary.camera_ids)} ({', '.join(summary.camera_ids)})"
+            if summary.camera_ids
+            else "not recorded",
+        ),
+        (
+            "Watchlist size",
+            "not recorded"
+            if summary.watchlist_size is None
+            else str(summary.watchlist_size),
+        ),
+        ("Frames processed", str(summary.frames_processed)),
+        ("Faces seen", str(summary.faces_detected)),
+        ("Faces wiped without a match", str(summary.faces_wiped)),
+        ("Faces too poor to compare (wiped)", str(summary.faces_skipped)),
+        ("Alerts", str(summary.alerts)),
+        ("Confirmed alerts", str(summary.confirmed)),
+        ("False alerts", str(summary.false_alerts)),
+        ("Inconclusive", str(summary.inconclusive)),
+        ("Unreviewed", str(summary.unreviewed)),
+        ("Engagements", str(summary.engagements)),
+    ]
+    lines = [f"## Deployment {_md(summary.deployment_id)}", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {_md(value)} |" for name, value in rows]
+    lines.append("")
+    return lines
+
+
+def _summary(trail: DeploymentTrail) -> DeploymentSummary:
+    started = trail.started
+    fields = started.fields if started is not None else {}
+    start_time = started.time if started is not None else None
+    stop_time = trail.stopped.time if trail.stopped is not None else None
+    cameras = fields.get("camera_ids")
+    camera_ids = (
+        tuple(c for c in cameras if isinstance(c, str))
+        if isinstance(cameras, list)
+        else ()
+    )
+    watchlist_size = count(fields, "watchlist_size")
+    for load in trail.loads[1:] if started is not None else trail.loads:
+        watchlist_size = count(load.fields, "watchlist_size")
+    totals = dict.fromkeys(
+        ("frames_processed", "faces_detected", "faces_skipped", "faces_wiped"), 0
+    )
+    for record in trail.counters:
+        for name in totals:
+            totals[name] += count(record.fields, name) or 0
+    outcomes = dict.fromkeys(
+        ("confirmed", "false_alerts", "inconclusive", "unreviewed"), 0
+    )
+    engagements = 0
+    for alert in trail.alerts:
+        decisions = set(alert.reviewers().values())
+        if not decisions:
+            outcomes["unreviewed"] += 1
+        elif decisions == {"confirmed"}:
+            outcomes["confirmed"] += 1
+        elif decisions == {"false_alert"}:
+            outcomes["false_alerts"] += 1
+        else:
+            outcomes["inconclusive"] += 1
+        if any(
+            r.event == "alert_actioned" and text(r.fields, "action") == "engaged"
+            for r in alert.events
+        ):
+            engagements += 1
+    return DeploymentSummary(
+        deployment_id=trail.deployment_id,
+        started=start_time,
+        stopped=stop_time,
+        duration=(
+            stop_time - start_time
+            if start_time is not None and stop_time is not None
+            else None
+        ),
+        location=text(fields, "location"),
+        purpose=text(fields, "purpose"),
+        authorised_by=text(fields, "authorised_by"),
+        camera_ids=camera_ids,
+        watchlist_size=watchlist_size,
+        alerts=len(trail.alerts),
+        engagements=engagements,
+        **totals,
+        **outcomes,
+    )
+
+
+def _line_hash(path: Path, record: Record) -> str | None:
+    """SHA-256 of the record's line (without its newline), or ``None``."""
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if number == record.line:
+                    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+    except OSError:
+        return None
+    return None
+
+
+def _write(path: Path, content: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _iso_or_none(moment: datetime | None) -> str | None:
+    return None if moment is None else iso(moment)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(duration: timedelta | None) -> str:
+    if duration is None:
+        return "not known"
+    minutes = int(duration.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+_MD_SPECIAL = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]<>|"} | {"\n": " ", "\r": " "}
+)
+
+
+def _md(value: str) -> str:
+    """Escapes text for a Markdown table cell or list item."""
+    return value.translate(_MD_SPECIAL)
