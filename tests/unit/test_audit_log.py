@@ -803,3 +803,14 @@ def test_top_level_names() -> None:
     assert {"AuditLog", "SigningKey"} <= set(lfr.__all__)
     assert lfr.audit.read_log is read_log
     assert issubclass(AuditError, lfr.LfrError)
+
+
+def test_the_issues_minimal_alert_record_is_accepted(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    with AuditLog.create(tmp_path / "a.log", key) as log:
+        log.append("alert_raised", alert_id="a-1", subject_id="S-1", score=0.91)
+        with pytest.raises(ValueError, match="score"):
+            log.append("alert_raised", alert_id="a-2", subject_id="S-1")
+    records, problems = read_log(tmp_path / "a.log", key.public_key())
+    assert problems == []
+    assert records[-1].fields == {"alert_id": "a-1", "subject_id": "S-1", "score": 0.91}

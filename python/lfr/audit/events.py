@@ -271,16 +271,12 @@ EVENTS: Mapping[str, EventSpec] = {
     "counters": _spec(
         {"deployment_id": _id, "camera_id": _id, **dict.fromkeys(_COUNTS, _count)}
     ),
+    # The pipeline always writes every field; the minimum (the example) is
+    # id, subject and score: verification then takes the record's own time and the
+    # default policy's alert_ttl for the deadline, and notes the missing deployment.
     "alert_raised": _spec(
-        {
-            "alert_id": _id,
-            "deployment_id": _id,
-            "camera_id": _id,
-            "subject_id": _id,
-            "score": _number,
-            "time": _time,
-            "expires": _time,
-        }
+        {"alert_id": _id, "subject_id": _id, "score": _number},
+        {"deployment_id": _id, "camera_id": _id, "time": _time, "expires": _time},
     ),
     "alert_reviewed": _spec(
         {
