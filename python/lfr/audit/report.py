@@ -185,7 +185,7 @@ class AuditReport:
 
 def verify(
     path: str | os.PathLike[str],
-    public_key: PublicKey,
+    public_key: PublicKey | str | os.PathLike[str],
     *,
     now: datetime | None = None,
 ) -> AuditReport:
@@ -198,8 +198,9 @@ def verify(
 
     Args:
         path: The log file.
-        public_key: The key the log must be signed with, obtained independently
-            of the log (not from the ``.pub`` file beside it).
+        public_key: The key the log must be signed with (or the path of its PEM
+            file), obtained independently of the log (not from the ``.pub`` file
+            beside it).
         now: The time to judge deadlines at (aware; default: the current time).
 
     Returns:
@@ -224,6 +225,8 @@ def verify(
         >>> report.ok, [(v.kind, v.record, v.line) for v in report.violations]
         (False, [('counters_inconsistent', 1, 2)])
     """
+    if not isinstance(public_key, PublicKey):
+        public_key = PublicKey.load(public_key)
     if now is None:
         now = datetime.now(timezone.utc)
     elif now.tzinfo is None or now.utcoffset() is None:
