@@ -26,10 +26,12 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# 1. System packages: a C toolchain (the linker for the extension) and Python's venv.
+# 1. System packages: a C toolchain (the linker for the extension), Python's venv, and
+#    ffmpeg (the network-stream tests serve a video over HTTP with it).
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v make >/dev/null || missing+=(make)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 

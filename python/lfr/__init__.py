@@ -18,6 +18,7 @@ from lfr.matcher import Matcher, available_kernels
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import SecureBuffer, SecurePool, harden_process
+from lfr.sources import Backoff, Frame, FrameSource, open_source
 from lfr.tracking import FaceDecision, Tracker, TrackerConfig, TrackSummary
 from lfr.watchlist import Watchlist
 
@@ -25,10 +26,13 @@ __all__ = [
     "Alert",
     "AlertStore",
     "AuditLog",
+    "Backoff",
     "Detections",
     "FaceDecision",
     "FaceDetector",
     "FaceEmbedder",
+    "Frame",
+    "FrameSource",
     "Key",
     "KeyProvider",
     "LfrError",
@@ -46,4 +50,5 @@ __all__ = [
     "__version__",
     "available_kernels",
     "harden_process",
+    "open_source",
 ]
