@@ -10,11 +10,13 @@ from lfr import audit as audit
 from lfr._core import __version__
 from lfr.alerts import Alert, AlertStore
 from lfr.audit import AuditLog, SigningKey
+from lfr.deployment import Deployment, DeploymentStats
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import LfrError
 from lfr.keys import Key, KeyProvider, Passphrase
 from lfr.matcher import Matcher, available_kernels
+from lfr.preview import Preview
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import SecureBuffer, SecurePool, harden_process
@@ -27,6 +29,8 @@ __all__ = [
     "AlertStore",
     "AuditLog",
     "Backoff",
+    "Deployment",
+    "DeploymentStats",
     "Detections",
     "FaceDecision",
     "FaceDetector",
@@ -38,6 +42,7 @@ __all__ = [
     "LfrError",
     "Matcher",
     "Passphrase",
+    "Preview",
     "QualityGate",
     "RetentionPolicy",
     "SecureBuffer",

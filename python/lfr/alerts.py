@@ -213,7 +213,8 @@ class AlertStore:
     """Encrypted alerts in one SQLite file, each readable until it expires.
 
     Opening creates the file if it does not exist, checks an existing one (format,
-    version, key) without writing to it, then runs :meth:`purge`. One connection is
+    version, key) without writing to it, then runs :meth:`purge` (the ids it
+    destroyed are in :attr:`purged_on_open`, for the audit log). One connection is
     shared by all threads, behind a lock: a pipeline thread may :meth:`add` while a
     reviewer thread reads.
 
@@ -280,6 +281,7 @@ class AlertStore:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._compact_pending = False
+        self._purged_on_open: tuple[str, ...] = ()
         if not os.path.lexists(self._path):
             _create(self._path, key, self._now())
         self._store_id = _validate(self._path, key)
@@ -307,7 +309,7 @@ class AlertStore:
                     "journal_size_limit=0",
                 ):
                     conn.execute(f"PRAGMA {pragma}")
-            self.purge()
+            self._purged_on_open = tuple(self.purge())
         except BaseException:
             self.close()
             raise
@@ -328,6 +330,15 @@ class AlertStore:
     def policy(self) -> RetentionPolicy:
         """The retention policy in force."""
         return self._policy
+
+    @property
+    def purged_on_open(self) -> tuple[str, ...]:
+        """The ids destroyed by the purge that opening ran, oldest first.
+
+        So that a caller keeping an audit log can record them (``alert_purged``)
+        like those :meth:`purge` returns.
+        """
+        return self._purged_on_open
 
     @property
     def closed(self) -> bool:

@@ -389,6 +389,9 @@ impl Matcher {
             Dtype::F16 => self.dispatch::<F16>(view, blocks, range, &mut tops, ids),
             Dtype::I8 => self.dispatch::<I8>(view, blocks, range, &mut tops, ids),
         }
+        // The kernels' frames held query values (spilled registers): overwrite them
+        // before this thread (maybe a pool or helper thread) goes idle.
+        crate::secure::stack::scrub();
         tops
     }
 

@@ -2,7 +2,7 @@
 
 One module per command group: :mod:`lfr.cli._system` (``info``, ``models``),
 :mod:`lfr.cli._keys` (``keys``), :mod:`lfr.cli._watchlist` (``watchlist``),
-:mod:`lfr.cli._audit` (``audit``).
+:mod:`lfr.cli._audit` (``audit``), :mod:`lfr.cli._alerts` (``alerts``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from lfr import __version__
-from lfr.cli import _audit, _keys, _system, _watchlist
+from lfr.cli import _alerts, _audit, _keys, _run, _system, _watchlist
 
 __all__ = ["main"]
 
@@ -22,6 +22,8 @@ _GROUPS = {
     "keys": _keys,
     "watchlist": _watchlist,
     "audit": _audit,
+    "alerts": _alerts,
+    "run": _run,
 }
 
 

@@ -1,0 +1,177 @@
+"""``lfr run``: a live deployment from the command line.
+
+A one-line status (frames per second, faces, wiped, alerts, drops) on stderr, each
+alert on stdout as it happens; Ctrl-C (or SIGTERM) stops cleanly: the audit log
+records the end and is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lfr.cli._common import add_key_options, fail, key_from
+from lfr.errors import LfrError
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds ``run``."""
+    run = sub.add_parser(
+        "run",
+        help="run a watchlist against a camera, video, stream or folder",
+        description="Runs a live deployment: every face that does not match is "
+        "wiped at once; alerts are encrypted into the store; everything is audited.",
+    )
+    run.add_argument(
+        "--source",
+        required=True,
+        help="camera index (0), video file, stream URL (rtsp://, http://, udp://) "
+        "or folder of images",
+    )
+    run.add_argument("--watchlist", required=True, metavar="WL", help=".lfrw file")
+    add_key_options(run)
+    run.add_argument(
+        "--store", default="alerts.db", help="alert store (default: %(default)s)"
+    )
+    run.add_argument(
+        "--audit", default="audit.log", help="audit log (default: %(default)s)"
+    )
+    run.add_argument(
+        "--signing-key",
+        metavar="S",
+        help="audit signing key (`lfr keys create --signing S`); default: AUDIT.key, "
+        "made with its .pub on first use",
+    )
+    run.add_argument("--threshold", type=float, help="match threshold (cosine)")
+    run.add_argument(
+        "--preview",
+        metavar="OUT",
+        help="write a preview video with every non-matching face blurred",
+    )
+    run.add_argument("--camera-id", default="cam-1")
+    run.add_argument("--location", default="unspecified")
+    run.add_argument("--purpose", default="unspecified")
+    run.add_argument("--authorised-by", default="unspecified")
+    run.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        help="process every n-th frame of a file or folder",
+    )
+
+
+def _signing_key(args: argparse.Namespace) -> Any:
+    from lfr.audit import SigningKey
+
+    path = Path(args.signing_key or f"{args.audit}.key")
+    if path.exists():
+        return SigningKey.load(path)
+    if args.signing_key:
+        raise FileNotFoundError(f"no signing key at {path}")
+    key = SigningKey.generate()
+    key.save(path)
+    key.public_key().save(Path(f"{path}.pub"))
+    print(
+        f"made audit signing key {key.key_id}: {path} (public: {path}.pub)",
+        file=sys.stderr,
+    )
+    return key
+
+
+class _Status:
+    """The one-line status: rewritten in place on a terminal, every 5 s otherwise."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._every = 0.5 if self._tty else 5.0
+
+    def show(self, stats: Any, final: bool = False) -> None:
+        text = (
+            f"{stats.fps:5.1f} fps  frames {stats.frames}  faces {stats.faces}  "
+            f"wiped {stats.wiped + stats.skipped}  alerts {stats.alerts}  "
+            f"drops {stats.drops}"
+        )
+        if self._tty:
+            print(f"\r{text}", end="\n" if final else "", file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Runs ``lfr run``."""
+    from lfr.alerts import AlertStore
+    from lfr.deployment import Deployment
+    from lfr.embed import FaceEmbedder
+    from lfr.keys import Passphrase
+    from lfr.watchlist import Watchlist
+
+    try:
+        key = key_from(args)
+        embedder = FaceEmbedder()
+        watchlist = Watchlist.open(args.watchlist, key, model_id=embedder.model_id)
+        if isinstance(key, Passphrase):
+            raise ValueError("the alert store needs a key file (--key-file)")
+        store = AlertStore(args.store, key)
+        preview = None
+        if args.preview:
+            from lfr.preview import Preview
+
+            preview = Preview(Path(args.preview))
+
+        def printed(alert: Any) -> None:
+            print(
+                f"ALERT {alert.time.isoformat()} camera {alert.camera_id} "
+                f"subject {alert.subject_id} score {alert.score:.3f} "
+                f"id {alert.alert_id}",
+                flush=True,
+            )
+
+        deployment = Deployment(
+            source=args.source,
+            watchlist=watchlist,
+            store=store,
+            audit=args.audit,
+            signing_key=_signing_key(args),
+            threshold=args.threshold,
+            camera_id=args.camera_id,
+            location=args.location,
+            purpose=args.purpose,
+            authorised_by=args.authorised_by,
+            embedder=embedder,
+            on_alert=printed,
+            preview=preview,
+            every=args.every,
+        )
+    except (LfrError, OSError, ValueError) as exc:
+        return fail("run", exc)
+    stopping = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        deployment.stop()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = _Status()
+    try:
+        deployment.start()
+        while not deployment.wait(status._every):
+            status.show(deployment.stats())
+        status.show(deployment.stats(), final=True)
+        deployment.close()
+    except LfrError as exc:
+        return fail("run", exc)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        store.close()
+    print(
+        f"stopped{' (interrupted)' if stopping.is_set() else ''}; audit log "
+        f"{args.audit}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,391 @@
+"""``lfr alerts``: list, show, review and purge an alert store from the shell."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import lfr
+from lfr.audit import AuditLog, SigningKey, read_log, verify
+
+
+def lfr_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lfr", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def random_crop(seed: int) -> npt.NDArray[np.uint8]:
+    return np.random.default_rng(seed).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+
+
+@dataclass
+class Site:
+    """A store (two live alerts, one expired), its key file and an audit log."""
+
+    store: Path
+    key_file: Path
+    signing_key: Path
+    audit: Path
+    live: list[lfr.Alert]
+    expired: lfr.Alert
+
+    def opts(self) -> list[str]:
+        return ["--store", str(self.store), "--key-file", str(self.key_file)]
+
+    def audit_opts(self) -> list[str]:
+        return ["--audit", str(self.audit), "--signing-key", str(self.signing_key)]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    key = lfr.Key.generate()
+    key_file = key.save(tmp_path / "alerts.key")
+    store_path = tmp_path / "alerts.db"
+    now = datetime.now(timezone.utc)
+    with lfr.AlertStore(store_path, key) as s:
+        live = [
+            s.add(
+                subject_id=f"S-{i}",
+                score=0.7 + i / 100,
+                box=(10, 20, 50, 68),
+                crop=random_crop(i),
+                camera_id="cam-1",
+                deployment_id="dep-1",
+                time=now - timedelta(minutes=10 - i),
+                image_format="png" if i == 0 else "jpeg",
+            )
+            for i in range(2)
+        ]
+    # Added last, by a store whose clock is 25 h behind (so it does not purge the
+    # others): expired (24 h) by now but not yet purged when the CLI opens the store.
+    with lfr.AlertStore(store_path, key, clock=lambda: now - timedelta(hours=25)) as s:
+        expired = s.add(
+            subject_id="S-old",
+            score=0.61,
+            box=(0, 0, 40, 48),
+            crop=random_crop(9),
+            camera_id="cam-2",
+            deployment_id="dep-1",
+        )
+    key.destroy()
+    signing = SigningKey.generate()
+    signing_key = signing.save(tmp_path / "audit.key")
+    audit = tmp_path / "audit.jsonl"
+    with AuditLog.create(audit, signing) as log:
+        for alert in [expired, *live]:
+            log.append(
+                "alert_raised",
+                alert_id=alert.alert_id,
+                subject_id=alert.subject_id,
+                score=alert.score,
+                deployment_id=alert.deployment_id,
+                camera_id=alert.camera_id,
+                time=alert.time,
+                expires=alert.expires,
+            )
+    return Site(store_path, key_file, signing_key, audit, live, expired)
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return np.asarray(image, np.uint8)
+
+
+def audit_events(site: Site) -> list[tuple[str, dict[str, object]]]:
+    records, problems = read_log(
+        site.audit, SigningKey.load(site.signing_key).public_key()
+    )
+    assert problems == []
+    return [(r.event, dict(r.fields)) for r in records]
+
+
+# -- list ----------------------------------------------------------------------------
+
+
+def test_list_plain_and_json(site: Site) -> None:
+    out = lfr_cli("alerts", "list", *site.opts())
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for line, alert in zip(lines, site.live):
+        assert alert.alert_id in line
+        assert alert.subject_id in line
+        assert "cam-1" in line
+    assert site.expired.alert_id not in out.stdout
+
+    out = lfr_cli("alerts", "list", *site.opts(), "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["alert_id"] for r in rows] == [a.alert_id for a in site.live]
+    assert rows == [a.to_json() for a in site.live]
+    for row in rows:
+        assert {"alert_id", "subject_id", "score", "time", "camera_id"} <= row.keys()
+
+
+def test_passphrase_is_refused_clearly(site: Site) -> None:
+    out = lfr_cli("alerts", "list", "--store", str(site.store), "--passphrase")
+    assert out.returncode == 1
+    assert "--key-file" in out.stderr
+    assert "passphrase" in out.stderr
+    assert "not supported" in lfr_cli("alerts", "list", "--help").stdout
+
+
+def test_missing_store_and_wrong_key(site: Site, tmp_path: Path) -> None:
+    out = lfr_cli(
+        "alerts", "list", "--store", str(tmp_path / "nope.db"), "--key-file",
+        str(site.key_file),
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "no alert store" in out.stderr
+    assert not (tmp_path / "nope.db").exists()
+
+    other = lfr.Key.generate().save(tmp_path / "other.key")
+    out = lfr_cli(
+        "alerts", "list", "--store", str(site.store), "--key-file", str(other)
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("lfr alerts list: ")
+    assert "Traceback" not in out.stderr
+
+
+def test_audit_needs_both_options(site: Site) -> None:
+    out = lfr_cli("alerts", "list", *site.opts(), "--audit", str(site.audit))
+    assert out.returncode == 1
+    assert "--signing-key" in out.stderr
+
+
+# -- show ----------------------------------------------------------------------------
+
+
+def test_show_writes_the_crop_as_stored(site: Site, tmp_path: Path) -> None:
+    png, jpeg = site.live
+    target = tmp_path / "crop.png"
+    out = lfr_cli("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_bytes().startswith(b"\x89PNG")
+    image = read_image(target)
+    assert np.array_equal(image, random_crop(0))
+    assert target.read_bytes() not in out.stdout.encode()
+
+    stored = tmp_path / "crop.jpg"
+    out = lfr_cli("alerts", "show", jpeg.alert_id, *site.opts(), "--out", str(stored))
+    assert out.returncode == 0, out.stderr
+    assert stored.read_bytes().startswith(b"\xff\xd8\xff")
+    decoded = read_image(stored)
+    assert decoded.shape == (48, 40, 3)
+
+
+def test_show_reencodes_to_another_extension(site: Site, tmp_path: Path) -> None:
+    png = site.live[0]
+    target = tmp_path / "crop.bmp"
+    out = lfr_cli("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
+    assert out.returncode == 0, out.stderr
+    assert target.read_bytes().startswith(b"BM")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert np.array_equal(read_image(target), random_crop(0))
+
+
+def test_show_refuses_to_overwrite_without_force(site: Site, tmp_path: Path) -> None:
+    png = site.live[0]
+    target = tmp_path / "crop.png"
+    target.write_bytes(b"mine")
+    args = ("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
+    out = lfr_cli(*args)
+    assert out.returncode == 1
+    assert "exists" in out.stderr
+    assert target.read_bytes() == b"mine"
+    out = lfr_cli(*args, "--force")
+    assert out.returncode == 0, out.stderr
+    assert target.read_bytes().startswith(b"\x89PNG")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_show_expired_unknown_and_purged(site: Site, tmp_path: Path) -> None:
+    target = tmp_path / "crop.png"
+    expired = site.expired.alert_id
+    out = lfr_cli("alerts", "show", expired, *site.opts(), "--out", str(target))
+    assert out.returncode == 1
+    # Opening the store purged it: the message is the RetentionError's.
+    assert f"alert {expired} was purged" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not target.exists()
+
+    unknown = "0b5d4a8e-3f7e-4b59-9d59-6d0e4a1b2c3d"
+    out = lfr_cli("alerts", "show", unknown, *site.opts(), "--out", str(target))
+    assert out.returncode == 1
+    assert f"no alert {unknown}" in out.stderr
+    assert not target.exists()
+
+
+# -- review --------------------------------------------------------------------------
+
+
+def test_review_is_recorded_in_the_store_and_the_log(site: Site) -> None:
+    alert = site.live[0]
+    for reviewer, decision in (
+        ("officer-1", "confirmed"),
+        ("officer-2", "false_alert"),
+    ):
+        out = lfr_cli(
+            "alerts", "review", alert.alert_id, *site.opts(), *site.audit_opts(),
+            "--reviewer", reviewer, "--decision", decision, "--note", "seen on CCTV",
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert decision in out.stdout
+
+    key = lfr.Key.from_file(site.key_file)
+    with lfr.AlertStore(site.store, key) as store:
+        reviews = store.get(alert.alert_id).reviews
+    key.destroy()
+    assert [(r.reviewer, r.decision, r.note) for r in reviews] == [
+        ("officer-1", "confirmed", "seen on CCTV"),
+        ("officer-2", "false_alert", "seen on CCTV"),
+    ]
+
+    events = audit_events(site)
+    reviewed = [f for e, f in events if e == "alert_reviewed"]
+    assert reviewed == [
+        {"alert_id": alert.alert_id, "reviewer": "officer-1", "decision": "confirmed"},
+        {
+            "alert_id": alert.alert_id,
+            "reviewer": "officer-2",
+            "decision": "false_alert",
+        },
+    ]
+    # Opening the store purged the expired alert: that is in the log too.
+    assert [f for e, f in events if e == "alert_purged"] == [
+        {"alert_id": site.expired.alert_id}
+    ]
+    report = verify(site.audit, SigningKey.load(site.signing_key).public_key())
+    assert not [v for v in report.violations if v.kind == "integrity"]
+    assert not [v for v in report.violations if alert.alert_id in v.message]
+
+
+def test_review_without_audit_and_bad_input(site: Site) -> None:
+    alert = site.live[1]
+    before = site.audit.read_bytes()
+    out = lfr_cli(
+        "alerts", "review", alert.alert_id, *site.opts(), "--reviewer", "officer-1",
+        "--decision", "inconclusive",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert site.audit.read_bytes() == before
+
+    out = lfr_cli(
+        "alerts", "review", alert.alert_id, *site.opts(), "--reviewer", "officer-1",
+        "--decision", "maybe",
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "invalid choice" in out.stderr
+
+    out = lfr_cli(
+        "alerts", "review", site.expired.alert_id, *site.opts(), "--reviewer",
+        "officer-1", "--decision", "confirmed",
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "purged" in out.stderr
+
+
+def test_review_with_a_wrong_signing_key_changes_nothing(
+    site: Site, tmp_path: Path
+) -> None:
+    alert = site.live[0]
+    other = SigningKey.generate().save(tmp_path / "other.key")
+    before = site.audit.read_bytes()
+    out = lfr_cli(
+        "alerts", "review", alert.alert_id, *site.opts(), "--audit", str(site.audit),
+        "--signing-key", str(other), "--reviewer", "officer-1", "--decision",
+        "confirmed",
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "audit log" in out.stderr
+    assert site.audit.read_bytes() == before
+    key = lfr.Key.from_file(site.key_file)
+    with lfr.AlertStore(site.store, key) as store:
+        assert store.get(alert.alert_id).reviews == ()
+    key.destroy()
+
+
+# -- purge ---------------------------------------------------------------------------
+
+
+def test_purge_records_each_purged_alert(site: Site) -> None:
+    out = lfr_cli("alerts", "purge", *site.opts(), *site.audit_opts())
+    assert out.returncode == 0, out.stderr
+    assert "purged 1 expired alert(s); 2 live" in out.stdout
+    purged = [f for e, f in audit_events(site) if e == "alert_purged"]
+    assert purged == [{"alert_id": site.expired.alert_id}]
+    report = verify(site.audit, SigningKey.load(site.signing_key).public_key())
+    assert not [v for v in report.violations if v.kind == "integrity"]
+
+    out = lfr_cli("alerts", "purge", *site.opts(), *site.audit_opts())
+    assert out.returncode == 0, out.stderr
+    assert "purged 0 expired alert(s); 2 live" in out.stdout
+    assert len([e for e, _ in audit_events(site) if e == "alert_purged"]) == 1
+
+
+def test_purge_after_a_short_ttl(tmp_path: Path) -> None:
+    """A store whose policy keeps alerts 2 s: the CLI purges them once expired."""
+    key = lfr.Key.generate()
+    key_file = key.save(tmp_path / "alerts.key")
+    store_path = tmp_path / "alerts.db"
+    policy = lfr.RetentionPolicy(alert_ttl=timedelta(seconds=2))
+    with lfr.AlertStore(store_path, key, policy=policy) as store:
+        alert = store.add(
+            subject_id="S-1",
+            score=0.8,
+            box=(0, 0, 40, 48),
+            crop=random_crop(1),
+            camera_id="cam-1",
+            deployment_id="dep-1",
+        )
+    key.destroy()
+    signing = SigningKey.generate()
+    signing_key = signing.save(tmp_path / "audit.key")
+    audit = tmp_path / "audit.jsonl"
+    AuditLog.create(audit, signing).close()
+    deadline = alert.expires + timedelta(seconds=10)
+    while datetime.now(timezone.utc) < alert.expires:
+        assert datetime.now(timezone.utc) < deadline
+        time.sleep(0.1)
+    out = lfr_cli(
+        "alerts", "purge", "--store", str(store_path), "--key-file", str(key_file),
+        "--audit", str(audit), "--signing-key", str(signing_key),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "purged 1 expired alert(s); 0 live" in out.stdout
+    records, problems = read_log(audit, signing.public_key())
+    assert problems == []
+    assert [(r.event, r.fields.get("alert_id")) for r in records[1:]] == [
+        ("alert_purged", alert.alert_id)
+    ]
+
+
+def test_store_reports_what_opening_purged(site: Site) -> None:
+    key = lfr.Key.from_file(site.key_file)
+    try:
+        with lfr.AlertStore(site.store, key) as store:
+            assert store.purged_on_open == (site.expired.alert_id,)
+            assert store.purge() == []
+        with lfr.AlertStore(site.store, key) as store:
+            assert store.purged_on_open == ()
+    finally:
+        key.destroy()
