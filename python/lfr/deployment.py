@@ -251,6 +251,7 @@ class Deployment:
         self._matcher: Any = None
         self._vectors: SecureBuffer | None = None
         self._closed = False
+        self._audited_purges: set[str] = set()
 
     # -- properties --------------------------------------------------------------------
 
@@ -285,6 +286,7 @@ class Deployment:
             self._detector = self._detector or FaceDetector()
             self._log = self._open_log()
             self._audit_start()
+            self._audit_purged_on_open()
             self._matcher = self._watchlist.matcher(allow_unlocked=self._allow_unlocked)
             self._vectors = SecureBuffer(_BATCH * self._embedder.dim * 4)
             self._source = self._open_source()
@@ -366,6 +368,13 @@ class Deployment:
                 detail=f"memlock headroom {memory.memlock_headroom} bytes",
                 deployment_id=self._deployment_id,
             )
+
+    def _audit_purged_on_open(self) -> None:
+        """Alerts the store destroyed when it was opened, if nobody audited them."""
+        for alert_id in getattr(self._store, "purged_on_open", ()):
+            if alert_id not in self._audited_purges:
+                self._audit("alert_purged", alert_id=alert_id)
+                self._audited_purges.add(alert_id)
 
     def _abort(self, exc: BaseException) -> None:
         """Undoes a failed start: audits it if the log is open, closes what opened."""
@@ -521,7 +530,8 @@ class Deployment:
             raise RuntimeError("_run before start")
         last_counters = last_purge = _time.monotonic()
         try:
-            for frame in source.frames():
+            frames = source.frames() if source.live else self._prefetched(source)
+            for frame in frames:
                 try:
                     self._process(frame)
                 finally:
@@ -548,6 +558,57 @@ class Deployment:
         finally:
             self._ended = _time.monotonic()
             self._alerts.put(None)
+
+    def _prefetched(self, source: FrameSource) -> Iterator[Frame]:
+        """A file, folder or iterable read ahead by a capture thread.
+
+        Decoding the next frame then overlaps with processing this one (on the
+        other core). The queue is bounded (two frames), so nothing is dropped
+        and memory stays flat; live sources have their own reader thread and
+        newest-wins mailbox instead.
+        """
+        ready: queue.Queue[Frame | BaseException | None] = queue.Queue(maxsize=2)
+
+        def capture() -> None:
+            try:
+                for frame in source.frames():
+                    while not self._stop.is_set():
+                        try:
+                            ready.put(frame, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    else:
+                        frame.release()
+                        return
+            except BaseException as exc:
+                ready.put(exc)
+                return
+            ready.put(None)
+
+        reader = threading.Thread(
+            target=capture, name=f"lfr-capture-{self._camera_id}", daemon=True
+        )
+        reader.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            source.stop()
+            while reader.is_alive() or not ready.empty():
+                try:
+                    left = ready.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(left, Frame):
+                    left.release()
+            reader.join()
 
     def _process(self, frame: Frame) -> None:
         image = frame.image
