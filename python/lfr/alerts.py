@@ -466,6 +466,83 @@ class AlertStore:
             expires=_dt(expires_us),
         )
 
+    def improve(
+        self,
+        alert_id: str,
+        *,
+        score: float,
+        box: tuple[float, float, float, float],
+        crop: npt.NDArray[np.uint8] | bytes | bytearray | memoryview,
+        image_format: ImageFormat = "png",
+    ) -> Alert:
+        """Replaces a live alert's crop, score and box with a better view.
+
+        For the best-scoring frame of the alert's track: nothing changes unless
+        ``score`` is higher than the stored one.
+
+        The alert keeps its id, time, expiry, holds and reviews; the new crop is
+        encrypted with the alert's own data key, in one transaction.
+
+        Args:
+            alert_id: A live alert.
+            score: The new frame's score; nothing changes unless it is higher.
+            box: Its face box.
+            crop: Its crop, as in :meth:`add`.
+            image_format: ``"png"`` or ``"jpeg"``.
+
+        Returns:
+            The alert as stored afterwards.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: The alert has expired or been purged.
+            ValueError: Bad score, box or crop.
+        """
+        score = _score(score)
+        box = _box(box)
+        if image_format not in ("png", "jpeg"):
+            raise ValueError(
+                f"image_format must be 'png' or 'jpeg', got {image_format!r}"
+            )
+        with self._session() as conn:
+            now_us = _us(self._now())
+            opened = self._open(conn, _id(alert_id), now_us)
+            current = self._alert(conn, opened, now_us)
+            if score <= current.score:
+                return current
+            encoded, fmt = _encode(crop, image_format)
+            record = bytearray(
+                json.dumps(
+                    {
+                        "deployment_id": current.deployment_id,
+                        "camera_id": current.camera_id,
+                        "time": _us(current.time),
+                        "subject_id": current.subject_id,
+                        "score": score,
+                        "box": list(box),
+                        "format": fmt,
+                    }
+                ).encode()
+            )
+            try:
+                expires = opened.expires
+                sealed_record = seal(
+                    opened.cipher, record, self._context("record", alert_id, expires)
+                )
+                sealed_crop = seal(
+                    opened.cipher, encoded, self._context("crop", alert_id, expires)
+                )
+            finally:
+                _wipe(record)
+                if isinstance(encoded, np.ndarray):
+                    encoded.fill(0)
+            with self._write(conn):
+                conn.execute(
+                    "UPDATE alerts SET record = ?, crop = ? WHERE alert_id = ?",
+                    (sealed_record, sealed_crop, alert_id),
+                )
+            return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
+
     def hold(
         self, alert_id: str, reason: str, until: datetime, *, by: str | None = None
     ) -> Alert:

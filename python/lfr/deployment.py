@@ -40,6 +40,7 @@ import time as _time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +54,7 @@ from lfr.alerts import Alert, AlertStore, Decision
 from lfr.audit import AuditLog, SigningKey
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
-from lfr.errors import LfrError
+from lfr.errors import LfrError, RetentionError
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import SecureBuffer, memory_status
@@ -137,6 +138,11 @@ class _Counts:
 class _Latencies:
     frame: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCIES))
     alert: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCIES))
+
+
+def _box(box: npt.NDArray[np.float32]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return x1, y1, x2, y2
 
 
 def _percentile(values: deque[float], q: float) -> float | None:
@@ -252,6 +258,8 @@ class Deployment:
         self._vectors: SecureBuffer | None = None
         self._closed = False
         self._audited_purges: set[str] = set()
+        # (track, subject) -> alert id, for replacing a crop with a better view.
+        self._track_alerts: dict[tuple[int, str], str] = {}
 
     # -- properties --------------------------------------------------------------------
 
@@ -626,12 +634,32 @@ class Deployment:
         )
         matches = self._match(image, kept)
         decisions = self._tracker.update(frame.index, frame.time, kept.boxes, matches)
-        self._tracker.ended()  # tracks hold no pixels; summaries are not needed
+        for summary in self._tracker.ended():  # tracks hold no pixels
+            for track in [t for t in self._track_alerts if t[0] == summary.track_id]:
+                del self._track_alerts[track]
         raised = 0
         for decision, box in zip(decisions, kept.boxes):
-            if decision.alert and decision.subject_id is not None:
-                self._raise(image, frame, box, decision.subject_id, decision.score)
+            if decision.subject_id is None or decision.score is None:
+                continue
+            track = (decision.track_id, decision.subject_id)
+            if decision.alert:
+                alert_id = self._raise(
+                    image, frame, box, decision.subject_id, decision.score
+                )
+                self._track_alerts[track] = alert_id
                 raised += 1
+            elif decision.best and track in self._track_alerts:
+                # A better view of an alerted face: it replaces the stored crop.
+                with self._cropped(image, box) as crop:
+                    try:
+                        self._store.improve(
+                            self._track_alerts[track],
+                            score=decision.score,
+                            box=_box(box),
+                            crop=crop,
+                        )
+                    except (RetentionError, KeyError):
+                        del self._track_alerts[track]  # expired or purged meanwhile
         if self._preview is not None:
             keep = np.zeros(n, bool)
             labels: list[str | None] = [None] * n
@@ -677,34 +705,42 @@ class Deployment:
                 out.append((subject, float(score)) if ok and subject else None)
         return out
 
+    @contextmanager
+    def _cropped(
+        self, image: npt.NDArray[np.uint8], box: npt.NDArray[np.float32]
+    ) -> Iterator[npt.NDArray[np.uint8]]:
+        """The face with a margin, copied into a secure buffer wiped afterwards."""
+        h, w = image.shape[:2]
+        x1, y1, x2, y2 = _box(box)
+        mx, my = (x2 - x1) * _CROP_MARGIN, (y2 - y1) * _CROP_MARGIN
+        left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
+        right, bottom = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
+        with SecureBuffer(max(1, (bottom - top) * (right - left) * 3)) as buf:
+            crop = buf.array(np.uint8, (bottom - top, right - left, 3))
+            try:
+                np.copyto(crop, image[top:bottom, left:right])
+                yield crop
+            finally:
+                del crop
+
     def _raise(
         self,
         image: npt.NDArray[np.uint8],
         frame: Frame,
         box: npt.NDArray[np.float32],
         subject_id: str,
-        score: float | None,
-    ) -> None:
-        h, w = image.shape[:2]
-        x1, y1, x2, y2 = (float(v) for v in box)
-        mx, my = (x2 - x1) * _CROP_MARGIN, (y2 - y1) * _CROP_MARGIN
-        left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
-        right, bottom = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
-        with SecureBuffer(max(1, (bottom - top) * (right - left) * 3)) as buf:
-            crop = buf.array(np.uint8, (bottom - top, right - left, 3))
-            np.copyto(crop, image[top:bottom, left:right])
-            try:
-                alert = self._store.add(
-                    subject_id=subject_id,
-                    score=float(score or 0.0),
-                    box=(x1, y1, x2, y2),
-                    crop=crop,
-                    camera_id=self._camera_id,
-                    deployment_id=self._deployment_id,
-                    time=frame.time,
-                )
-            finally:
-                del crop
+        score: float,
+    ) -> str:
+        with self._cropped(image, box) as crop:
+            alert = self._store.add(
+                subject_id=subject_id,
+                score=score,
+                box=_box(box),
+                crop=crop,
+                camera_id=self._camera_id,
+                deployment_id=self._deployment_id,
+                time=frame.time,
+            )
         self._audit(
             "alert_raised",
             alert_id=alert.alert_id,
@@ -720,6 +756,7 @@ class Deployment:
         self._alerts.put(alert)
         if self._on_alert is not None:
             self._on_alert(alert)
+        return alert.alert_id
 
     def _audit_counters(self) -> None:
         with self._lock:

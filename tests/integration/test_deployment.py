@@ -307,3 +307,40 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
         r.fields["frames_processed"] for r in records if r.event == "counters"
     )
     assert 0 < frames_done < 3000
+
+
+def test_the_stored_crop_is_the_tracks_best_view(
+    tmp_path: Path, lfw_dir: Path, models: tuple[lfr.FaceDetector, lfr.FaceEmbedder]
+) -> None:
+    detector, embedder = models
+    person = sorted(p for p in (lfw_dir / "identities").iterdir())[0]
+    photos = sorted(person.glob("*.jpg"))
+    key = lfr.Key.generate()
+    wl = lfr.Watchlist.create(tmp_path / "w.lfrw", key, embedder=embedder)
+    wl.enroll("S-1", photos[:1], detector=detector, embedder=embedder)
+    sharp = scene(photos[0])
+    soft = np.asarray(cv2.GaussianBlur(sharp, (0, 0), 1.2), np.uint8)
+    frames = [soft, soft, soft, sharp, sharp]  # one track: alert on soft, then better
+    store = lfr.AlertStore(tmp_path / "a.db", key)
+    signing = lfr.SigningKey.generate()
+    with Deployment(
+        source=frames,
+        watchlist=wl,
+        store=store,
+        audit=tmp_path / "audit.log",
+        signing_key=signing,
+        detector=detector,
+        embedder=embedder,
+    ) as dep:
+        alerts = list(dep.alerts())
+    assert len(alerts) == 1
+    stored = store.get(alerts[0].alert_id)
+    assert stored.score > alerts[0].score  # replaced by a sharp frame's view
+    crop = store.crop_image(stored.alert_id)
+    x1, y1, x2, y2 = (int(v) for v in stored.box)
+    lap = cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+    soft_crop = soft[max(0, y1 - 20) : y2 + 20, max(0, x1 - 20) : x2 + 20]
+    soft_lap = cv2.Laplacian(
+        cv2.cvtColor(soft_crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F
+    ).var()
+    assert lap > soft_lap

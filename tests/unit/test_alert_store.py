@@ -780,3 +780,32 @@ def test_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_improve_keeps_the_best_view(store: lfr.AlertStore, clock: Clock) -> None:
+    a = add(store, 1)
+    store.review(a.alert_id, "officer-1", "confirmed")
+    better = random_crop(99, 50, 40)
+    got = store.improve(
+        a.alert_id, score=a.score + 0.1, box=(5, 6, 45, 56), crop=better
+    )
+    assert got.score == pytest.approx(a.score + 0.1)
+    assert got.box == (5.0, 6.0, 45.0, 56.0)
+    assert (got.alert_id, got.time, got.expires, got.subject_id) == (
+        a.alert_id,
+        a.time,
+        a.expires,
+        a.subject_id,
+    )
+    assert [r.reviewer for r in got.reviews] == ["officer-1"]
+    np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
+    worse = store.improve(
+        a.alert_id, score=a.score, box=(0, 0, 9, 9), crop=random_crop(5)
+    )
+    assert worse == got  # a lower score changes nothing
+    np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
+    clock.now = a.expires + timedelta(seconds=1)
+    with pytest.raises(RetentionError):
+        store.improve(a.alert_id, score=0.99, box=(0, 0, 9, 9), crop=better)
+    with pytest.raises(KeyError):
+        store.improve("no-such-alert", score=0.99, box=(0, 0, 9, 9), crop=better)
