@@ -297,6 +297,7 @@ class Deployment:
             self._audit_purged_on_open()
             self._matcher = self._watchlist.matcher(allow_unlocked=self._allow_unlocked)
             self._vectors = SecureBuffer(_BATCH * self._embedder.dim * 4)
+            self._purge()  # before the source opens: a live source starts at once
             self._source = self._open_source()
         except LfrError as exc:
             self._abort(exc)
@@ -304,7 +305,6 @@ class Deployment:
         except (OSError, ValueError) as exc:
             self._abort(exc)
             raise DeploymentError(f"the deployment cannot start: {exc}") from exc
-        self._purge()
         self._started = _time.monotonic()
         self._thread = threading.Thread(
             target=self._run, name=f"lfr-deployment-{self._camera_id}", daemon=True
