@@ -11,8 +11,9 @@ own reader thread captures, newest frame wins) and, per frame:
 4. follows faces across frames (:class:`~lfr.Tracker`): a person walking past gives
    one alert per track, once ``k`` of their last ``n`` frames matched;
 5. for an alert: cuts the face crop into secure memory, encrypts it into the
-   :class:`~lfr.AlertStore`, writes ``alert_raised`` to the audit log, then wipes;
-   every other face is wiped at once;
+   :class:`~lfr.AlertStore`, writes ``alert_raised`` to the audit log, then wipes
+   (on a writer thread, so disk syncs never hold up the frames); every other face
+   is wiped at once;
 6. wipes the frame (its pooled buffer goes back to the source).
 
 It also purges expired alerts every ``policy.purge_interval`` (auditing each),
@@ -40,7 +41,6 @@ import time as _time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -75,6 +75,8 @@ _BATCH = 16
 #: How far around a face box the stored crop reaches, per side, in box sizes.
 _CROP_MARGIN = 0.25
 _LATENCIES = 2048
+#: Alerts waiting for the writer thread at most (then processing waits).
+_WRITES = 16
 
 
 class DeploymentError(LfrError):
@@ -119,6 +121,24 @@ class DeploymentStats:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return dict(self.__dict__)
+
+
+@dataclass
+class _Write:
+    """Work for the writer thread.
+
+    An alert to store (``alert``) or a better view of one (``improve``), with its
+    crop in a secure buffer that the writer discards; or a track that ended.
+    """
+
+    kind: str
+    track: tuple[int, str]
+    score: float = 0.0
+    box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    crop: SecureBuffer | None = None
+    shape: tuple[int, int, int] = (0, 0, 3)
+    time: Any = None
+    captured: float = 0.0
 
 
 @dataclass
@@ -258,8 +278,12 @@ class Deployment:
         self._vectors: SecureBuffer | None = None
         self._closed = False
         self._audited_purges: set[str] = set()
-        # (track, subject) -> alert id, for replacing a crop with a better view.
+        # Writer thread only: (track, subject) -> alert id, for better views.
         self._track_alerts: dict[tuple[int, str], str] = {}
+        # Processing thread only: the (track, subject) pairs that alerted.
+        self._alerted: set[tuple[int, str]] = set()
+        self._writes: queue.Queue[_Write | None] = queue.Queue(maxsize=_WRITES)
+        self._writer: threading.Thread | None = None
 
     # -- properties --------------------------------------------------------------------
 
@@ -306,6 +330,10 @@ class Deployment:
             self._abort(exc)
             raise DeploymentError(f"the deployment cannot start: {exc}") from exc
         self._started = _time.monotonic()
+        self._writer = threading.Thread(
+            target=self._write_alerts, name=f"lfr-alerts-{self._camera_id}", daemon=True
+        )
+        self._writer.start()
         self._thread = threading.Thread(
             target=self._run, name=f"lfr-deployment-{self._camera_id}", daemon=True
         )
@@ -422,6 +450,8 @@ class Deployment:
         self.stop()
         if self._thread is not None:
             self._thread.join()
+        if self._writer is not None:
+            self._writer.join()
         self._closed = True
         try:
             self._finish()
@@ -565,7 +595,7 @@ class Deployment:
             )
         finally:
             self._ended = _time.monotonic()
-            self._alerts.put(None)
+            self._writes.put(None)  # the writer ends alerts() once it is done
 
     def _prefetched(self, source: FrameSource) -> Iterator[Frame]:
         """A file, folder or iterable read ahead by a capture thread.
@@ -635,31 +665,21 @@ class Deployment:
         matches = self._match(image, kept)
         decisions = self._tracker.update(frame.index, frame.time, kept.boxes, matches)
         for summary in self._tracker.ended():  # tracks hold no pixels
-            for track in [t for t in self._track_alerts if t[0] == summary.track_id]:
-                del self._track_alerts[track]
+            for track in [t for t in self._alerted if t[0] == summary.track_id]:
+                self._alerted.discard(track)
+                self._writes.put(_Write("ended", track))
         raised = 0
         for decision, box in zip(decisions, kept.boxes):
             if decision.subject_id is None or decision.score is None:
                 continue
             track = (decision.track_id, decision.subject_id)
             if decision.alert:
-                alert_id = self._raise(
-                    image, frame, box, decision.subject_id, decision.score
-                )
-                self._track_alerts[track] = alert_id
+                self._alerted.add(track)
+                self._hand_over("alert", track, image, frame, box, decision.score)
                 raised += 1
-            elif decision.best and track in self._track_alerts:
+            elif decision.best and track in self._alerted:
                 # A better view of an alerted face: it replaces the stored crop.
-                with self._cropped(image, box) as crop:
-                    try:
-                        self._store.improve(
-                            self._track_alerts[track],
-                            score=decision.score,
-                            box=_box(box),
-                            crop=crop,
-                        )
-                    except (RetentionError, KeyError):
-                        del self._track_alerts[track]  # expired or purged meanwhile
+                self._hand_over("improve", track, image, frame, box, decision.score)
         if self._preview is not None:
             keep = np.zeros(n, bool)
             labels: list[str | None] = [None] * n
@@ -705,58 +725,113 @@ class Deployment:
                 out.append((subject, float(score)) if ok and subject else None)
         return out
 
-    @contextmanager
-    def _cropped(
-        self, image: npt.NDArray[np.uint8], box: npt.NDArray[np.float32]
-    ) -> Iterator[npt.NDArray[np.uint8]]:
-        """The face with a margin, copied into a secure buffer wiped afterwards."""
+    def _hand_over(
+        self,
+        kind: str,
+        track: tuple[int, str],
+        image: npt.NDArray[np.uint8],
+        frame: Frame,
+        box: npt.NDArray[np.float32],
+        score: float,
+    ) -> None:
+        """Copies the face (with a margin) into a secure buffer for the writer.
+
+        Storing an alert waits for disk syncs (the store and the audit log); the
+        writer thread does that, so a live source is never starved meanwhile.
+        """
         h, w = image.shape[:2]
         x1, y1, x2, y2 = _box(box)
         mx, my = (x2 - x1) * _CROP_MARGIN, (y2 - y1) * _CROP_MARGIN
         left, top = max(0, int(x1 - mx)), max(0, int(y1 - my))
         right, bottom = min(w, int(x2 + mx) + 1), min(h, int(y2 + my) + 1)
-        with SecureBuffer(max(1, (bottom - top) * (right - left) * 3)) as buf:
-            crop = buf.array(np.uint8, (bottom - top, right - left, 3))
-            try:
-                np.copyto(crop, image[top:bottom, left:right])
-                yield crop
-            finally:
-                del crop
+        shape = (bottom - top, right - left, 3)
+        buf = SecureBuffer(max(1, shape[0] * shape[1] * 3))
+        crop = buf.array(np.uint8, shape)
+        np.copyto(crop, image[top:bottom, left:right])
+        del crop
+        self._writes.put(
+            _Write(
+                kind,
+                track,
+                score,
+                (x1, y1, x2, y2),
+                buf,
+                shape,
+                frame.time,
+                frame.captured,
+            )
+        )
 
-    def _raise(
-        self,
-        image: npt.NDArray[np.uint8],
-        frame: Frame,
-        box: npt.NDArray[np.float32],
-        subject_id: str,
-        score: float,
-    ) -> str:
-        with self._cropped(image, box) as crop:
+    def _write_alerts(self) -> None:
+        """The writer thread: stores, audits and announces alerts, in order."""
+        while True:
+            item = self._writes.get()
+            if item is None:
+                break
+            try:
+                if self._error is None:
+                    self._write_one(item)
+            except BaseException as exc:
+                self._error = exc
+                _log.error("storing an alert failed: %s", type(exc).__name__)
+                self._audit(
+                    "anomaly",
+                    kind="other",
+                    detail=f"storing an alert failed: {type(exc).__name__}",
+                    camera_id=self._camera_id,
+                    deployment_id=self._deployment_id,
+                )
+                self.stop()
+            finally:
+                if item.crop is not None:
+                    item.crop.discard()
+        self._alerts.put(None)
+
+    def _write_one(self, item: _Write) -> None:
+        if item.kind == "ended":
+            self._track_alerts.pop(item.track, None)
+            return
+        if item.crop is None:
+            return
+        crop = item.crop.array(np.uint8, item.shape)
+        try:
+            if item.kind == "improve":
+                alert_id = self._track_alerts.get(item.track)
+                if alert_id is not None:
+                    try:
+                        self._store.improve(
+                            alert_id, score=item.score, box=item.box, crop=crop
+                        )
+                    except (RetentionError, KeyError):
+                        del self._track_alerts[item.track]  # expired or purged
+                return
             alert = self._store.add(
-                subject_id=subject_id,
-                score=score,
-                box=_box(box),
+                subject_id=item.track[1],
+                score=item.score,
+                box=item.box,
                 crop=crop,
                 camera_id=self._camera_id,
                 deployment_id=self._deployment_id,
-                time=frame.time,
+                time=item.time,
             )
+        finally:
+            del crop
+        self._track_alerts[item.track] = alert.alert_id
         self._audit(
             "alert_raised",
             alert_id=alert.alert_id,
             deployment_id=self._deployment_id,
             camera_id=self._camera_id,
-            subject_id=subject_id,
+            subject_id=alert.subject_id,
             score=alert.score,
             time=alert.time,
             expires=alert.expires,
         )
         with self._lock:
-            self._latency.alert.append((_time.monotonic() - frame.captured) * 1e3)
+            self._latency.alert.append((_time.monotonic() - item.captured) * 1e3)
         self._alerts.put(alert)
         if self._on_alert is not None:
             self._on_alert(alert)
-        return alert.alert_id
 
     def _audit_counters(self) -> None:
         with self._lock:

@@ -59,8 +59,9 @@ class CountingDetector(lfr.FaceDetector):
     """The default detector, counting its calls.
 
     The pipeline detects once per processed frame and raises a frame's alerts
-    after detecting it, so ``calls - 1`` in ``on_alert`` is the position of the
-    alert's frame among the frames processed (its index for a file, every frame).
+    after detecting it; its writer thread stores them shortly after, so
+    ``calls - 1`` in ``on_alert`` is at or a few frames after the position of the
+    alert's frame among the frames processed (its index for a file).
     """
 
     def __init__(self) -> None:
@@ -157,7 +158,7 @@ def read_frames(video: Path, limit: int | None = None) -> Iterator[U8]:
         capture.release()
 
 
-def locate(truth: DemoTruth, frame: int, box: npt.ArrayLike) -> int | None:
+def locate_at(truth: DemoTruth, frame: int, box: npt.ArrayLike) -> int | None:
     """The appearance whose box in ``frame`` is ``box`` (IoU >= MATCH_IOU)."""
     shown = [
         (k, b)
@@ -169,6 +170,20 @@ def locate(truth: DemoTruth, frame: int, box: npt.ArrayLike) -> int | None:
     iou = iou_matrix(np.asarray(box, np.float64)[None], [b for _, b in shown])[0]
     best = int(iou.argmax())
     return shown[best][0] if iou[best] >= MATCH_IOU else None
+
+
+#: Alerts are stored by a writer thread: ``on_alert`` runs up to this many frames
+#: after the frame the alert was raised on.
+WRITER_LAG = 16
+
+
+def locate(truth: DemoTruth, frame: int, box: npt.ArrayLike) -> int | None:
+    """The appearance an alert seen while ``frame`` was processed was raised on."""
+    for earlier in range(frame, max(-1, frame - WRITER_LAG - 1), -1):
+        k = locate_at(truth, earlier, box)
+        if k is not None:
+            return k
+    return None
 
 
 @dataclass
@@ -225,7 +240,7 @@ def scores(cast: Cast, models: tuple[lfr.FaceDetector, lfr.FaceEmbedder]) -> Sco
         out.faces += len(faces)
         out.skipped += int((~passed).sum())
         for j in range(len(faces)):
-            k = locate(cast.truth, index, faces.boxes[j])
+            k = locate_at(cast.truth, index, faces.boxes[j])
             if k is None:
                 out.stray += 1
             else:
