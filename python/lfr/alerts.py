@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, get_args
 
 import cv2
@@ -58,6 +57,7 @@ from lfr._alert_values import (
     _utcnow,
     _wipe,
 )
+from lfr._closing import Closing
 from lfr.errors import AlertStoreError, RetentionError, WrongKeyError
 from lfr.keys import (
     KeyProvider,
@@ -209,7 +209,7 @@ class _Opened:
     holds: tuple[Hold, ...]
 
 
-class AlertStore:
+class AlertStore(Closing):
     """Encrypted alerts in one SQLite file, each readable until it expires.
 
     Opening creates the file if it does not exist, checks an existing one (format,
@@ -871,17 +871,6 @@ class AlertStore:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
-
-    def __enter__(self) -> AlertStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         try:

@@ -30,13 +30,13 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from lfr import models
+from lfr._closing import Closing
 from lfr._ort import session
 from lfr.align import MAX_FRAME_SIDE, check_frame, opencv_reads_in_place
 from lfr.errors import ModelError
@@ -294,7 +294,7 @@ def _decode(
     return np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
 
 
-class FaceDetector:
+class FaceDetector(Closing):
     """Finds faces and their five landmarks with YuNet (2023mar) on onnxruntime.
 
     The model input is the frame at its working resolution: frames whose longest
@@ -582,17 +582,6 @@ class FaceDetector:
             self._closed = True
             self._scaled.discard()
             self._tensor.discard()
-
-    def __enter__(self) -> FaceDetector:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

@@ -52,13 +52,13 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lfr._closing import Closing
 from lfr.align import MAX_FRAME_SIDE, check_frame, opencv_reads_in_place
 from lfr.secure import SecureBuffer
 
@@ -402,7 +402,7 @@ def _check_fps(fps: object) -> float:
     return float(fps)
 
 
-class PreviewWriter:
+class PreviewWriter(Closing):
     """Writes preview frames to a video file (``cv2.VideoWriter``).
 
     The file is created readable and writable by its owner only (mode ``0600``;
@@ -581,17 +581,6 @@ class PreviewWriter:
                 self._scratch.discard()
                 self._scratch = None
 
-    def __enter__(self) -> PreviewWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return (
@@ -600,7 +589,7 @@ class PreviewWriter:
         )
 
 
-class Preview:
+class Preview(Closing):
     """The pipeline's operator preview: blur, then show and/or record each frame.
 
     :meth:`render` writes the frame, with every face not kept blurred
@@ -784,17 +773,6 @@ class Preview:
                     buffer.discard()
             self._buffer = None
             self._scratch = None
-
-    def __enter__(self) -> Preview:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         where = "no file" if self._path is None else repr(str(self._path))

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lfr import _core
+from lfr._closing import Closing
 
 __all__ = [
     "MemoryReport",
@@ -165,7 +166,7 @@ class SecureBuffer(_core.SecureBuffer):
             self.close()
 
 
-class SecurePool:
+class SecurePool(Closing):
     r"""Fixed-size :class:`SecureBuffer`\\ s, allocated once and handed out wiped.
 
     One pool per kind of buffer (frames, aligned chips, model inputs, embeddings):
@@ -342,17 +343,6 @@ class SecurePool:
             except queue.Empty:
                 break
             buf.discard()
-
-    def __enter__(self) -> SecurePool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"available={self.available}"

@@ -32,9 +32,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, Callable, Literal
 
+from lfr._closing import Closing
 from lfr._core import __version__
 from lfr._files import fsync_dir
 from lfr.audit.events import check_event, format_time, parse_time
@@ -337,7 +338,7 @@ def public_key_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.pub")
 
 
-class AuditLog:
+class AuditLog(Closing):
     """An append-only, signed, hash-chained audit log (JSON Lines).
 
     Make one with :meth:`create` or continue one with :meth:`open`; the
@@ -628,17 +629,6 @@ class AuditLog:
     def last_seq(self) -> int:
         """The ``seq`` of the last record written."""
         return self._seq
-
-    def __enter__(self) -> AuditLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = ", closed" if self.closed else ""

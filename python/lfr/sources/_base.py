@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lfr._closing import Closing
 from lfr.align import MAX_FRAME_SIDE
 from lfr.errors import SourceError
 from lfr.secure import SecureBuffer, SecurePool
@@ -363,7 +364,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
-class FrameSource:
+class FrameSource(Closing):
     """Where frames come from: a camera, a stream, a video, a folder or arrays.
 
     Made by :func:`lfr.sources.open_source`. Iterate :meth:`frames` once (from one
@@ -469,17 +470,6 @@ class FrameSource:
         self._closed = True
         self._release_capture()
         self._pools.close()
-
-    def __enter__(self) -> FrameSource:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kind} {self._spec!r}, live={self.live})"
