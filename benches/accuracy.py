@@ -1,7 +1,8 @@
 """1:N open-set accuracy of lfr's face pipeline on lfw-dev, written to docs/accuracy.md.
 
 Usage: python benches/accuracy.py [docs/accuracy.md]. The protocol is PROTOCOL below;
-``lfr eval`` (a later issue) generalises it to any dataset.
+``lfr eval`` (:mod:`lfr.evaluation`) runs it on any dataset; this script compares
+embedder variants, which ``lfr eval`` does not.
 """
 
 from __future__ import annotations
@@ -258,8 +259,96 @@ NOTES = """
   threshold tuned here does not carry over.
 - Thresholds belong to one model, one alignment and one `flip` setting
   (`FaceEmbedder.model_id`). A force must calibrate its threshold with its own
-  pipeline on its own data before deploying; `lfr eval` (a later release) will run
-  this protocol on any dataset laid out the same way.
+  pipeline on its own data before deploying, with `lfr eval` (below).
+
+## `lfr eval`: the protocol on any dataset
+
+`lfr eval DATASET` (`lfr.evaluation.evaluate` in Python) runs the protocol above with
+the live pipeline (detector, quality gate, alignment, embedder and `lfr.Matcher`;
+the same code as `lfr run`, not a separate path) on any folder laid out as
+`identities/<name>/*.jpg` plus, optionally, `unknowns/*.jpg`. Without unknowns, the
+non-mated searches are the identities' own photos searched against the watchlist
+without their identity. It writes, with `--out DIR`: `report.json` (every number
+and the protocol: `rank1`, `tpir` per FPIR, `threshold_at_fpir`, `mated`,
+`nonmated`, the DET points, groups), `det.png` (FNIR against FPIR, log axes),
+`scores.png` (mated and non-mated score distributions) and `report.md`. TPIR is
+reported at FPIR 1%, 0.1% and 0.01% where there are enough non-mated searches
+(at least 1/FPIR of them).
+
+Numbers from `lfr eval ../shared/data/lfw-dev` with the default models
+(int8 dlib ResNet, dlib alignment, mirror averaging) *and the live quality gate*,
+which rejects one enrolment photo (so 207 identities) and four mated probes:
+
+| options | ids | mated | rank-1 | TPIR@1% | TPIR@0.1% | T@1% | T@0.1% |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| (defaults) | 207 | 1377 | 0.969 | 0.820 | 0.600 | 0.9419 | 0.9526 |
+| `--enrol 2` | 208 | 1169 | 0.989 | 0.899 | 0.670 | | |
+| `--watchlist-size 50` (sampled) | 50 | | | | | 0.9364 | 0.9463 |
+| `--watchlist-size 1000` (extrapolated) | 1000 | | | | | 0.9476 | 0.9531 (bound) |
+
+TPIR@x: TPIR at FPIR x; T@x: the threshold for FPIR x. The first row equals "the
+default + quality gate" above. At the 1,000-identity threshold 0.9476, FNIR on
+lfw-dev is 0.274.
+
+### Watchlist size
+
+FPIR grows with the watchlist: a non-mated search alerts if *any* identity
+reaches the threshold. `--watchlist-size M` gives the threshold for a watchlist
+of M identities when the data has N:
+
+- **M < N:** each non-mated search is scored against M identities drawn at random
+  (a different draw per search), and the threshold is set on those best scores.
+- **M > N:** the per-comparison false-match rate FMR(T) (every non-mated probe
+  against every enrolled identity: 1,000 x 207 = 207,000 comparisons on lfw-dev)
+  is extrapolated as FPIR(M, T) = 1 - (1 - FMR(T))^M, and the threshold is the one
+  whose FMR gives the target FPIR. This **assumes the comparisons of one probe are
+  independent**. They are not: a probe that looks like many people scores high
+  against all of them, so the formula tends to overstate FPIR and the threshold
+  errs high (fewer alerts, more misses). On lfw-dev, extrapolating to 208 gives
+  0.9427 against the observed 0.9419. The extrapolation also needs enough
+  comparisons: it can resolve an FMR no finer than one in their number, so where
+  the target FMR (1 - (1 - FPIR)^(1/M)) is finer, the threshold is only an upper
+  bound and is marked `threshold_supported: false` ("(bound)" above: FPIR 0.1% for
+  1,000 identities, and both points for 10,000 identities). More unknowns (a
+  non-mated gallery larger than the watchlist) are the remedy.
+
+### Fairness
+
+`--groups groups.csv` (rows `identity,group`, header optional) adds, per group and
+at the operating threshold (`--threshold T`, default the threshold at FPIR 1% for
+the watchlist size): FNIR over the group's mated searches and FPIR over the group's
+photos searched against the watchlist without their own identity, each with a
+95% Wilson score interval. Where two groups' intervals do not overlap, the report
+flags the difference as significant (`group_flags`, and `FLAG:` lines on the
+terminal). Non-overlapping 95% intervals is a conservative test: overlapping
+intervals do not prove the groups equal, and small groups give wide intervals.
+lfw-dev has no demographic labels, so no group numbers are given here.
+
+### Running it before a deployment
+
+1. Collect photos of consenting people (or a lawful test set) that look like the
+   force's watchlist images (`identities/<name>/`, the enrolment image first by
+   file name) and like its cameras' probe images, plus as many unknowns as
+   possible: at least 100 for FPIR 1% and 1,000 for 0.1%.
+2. Run `lfr eval DATA --watchlist-size M --groups groups.csv --out report/` with
+   M the planned watchlist size, on the machine and models of the deployment.
+3. Set the deployment's threshold from `threshold_at_fpir` for the target FPIR,
+   and publish `report.md` with the deployment record. Re-run after any model,
+   alignment or setting change: thresholds belong to one `FaceEmbedder.model_id`.
+
+The first run embeds every photo (about 20 s for lfw-dev's 2,585 photos on this
+machine, with a progress counter on stderr); later runs with another threshold,
+size, enrolment count or groups read the embeddings from the cache and take about
+a second. The cache holds biometric data, so it is encrypted: each entry (one per
+pipeline, i.e. model id, detector and gate settings, and per dataset, identified
+by a hash of its file names, sizes and modification times) has its own AES-256-GCM
+key, wrapped by `cache.key` (mode 0600) in the cache directory
+(`platformdirs.user_cache_dir("lfr")/eval`, or `--cache DIR`; `--no-cache`
+disables it). **Deleting `cache.key` destroys the cache**; delete the directory
+when the evaluation is done.
+
+`benches/accuracy.py` still writes the tables above: it compares embedder
+variants that `lfr eval` does not (alignment, mirror averaging, float32 and int8).
 """
 
 

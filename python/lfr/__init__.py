@@ -14,6 +14,7 @@ from lfr.deployment import Deployment, DeploymentStats
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import LfrError
+from lfr.evaluation import EvalReport, evaluate
 from lfr.keys import Key, KeyProvider, Passphrase
 from lfr.matcher import Matcher, available_kernels
 from lfr.preview import Preview
@@ -32,6 +33,7 @@ __all__ = [
     "Deployment",
     "DeploymentStats",
     "Detections",
+    "EvalReport",
     "FaceDecision",
     "FaceDetector",
     "FaceEmbedder",
@@ -54,6 +56,7 @@ __all__ = [
     "Watchlist",
     "__version__",
     "available_kernels",
+    "evaluate",
     "harden_process",
     "open_source",
 ]

@@ -3,7 +3,8 @@
 One module per command group: :mod:`lfr.cli._system` (``info``, ``models``),
 :mod:`lfr.cli._keys` (``keys``), :mod:`lfr.cli._watchlist` (``watchlist``),
 :mod:`lfr.cli._audit` (``audit``), :mod:`lfr.cli._alerts` (``alerts``),
-:mod:`lfr.cli._run` (``run``), :mod:`lfr.cli._demo` (``demo``).
+:mod:`lfr.cli._run` (``run``), :mod:`lfr.cli._demo` (``demo``),
+:mod:`lfr.cli._eval` (``eval``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import sys
 from collections.abc import Sequence
 
 from lfr import __version__
-from lfr.cli import _alerts, _audit, _demo, _keys, _run, _system, _watchlist
+from lfr.cli import (
+    _alerts,
+    _audit,
+    _demo,
+    _eval,
+    _keys,
+    _run,
+    _system,
+    _watchlist,
+)
 
 __all__ = ["main"]
 
@@ -26,6 +36,7 @@ _GROUPS = {
     "alerts": _alerts,
     "run": _run,
     "demo": _demo,
+    "eval": _eval,
 }
 
 
