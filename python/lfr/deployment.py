@@ -205,10 +205,11 @@ class Deployment:
         every: Process every n-th frame of file and folder sources.
 
     Raises:
-        DeploymentError: It cannot start (a source that cannot be opened, a
-            watchlist made with another embedder, an audit log that does not
-            verify); nothing has been written then except, where the log could be
-            opened, nothing either.
+        DeploymentError: From :meth:`start`, when it cannot start (a source that
+            cannot be opened, a watchlist made with another embedder, an audit log
+            that does not verify). Nothing is stored then; if the audit log was
+            already open, the failed start is audited (an anomaly, then
+            ``deployment_stopped``).
     """
 
     def __init__(
