@@ -21,8 +21,6 @@ independently of the pipeline so that a failure says which it is.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +40,7 @@ from lfr.deployment import DEFAULT_THRESHOLD, Deployment, DeploymentError
 from lfr.detect import Detections
 from lfr.errors import EnrolmentError
 from lfr.tracking import TrackerConfig, iou_matrix
+from tests.support.stream_server import Server, free_port, listening
 
 pytestmark = pytest.mark.data
 
@@ -392,68 +391,6 @@ def test_every_enrolled_person_alerts_once_and_nobody_else(
 # --- 2. the same video through a real network stream, cut and restored ------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:``port`` (from /proc/net/tcp).
-
-    Connecting to find out would take the one client ``ffmpeg -listen 1`` serves.
-    """
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp", encoding="ascii") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if fields[1] == want and fields[3] == "0A":  # 0A: LISTEN
-                return True
-    return False
-
-
-class Server:
-    """``ffmpeg -re -stream_loop -1 -i demo.avi -f mpjpeg -listen 1 http://...``."""
-
-    def __init__(self, video: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}/live"
-        self._cmd = [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(video),
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            "2",
-            "-f",
-            "mpjpeg",
-            "-listen",
-            "1",
-            self.url,
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(WAIT_S)
-            self.process = None
-
-
 def wait_for(predicate: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not predicate():
@@ -476,7 +413,7 @@ def test_network_stream_lost_and_recovered(
     if not Path("/proc/net/tcp").is_file():
         pytest.skip("needs /proc/net/tcp to see when ffmpeg listens")
     detector, embedder = models
-    server = Server(cast.video, free_port())
+    server = Server(cast.video, free_port(), quality=2)
     store = lfr.AlertStore(tmp_path / "alerts.db", lfr.Key.generate())
     signing = lfr.SigningKey.generate()
     log = tmp_path / "audit.log"

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import doctest
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from lfr.sources import (
     open_source,
     redact_url,
 )
+from tests.support.stream_server import Server, free_port
 
 H, W, N = 240, 320, 40
 BITS = 8  # 8 columns of 40 pixels: bit k of the frame number, black or white
@@ -697,52 +696,6 @@ def test_decoded_images_are_zeroed_after_the_copy(
 
 
 # --- a real network stream: ffmpeg serving HTTP on 127.0.0.1 ------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """``ffmpeg -re -stream_loop -1 -i clip.avi -f mpjpeg -listen 1 http://...``."""
-
-    def __init__(self, video: Path, port: int) -> None:
-        self.port = port
-        self._cmd = [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(video),
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            "3",
-            "-f",
-            "mpjpeg",
-            "-listen",
-            "1",
-            f"http://127.0.0.1:{port}/live",
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self._cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(JOIN_S)
-            self.process = None
 
 
 @pytest.fixture
