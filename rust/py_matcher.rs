@@ -127,12 +127,7 @@ impl PyMatcher {
             .into());
         }
         let inner = &self.inner;
-        let result = py.allow_threads(|| inner.search(&queries, k));
-        // The search's frames (this thread's, below this one) held query values:
-        // overwrite them before the thread moves on (a worker may then sit idle
-        // with its stack as it is).
-        crate::secure::stack::scrub();
-        let result = result?;
+        let result = py.allow_threads(|| inner.search(&queries, k))?;
         write(py, out_ids, "out_ids", &result.ids)?;
         write(py, out_scores, "out_scores", &result.scores)
     }

@@ -22,6 +22,7 @@ plaintext only ever exists in a secure buffer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from lfr.errors import WatchlistError, WrongKeyError
 from lfr.keys import (
     KEY_SIZE,
     KeyProvider,
+    Passphrase,
     ScryptParams,
     data_cipher,
     new_data_key,
@@ -167,20 +169,50 @@ def read_header(path: Path) -> tuple[Header, bytes, str, bytes]:
     return header, blob[:end], wrapped, blob[end:]
 
 
-def decrypt(
-    path: Path, key: KeyProvider
-) -> tuple[Header, list[dict[str, Any]], SecureBuffer]:
-    """Opens a file: its header, subject records and templates.
+@dataclass(frozen=True)
+class Opened:
+    """A decrypted file.
 
-    Returns:
-        ``(header, subjects, templates)``; the templates (``float32[rows, dim]``) are
-        in a secure buffer the caller owns.
+    Attributes:
+        header: Its header.
+        key: The key that opened it (derived, for a passphrase).
+        subjects: The subject records.
+        templates: ``float32[rows, dim]`` in a secure buffer the caller owns.
+        sha256: SHA-256 (hex) of the file's bytes.
+    """
+
+    header: Header
+    key: KeyProvider
+    subjects: list[dict[str, Any]]
+    templates: SecureBuffer
+    sha256: str
+
+
+def file_sha256(aad: bytes, sealed: bytes) -> str:
+    """SHA-256 (hex) of a file made of ``aad`` then ``sealed``, without joining them."""
+    digest = hashlib.sha256(aad)
+    digest.update(sealed)
+    return digest.hexdigest()
+
+
+def decrypt(path: Path, key: KeyProvider | Passphrase) -> Opened:
+    """Opens a file (one read): its header, subject records and templates.
+
+    A :class:`~lfr.keys.Passphrase` is derived with the scrypt parameters in the
+    header.
 
     Raises:
-        WrongWatchlistKeyError: ``key`` is not the file's key.
-        WatchlistError: The file is damaged or has been altered.
+        WrongWatchlistKeyError: ``key`` is not the file's key (or passphrase).
+        WatchlistError: The file is damaged or has been altered, or it is
+            protected by a key file and a passphrase was given.
     """
     header, aad, wrapped, sealed = read_header(path)
+    if isinstance(key, Passphrase):
+        if header.kdf is None:
+            raise WatchlistError(f"{path} is protected by a key file, not a passphrase")
+        key = key.derive(header.kdf)
+        if key.key_id != header.key_id:
+            raise WrongWatchlistKeyError(f"wrong passphrase for {path}")
     if key.key_id != header.key_id:
         raise WrongWatchlistKeyError(
             f"wrong key for {path}: it was encrypted with key {header.key_id}, "
@@ -211,7 +243,8 @@ def decrypt(
         plain.discard()
     if unpacked is None:
         raise altered
-    return header, *unpacked
+    subjects, templates = unpacked
+    return Opened(header, key, subjects, templates, file_sha256(aad, sealed))
 
 
 def _unpack(
@@ -244,7 +277,7 @@ def write(
     key: KeyProvider,
     subjects: list[dict[str, Any]],
     templates: np.ndarray,
-) -> None:
+) -> str:
     """Encrypts and writes a watchlist atomically (temp file, fsync, rename).
 
     ``templates`` is ``float32[rows, dim]`` (normally a secure buffer view); the
@@ -271,3 +304,4 @@ def write(
         sealed = seal(cipher, view, aad)
         del view, body
     write_file(path, aad + sealed, 0o600, overwrite=True)
+    return file_sha256(aad, sealed)

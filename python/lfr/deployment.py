@@ -585,15 +585,7 @@ class Deployment:
                 if self._stop.is_set():
                     break
         except BaseException as exc:
-            self._error = exc
-            _log.error("the deployment stopped: %s", type(exc).__name__)
-            self._audit(
-                "anomaly",
-                kind="other",
-                detail=f"processing stopped: {type(exc).__name__}",
-                camera_id=self._camera_id,
-                deployment_id=self._deployment_id,
-            )
+            self._fail(exc, "processing stopped")
         finally:
             self._ended = _time.monotonic()
             self._writes.put(None)  # the writer ends alerts() once it is done
@@ -773,20 +765,28 @@ class Deployment:
                 if self._error is None:
                     self._write_one(item)
             except BaseException as exc:
-                self._error = exc
-                _log.error("storing an alert failed: %s", type(exc).__name__)
-                self._audit(
-                    "anomaly",
-                    kind="other",
-                    detail=f"storing an alert failed: {type(exc).__name__}",
-                    camera_id=self._camera_id,
-                    deployment_id=self._deployment_id,
-                )
+                self._fail(exc, "storing an alert failed")
                 self.stop()
             finally:
                 if item.crop is not None:
                     item.crop.discard()
         self._alerts.put(None)
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        """Records the error that ends the deployment, and audits it.
+
+        Only the error's type is audited: messages may name things the log must
+        not hold.
+        """
+        self._error = exc
+        _log.error("%s: %s", what, type(exc).__name__)
+        self._audit(
+            "anomaly",
+            kind="other",
+            detail=f"{what}: {type(exc).__name__}",
+            camera_id=self._camera_id,
+            deployment_id=self._deployment_id,
+        )
 
     def _write_one(self, item: _Write) -> None:
         if item.kind == "ended":

@@ -437,7 +437,7 @@ def data_cipher(data_key: bytes | bytearray) -> AESGCM:
     """An AES-256-GCM cipher for a data key (which the caller then wipes)."""
     if len(data_key) != KEY_SIZE:
         raise ValueError(f"a data key has {KEY_SIZE} bytes, got {len(data_key)}")
-    return AESGCM(bytes(data_key))
+    return AESGCM(data_key)  # no bytes copy: the caller's bytearray is wiped
 
 
 def new_data_key() -> bytearray:

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -150,6 +149,7 @@ class Watchlist:
         self._buf: SecureBuffer | None = None
         self._destroyed = False
         self._sha256 = ""
+        self._owners: dict[int, str] | None = None  # template id -> subject, cached
 
     # -- opening --------------------------------------------------------------------
 
@@ -241,25 +241,12 @@ class Watchlist:
             RetentionError: The watchlist has expired.
         """
         path = Path(path)
-        if isinstance(key, Passphrase):
-            header = _lfrw.read_header(path)[0]
-            if header.kdf is None:
-                raise WatchlistError(
-                    f"{path} is protected by a key file, not a passphrase"
-                )
-            key = key.derive(header.kdf)
-            try:
-                header, records, buf = _lfrw.decrypt(path, key)
-            except _lfrw.WrongWatchlistKeyError:
-                raise _lfrw.WrongWatchlistKeyError(
-                    f"wrong passphrase for {path}"
-                ) from None
-        else:
-            header, records, buf = _lfrw.decrypt(path, key)
+        opened = _lfrw.decrypt(path, key)
+        header = opened.header
         clock = clock or _utcnow
-        wl = cls(path, key, header, clock)
+        wl = cls(path, opened.key, header, clock)
         try:
-            wl._load(records, buf, header)
+            wl._load(opened.subjects, opened.templates, header)
             if model_id is not None:
                 wl.check_model(model_id)
             if header.expires is not None and clock() >= header.expires:
@@ -270,7 +257,7 @@ class Watchlist:
             wl._wipe()
             raise
         wl._drop_expired()
-        wl._sha256 = _file_sha256(path)
+        wl._sha256 = opened.sha256
         return wl
 
     @staticmethod
@@ -517,6 +504,7 @@ class Watchlist:
         ids = list(range(self._next_id, self._next_id + n))
         self._next_id += n
         self._entries[subject_id] = _Entry(subject, ids)
+        self._owners = None
         return subject
 
     def enroll(
@@ -660,6 +648,7 @@ class Watchlist:
         self._swap(new, rows)
         for sid in gone:
             del self._entries[sid]
+        self._owners = None
 
     def _drop_expired(self) -> None:
         now = self._clock()
@@ -723,10 +712,9 @@ class Watchlist:
         )
         matrix = self._matrix()
         try:
-            _lfrw.write(self._path, header, self._key, records, matrix)
+            self._sha256 = _lfrw.write(self._path, header, self._key, records, matrix)
         finally:
             del matrix
-        self._sha256 = _file_sha256(self._path)
         return self._path
 
     def matcher(
@@ -773,7 +761,10 @@ class Watchlist:
 
         None for -1 (an empty result slot) or an id no longer on the watchlist.
         """
-        owner = {i: sid for sid, e in self._entries.items() for i in e.ids}
+        owner = self._owners
+        if owner is None:  # per change, not per search: the pipeline asks every frame
+            owner = {i: sid for sid, e in self._entries.items() for i in e.ids}
+            self._owners = owner
         return [owner.get(int(i)) for i in np.asarray(template_ids).ravel()]
 
     def destroy(self, *, delete_file: bool = False) -> None:
@@ -793,6 +784,7 @@ class Watchlist:
     def _wipe(self) -> None:
         self._destroyed = True
         self._entries.clear()
+        self._owners = None
         if self._buf is not None:
             self._buf.discard()
             self._buf = None
@@ -806,10 +798,6 @@ class Watchlist:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Watchlist cannot be pickled; save it with save()")
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _optional(value: object) -> str | None:

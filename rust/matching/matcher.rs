@@ -304,6 +304,9 @@ impl Matcher {
                 out.scores[qi * k + j] = score;
             }
         }
+        // The calling thread's kernels and re-ranking left query values in vector
+        // registers and in the frames below this one: wipe them before returning.
+        crate::secure::stack::scrub();
         Ok(out)
     }
 
@@ -332,7 +335,7 @@ impl Matcher {
             let (first, rest) = parts.split_at_mut(1);
             helper.run_pair(
                 || first[0] = self.scan_range(view, blocks, range(0), b, k, ids),
-                || rest[0] = self.scan_range(view, blocks, range(1), b, k, ids),
+                || rest[0] = self.scan_on_worker(view, blocks, range(1), b, k, ids),
             );
         } else if let Some(pool) = self.pool() {
             // The calling thread scans the first range itself while the pool's threads
@@ -341,7 +344,7 @@ impl Matcher {
                 let (first, rest) = parts.split_at_mut(1);
                 for (i, slot) in rest.iter_mut().enumerate() {
                     let r = range(i + 1);
-                    scope.spawn(move |_| *slot = self.scan_range(view, blocks, r, b, k, ids));
+                    scope.spawn(move |_| *slot = self.scan_on_worker(view, blocks, r, b, k, ids));
                 }
                 first[0] = self.scan_range(view, blocks, range(0), b, k, ids);
             });
@@ -374,6 +377,22 @@ impl Matcher {
             .as_ref()
     }
 
+    /// [`Self::scan_range`] on a pool or helper thread, which then goes idle: the
+    /// query values its kernels left in registers and stack frames are wiped first.
+    fn scan_on_worker(
+        &self,
+        view: &View<'_>,
+        blocks: &QueryBlocks,
+        range: Range<usize>,
+        b: usize,
+        k: usize,
+        ids: &[i64],
+    ) -> Vec<TopK> {
+        let tops = self.scan_range(view, blocks, range, b, k, ids);
+        crate::secure::stack::scrub();
+        tops
+    }
+
     fn scan_range(
         &self,
         view: &View<'_>,
@@ -389,9 +408,6 @@ impl Matcher {
             Dtype::F16 => self.dispatch::<F16>(view, blocks, range, &mut tops, ids),
             Dtype::I8 => self.dispatch::<I8>(view, blocks, range, &mut tops, ids),
         }
-        // The kernels' frames held query values (spilled registers): overwrite them
-        // before this thread (maybe a pool or helper thread) goes idle.
-        crate::secure::stack::scrub();
         tops
     }
 
