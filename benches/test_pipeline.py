@@ -37,7 +37,7 @@ import pytest
 from tests.conftest import data_root, installed_model
 
 import lfr
-from lfr.deployment import Deployment
+from lfr.pipeline import Deployment
 from lfr.sources import Backoff
 
 U8 = npt.NDArray[np.uint8]

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 from lfr import audit as audit
 from lfr._core import __version__
-from lfr.alerts import Alert, AlertStore
+from lfr.alerts import Alert, AlertStore, Records
 from lfr.audit import AuditLog, SigningKey
-from lfr.deployment import Deployment, DeploymentStats
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
-from lfr.errors import LfrError
+from lfr.errors import (
+    AlertStoreError,
+    AuditError,
+    DeploymentError,
+    EnrolmentError,
+    KeyFileError,
+    LfrError,
+    ModelError,
+    RetentionError,
+    SecureMemoryError,
+    SourceError,
+    WatchlistError,
+    WrongKeyError,
+    WrongWatchlistKeyError,
+)
 from lfr.evaluation import EvalReport, evaluate
 from lfr.keys import Key, KeyProvider, Passphrase
 from lfr.matcher import Matcher, available_kernels
+from lfr.pipeline import Deployment, DeploymentStats
 from lfr.preview import Preview
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
@@ -28,11 +42,15 @@ from lfr.watchlist import Watchlist
 __all__ = [
     "Alert",
     "AlertStore",
+    "AlertStoreError",
+    "AuditError",
     "AuditLog",
     "Backoff",
     "Deployment",
+    "DeploymentError",
     "DeploymentStats",
     "Detections",
+    "EnrolmentError",
     "EvalReport",
     "FaceDecision",
     "FaceDetector",
@@ -40,23 +58,32 @@ __all__ = [
     "Frame",
     "FrameSource",
     "Key",
+    "KeyFileError",
     "KeyProvider",
     "LfrError",
     "Matcher",
+    "ModelError",
     "Passphrase",
     "Preview",
     "QualityGate",
+    "Records",
+    "RetentionError",
     "RetentionPolicy",
     "SecureBuffer",
+    "SecureMemoryError",
     "SecurePool",
     "SigningKey",
+    "SourceError",
     "TrackSummary",
     "Tracker",
     "TrackerConfig",
     "Watchlist",
-    "__version__",
+    "WatchlistError",
+    "WrongKeyError",
+    "WrongWatchlistKeyError",
     "available_kernels",
     "evaluate",
     "harden_process",
     "open_source",
+    "__version__",
 ]

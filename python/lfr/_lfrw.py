@@ -34,7 +34,7 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 
 from lfr._files import write_file
-from lfr.errors import WatchlistError, WrongKeyError
+from lfr.errors import WatchlistError, WrongKeyError, WrongWatchlistKeyError
 from lfr.keys import (
     KEY_SIZE,
     KeyProvider,
@@ -55,13 +55,6 @@ _PREFIX = struct.Struct("<8sHI")
 _MAX_HEADER = 1 << 20
 _NONCE, _TAG = 12, 16
 _CONTEXT = b"lfr watchlist data key v1"
-
-
-class WrongWatchlistKeyError(WatchlistError, WrongKeyError):
-    """The watchlist was encrypted under another key.
-
-    Both a :class:`WatchlistError` and a :class:`WrongKeyError`.
-    """
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AlertStoreError",
     "AuditError",
+    "DeploymentError",
     "EnrolmentError",
     "KeyFileError",
     "LfrError",
@@ -20,6 +21,7 @@ __all__ = [
     "SourceError",
     "WatchlistError",
     "WrongKeyError",
+    "WrongWatchlistKeyError",
 ]
 
 
@@ -99,4 +101,20 @@ class AuditError(LfrError):
     Raised when a log to be continued does not verify (changed, signed by another
     key, not an audit log), is open for writing elsewhere, or a write fails. The
     message says what is wrong and where (line numbers), never field values.
+    """
+
+
+class DeploymentError(LfrError):
+    """A deployment could not start, or stopped because of an error.
+
+    The message says what failed and names every alert decided but not stored
+    and audited (id, camera, time; never the subject); everything stored before
+    it is intact.
+    """
+
+
+class WrongWatchlistKeyError(WatchlistError, WrongKeyError):
+    """The watchlist was encrypted under another key.
+
+    Both a :class:`WatchlistError` and a :class:`WrongKeyError`.
     """

@@ -27,7 +27,7 @@ index = int(sys.argv[3])
 with lfr.AlertStore(sys.argv[2], key) as store:
     while True:
         crop = np.random.default_rng(index).integers(0, 256, (48, 48, 3), np.uint8)
-        store.add(
+        store._add(
             subject_id=f"subject-{index}", score=0.75, box=(0, 0, 48, 48),
             crop=crop, camera_id="cam-1", deployment_id="dep-1",
         )

@@ -16,7 +16,7 @@ import pytest
 
 import lfr
 from lfr import _core
-from lfr.deployment import Deployment, DeploymentError
+from lfr.pipeline import Deployment, DeploymentError
 
 pytestmark = pytest.mark.data
 
@@ -181,7 +181,7 @@ FULL_DISK = textwrap.dedent(
     from pathlib import Path
     import cv2, numpy as np
     import lfr
-    from lfr.deployment import Deployment, DeploymentError
+    from lfr.pipeline import Deployment, DeploymentError
 
     folder, photo = Path(sys.argv[1]), sys.argv[2]
     key = lfr.Key.from_file(folder / "store.key")

@@ -36,7 +36,7 @@ import pytest
 import lfr
 from lfr.audit import Record, read_log
 from lfr.demo import DemoTruth, compose_video, pick_people
-from lfr.deployment import DEFAULT_THRESHOLD, Deployment, DeploymentError
+from lfr.pipeline import DEFAULT_THRESHOLD, Deployment, DeploymentError
 from lfr.detect import Detections
 from lfr.errors import EnrolmentError
 from lfr.tracking import TrackerConfig, iou_matrix

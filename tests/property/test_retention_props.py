@@ -85,7 +85,7 @@ class RetentionMachine(RuleBasedStateMachine):
         when = self.clock.now - timedelta(minutes=back)
         if when + POLICY.alert_ttl <= self.clock.now:
             with pytest.raises(ValueError, match="would have expired"):
-                self.store.add(
+                self.store._add(
                     subject_id="s",
                     score=0.9,
                     box=(0, 0, 5, 4),
@@ -95,7 +95,7 @@ class RetentionMachine(RuleBasedStateMachine):
                     time=when,
                 )
             return "never-stored"
-        alert = self.store.add(
+        alert = self.store._add(
             subject_id=f"subject-{len(self.model)}",
             score=0.9,
             box=(0, 0, 5, 4),
@@ -134,15 +134,15 @@ class RetentionMachine(RuleBasedStateMachine):
         entry = self.model.get(alert_id)
         if until <= now or until > now + POLICY.max_hold:
             with pytest.raises(ValueError, match=r"in the future|at most"):
-                self.store.hold(alert_id, "case", until)
+                self.store._hold(alert_id, "case", until)
         elif entry is None:
             with pytest.raises(KeyError):
-                self.store.hold(alert_id, "case", until)
+                self.store._hold(alert_id, "case", until)
         elif not entry.live(now):
             with pytest.raises(RetentionError):
-                self.store.hold(alert_id, "case", until)
+                self.store._hold(alert_id, "case", until)
         else:
-            alert = self.store.hold(alert_id, "case", until)
+            alert = self.store._hold(alert_id, "case", until)
             assert alert.held_until == until
             entry.held_until = until
 
@@ -152,15 +152,15 @@ class RetentionMachine(RuleBasedStateMachine):
         entry = self.model.get(alert_id)
         if entry is None:
             with pytest.raises(KeyError):
-                self.store.release(alert_id)
+                self.store._release(alert_id)
         elif not entry.live(now):
             with pytest.raises(RetentionError):
-                self.store.release(alert_id)
+                self.store._release(alert_id)
         elif entry.held_until is None or entry.held_until <= now:
             with pytest.raises(ValueError, match="not on hold"):
-                self.store.release(alert_id)
+                self.store._release(alert_id)
         else:
-            self.store.release(alert_id)
+            self.store._release(alert_id)
             entry.held_until = None
 
     @rule()
@@ -169,11 +169,11 @@ class RetentionMachine(RuleBasedStateMachine):
         expected = [
             i for i, m in self.model.items() if not m.purged and not m.live(now)
         ]
-        assert self.store.purge() == expected
+        assert self.store._purge() == expected
         for i in expected:
             self.model[i].purged = True
         listed = self.store.alerts()
-        assert self.store.purge() == []  # purging twice is purging once
+        assert self.store._purge() == []  # purging twice is purging once
         assert self.store.alerts() == listed
 
     @rule(alert_id=ids)

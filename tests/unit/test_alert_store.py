@@ -80,7 +80,7 @@ def add(store: lfr.AlertStore, seed: int = 0, **overrides: Any) -> lfr.Alert:
         "deployment_id": "dep-1",
     }
     fields.update(overrides)
-    return store.add(**fields)
+    return store._add(**fields)
 
 
 def files_of(directory: Path) -> dict[str, bytes]:
@@ -166,7 +166,7 @@ def test_alerts_are_oldest_first_and_persist(
 
 
 def test_alert_to_json(store: lfr.AlertStore) -> None:
-    a = store.review(add(store, 4).alert_id, "officer-1", "confirmed", "ok")
+    a = store._review(add(store, 4).alert_id, "officer-1", "confirmed", "ok")
     data = a.to_json()
     for name in ("alert_id", "subject_id", "score", "time", "camera_id"):
         assert name in data
@@ -316,7 +316,7 @@ def test_expired_is_refused_before_and_after_purge(
             read(old.alert_id)
     assert [a.alert_id for a in store.alerts()] == [young.alert_id]
     assert len(store) == 1
-    assert store.purge() == [old.alert_id]
+    assert store._purge() == [old.alert_id]
     for read in (store.get, store.crop, store.crop_image, store.holds):
         with pytest.raises(RetentionError, match="purged"):
             read(old.alert_id)
@@ -325,19 +325,23 @@ def test_expired_is_refused_before_and_after_purge(
     assert store.get(young.alert_id) == young
 
 
-def test_purge_is_idempotent_and_runs_at_open(
-    db: Path, key: lfr.Key, clock: Clock
+def test_purge_is_idempotent_and_opening_alone_never_purges(
+    db: Path, key: lfr.Key, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     with lfr.AlertStore(db, key, clock=clock) as store:
         a, b = add(store, 1), add(store, 2)
         clock.advance(TTL)
         c = add(store, 3)
-        assert store.purge() == [a.alert_id, b.alert_id]
-        assert store.purge() == []
+        assert store._purge() == [a.alert_id, b.alert_id]
+        assert store._purge() == []
         assert store.alerts() == [c]
         clock.advance(TTL)
-    with lfr.AlertStore(db, key, clock=clock) as store:  # opening purges
-        assert store.purge() == []
+    with lfr.AlertStore(db, key, clock=clock) as store:  # opening alone: no purge
+        assert not store.purging
+        with pytest.raises(RetentionError, match="expired"):
+            store.get(c.alert_id)
+        assert "does not purge its 1 expired alert" in caplog.text
+        assert store._purge() == [c.alert_id]
         with pytest.raises(RetentionError, match="purged"):
             store.get(c.alert_id)
     conn = sqlite3.connect(db)
@@ -363,7 +367,7 @@ def test_an_interrupted_purge_is_finished(db: Path, key: lfr.Key, clock: Clock) 
         with pytest.raises(RetentionError, match="purged"):
             store.get(a.alert_id)
         assert store.alerts() == [b]
-        assert store.purge() == []  # opening finished it
+        assert store._purge() == [a.alert_id]  # the purge finishes it
 
 
 def test_hold_keeps_an_alert_and_is_recorded(
@@ -372,10 +376,10 @@ def test_hold_keeps_an_alert_and_is_recorded(
     a = add(store, 1)
     kept = add(store, 2)
     until = T0 + timedelta(days=10)
-    held = store.hold(kept.alert_id, "case 2024/17", until, by="sgt-4")
+    held = store._hold(kept.alert_id, "case 2024/17", until, by="sgt-4")
     assert (held.held_until, held.hold_reason) == (until, "case 2024/17")
     clock.advance(timedelta(days=2))
-    assert store.purge() == [a.alert_id]
+    assert store._purge() == [a.alert_id]
     assert store.get(kept.alert_id).held_until == until
     np.testing.assert_array_equal(store.crop_image(kept.alert_id), random_crop(2))
     (entry,) = store.holds(kept.alert_id)
@@ -387,7 +391,7 @@ def test_hold_keeps_an_alert_and_is_recorded(
     )
     assert entry.time == T0
     # Renewed from day 2 by a new hold, then the hold ends.
-    store.hold(kept.alert_id, "case 2024/17 (renewed)", until + timedelta(days=5))
+    store._hold(kept.alert_id, "case 2024/17 (renewed)", until + timedelta(days=5))
     assert len(store.holds(kept.alert_id)) == 2
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT count(*) FROM holds").fetchone()[0] == 2
@@ -395,63 +399,63 @@ def test_hold_keeps_an_alert_and_is_recorded(
     clock.now = until + timedelta(days=5)
     with pytest.raises(RetentionError, match="expired"):
         store.get(kept.alert_id)
-    assert store.purge() == [kept.alert_id]
+    assert store._purge() == [kept.alert_id]
 
 
 def test_hold_is_validated(store: lfr.AlertStore, clock: Clock) -> None:
     policy = store.policy
     a = add(store, 1)
     with pytest.raises(ValueError, match="reason must not be empty"):
-        store.hold(a.alert_id, "  ", T0 + timedelta(days=1))
+        store._hold(a.alert_id, "  ", T0 + timedelta(days=1))
     with pytest.raises(TypeError, match="reason must be a str"):
-        store.hold(a.alert_id, None, T0 + timedelta(days=1))  # type: ignore[arg-type]
+        store._hold(a.alert_id, None, T0 + timedelta(days=1))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="in the future"):
-        store.hold(a.alert_id, "case", T0)
+        store._hold(a.alert_id, "case", T0)
     with pytest.raises(ValueError, match="at most"):
-        store.hold(a.alert_id, "case", T0 + policy.max_hold + timedelta(seconds=1))
+        store._hold(a.alert_id, "case", T0 + policy.max_hold + timedelta(seconds=1))
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.hold(a.alert_id, "case", datetime(2030, 1, 1))
+        store._hold(a.alert_id, "case", datetime(2030, 1, 1))
     with pytest.raises(KeyError):
-        store.hold(str(uuid.uuid4()), "case", T0 + timedelta(days=1))
+        store._hold(str(uuid.uuid4()), "case", T0 + timedelta(days=1))
     assert store.holds(a.alert_id) == ()
-    store.hold(a.alert_id, "case", T0 + policy.max_hold)  # the limit is allowed
+    store._hold(a.alert_id, "case", T0 + policy.max_hold)  # the limit is allowed
     clock.advance(policy.max_hold)
     with pytest.raises(RetentionError, match="expired"):  # too late to hold again
-        store.hold(a.alert_id, "case", clock.now + timedelta(days=1))
+        store._hold(a.alert_id, "case", clock.now + timedelta(days=1))
 
 
 def test_release(store: lfr.AlertStore, clock: Clock) -> None:
     a = add(store, 1)
     with pytest.raises(ValueError, match="not on hold"):
-        store.release(a.alert_id)
-    store.hold(a.alert_id, "case", T0 + timedelta(days=3))
+        store._release(a.alert_id)
+    store._hold(a.alert_id, "case", T0 + timedelta(days=3))
     clock.advance(timedelta(days=2))  # past its expiry, kept by the hold
     store.get(a.alert_id)
-    store.release(a.alert_id, by="sgt-4")
+    store._release(a.alert_id, by="sgt-4")
     with pytest.raises(RetentionError, match="expired"):
         store.get(a.alert_id)
-    assert store.purge() == [a.alert_id]
+    assert store._purge() == [a.alert_id]
 
 
 def test_release_before_expiry_returns_to_normal_expiry(
     store: lfr.AlertStore, clock: Clock
 ) -> None:
     a = add(store, 1)
-    store.hold(a.alert_id, "case", T0 + timedelta(days=3))
-    store.release(a.alert_id)
+    store._hold(a.alert_id, "case", T0 + timedelta(days=3))
+    store._release(a.alert_id)
     got = store.get(a.alert_id)
     assert got.held_until is None
     assert got.hold_reason is None
     assert [h.action for h in store.holds(a.alert_id)] == ["hold", "release"]
     clock.advance(TTL)
-    assert store.purge() == [a.alert_id]
+    assert store._purge() == [a.alert_id]
 
 
 def test_reviews_are_recorded_and_counted_once(store: lfr.AlertStore) -> None:
     a = add(store, 1)
-    store.review(a.alert_id, "officer-1", "inconclusive")
-    store.review(a.alert_id, "officer-1", "confirmed", note="second look")
-    got = store.review(a.alert_id, "officer-2", "confirmed")
+    store._review(a.alert_id, "officer-1", "inconclusive")
+    store._review(a.alert_id, "officer-1", "confirmed", note="second look")
+    got = store._review(a.alert_id, "officer-2", "confirmed")
     assert [(r.reviewer, r.decision) for r in got.reviews] == [
         ("officer-1", "inconclusive"),
         ("officer-1", "confirmed"),
@@ -461,9 +465,9 @@ def test_reviews_are_recorded_and_counted_once(store: lfr.AlertStore) -> None:
     assert got.decisions == {"officer-1": "confirmed", "officer-2": "confirmed"}
     assert store.get(a.alert_id) == got
     with pytest.raises(ValueError, match="decision"):
-        store.review(a.alert_id, "officer-3", "maybe")  # type: ignore[arg-type]
+        store._review(a.alert_id, "officer-3", "maybe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reviewer"):
-        store.review(a.alert_id, "", "confirmed")
+        store._review(a.alert_id, "", "confirmed")
     with pytest.raises(ValueError, match="timezone-aware"):
         Review("officer", "confirmed", datetime(2024, 1, 1))
 
@@ -513,21 +517,21 @@ def test_no_subject_id_in_messages_reprs_or_logs(
     secret = "SUBJECT-7f3a-name"
     caplog.set_level(logging.DEBUG, logger="lfr")
     a = add(store, 1, subject_id=secret)
-    store.hold(a.alert_id, "case", T0 + timedelta(days=2))
-    store.review(a.alert_id, "officer", "confirmed")
-    store.release(a.alert_id)
+    store._hold(a.alert_id, "case", T0 + timedelta(days=2))
+    store._review(a.alert_id, "officer", "confirmed")
+    store._release(a.alert_id)
     messages = [repr(store)]
     clock.advance(TTL)
     calls: list[Callable[[], object]] = [
         lambda: store.get(a.alert_id),
-        lambda: store.hold(a.alert_id, "case", clock.now + timedelta(hours=1)),
-        lambda: store.review(a.alert_id, "officer", "confirmed"),
+        lambda: store._hold(a.alert_id, "case", clock.now + timedelta(hours=1)),
+        lambda: store._review(a.alert_id, "officer", "confirmed"),
     ]
     for call in calls:
         with pytest.raises(RetentionError) as info:
             call()
         messages.append(str(info.value))
-    store.purge()
+    store._purge()
     with pytest.raises(RetentionError) as purged:
         store.crop(a.alert_id)
     messages.append(str(purged.value))
@@ -605,7 +609,7 @@ def test_a_forged_hold_is_detected_and_keeps_nothing(
 ) -> None:
     with lfr.AlertStore(db, key, clock=clock) as store:
         a = add(store, 1)
-        store.hold(a.alert_id, "case", T0 + timedelta(days=2))
+        store._hold(a.alert_id, "case", T0 + timedelta(days=2))
     far = int(
         (T0 + timedelta(days=30) - datetime(1970, 1, 1, tzinfo=timezone.utc))
         / timedelta(microseconds=1)
@@ -615,13 +619,13 @@ def test_a_forged_hold_is_detected_and_keeps_nothing(
         with pytest.raises(AlertStoreError, match="hold history"):
             store.get(a.alert_id)
         clock.advance(timedelta(days=3))  # past expiry and the real hold
-        assert store.purge() == [a.alert_id]
+        assert store._purge() == [a.alert_id]
 
 
 def test_a_tampered_review_is_detected(db: Path, key: lfr.Key, clock: Clock) -> None:
     with lfr.AlertStore(db, key, clock=clock) as store:
         a, b = add(store, 1), add(store, 2)
-        store.review(a.alert_id, "officer", "false_alert")
+        store._review(a.alert_id, "officer", "false_alert")
     edit(db, "UPDATE reviews SET alert_id = ?", b.alert_id)
     store = lfr.AlertStore(db, key, clock=clock)
     with store, pytest.raises(AlertStoreError, match="reviews"):
@@ -673,7 +677,7 @@ def test_no_plaintext_on_disk_and_purged_ciphertext_leaves_the_file(
     raw = disk()
     assert all(run in raw for run in shredded + live)  # the scan can see them
     clock.advance(TTL - timedelta(minutes=30))
-    assert store.purge() == [a.alert_id for a in old]
+    assert store._purge() == [a.alert_id for a in old]
     check_no_plaintext()
     raw = disk()
     for run in shredded:
@@ -774,7 +778,7 @@ def test_policy_from_json_is_strict() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", [lfr.alerts, lfr.retention], ids=lambda m: m.__name__
+    "module", [lfr.alerts.store, lfr.retention], ids=lambda m: m.__name__
 )
 def test_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
@@ -784,9 +788,9 @@ def test_examples_run(module: Any) -> None:
 
 def test_improve_keeps_the_best_view(store: lfr.AlertStore, clock: Clock) -> None:
     a = add(store, 1)
-    store.review(a.alert_id, "officer-1", "confirmed")
+    store._review(a.alert_id, "officer-1", "confirmed")
     better = random_crop(99, 50, 40)
-    got = store.improve(
+    got = store._improve(
         a.alert_id, score=a.score + 0.1, box=(5, 6, 45, 56), crop=better
     )
     assert got.score == pytest.approx(a.score + 0.1)
@@ -799,13 +803,13 @@ def test_improve_keeps_the_best_view(store: lfr.AlertStore, clock: Clock) -> Non
     )
     assert [r.reviewer for r in got.reviews] == ["officer-1"]
     np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
-    worse = store.improve(
+    worse = store._improve(
         a.alert_id, score=a.score, box=(0, 0, 9, 9), crop=random_crop(5)
     )
     assert worse == got  # a lower score changes nothing
     np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
     clock.now = a.expires + timedelta(seconds=1)
     with pytest.raises(RetentionError):
-        store.improve(a.alert_id, score=0.99, box=(0, 0, 9, 9), crop=better)
+        store._improve(a.alert_id, score=0.99, box=(0, 0, 9, 9), crop=better)
     with pytest.raises(KeyError):
-        store.improve("no-such-alert", score=0.99, box=(0, 0, 9, 9), crop=better)
+        store._improve("no-such-alert", score=0.99, box=(0, 0, 9, 9), crop=better)

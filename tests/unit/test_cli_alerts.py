@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -60,7 +62,7 @@ def site(tmp_path: Path) -> Site:
     now = datetime.now(timezone.utc)
     with lfr.AlertStore(store_path, key) as s:
         live = [
-            s.add(
+            s._add(
                 subject_id=f"S-{i}",
                 score=0.7 + i / 100,
                 box=(10, 20, 50, 68),
@@ -75,7 +77,7 @@ def site(tmp_path: Path) -> Site:
     # Added last, by a store whose clock is 25 h behind (so it does not purge the
     # others): expired (24 h) by now but not yet purged when the CLI opens the store.
     with lfr.AlertStore(store_path, key, clock=lambda: now - timedelta(hours=25)) as s:
-        expired = s.add(
+        expired = s._add(
             subject_id="S-old",
             score=0.61,
             box=(0, 0, 40, 48),
@@ -171,13 +173,79 @@ def test_audit_needs_both_options(site: Site) -> None:
     assert "--signing-key" in out.stderr
 
 
+def test_list_without_a_log_destroys_nothing(site: Site) -> None:
+    before = site.audit.read_bytes()
+    out = lfr_cli("alerts", "list", *site.opts())
+    assert out.returncode == 0, out.stderr
+    assert site.expired.alert_id not in out.stdout
+    assert "does not purge" in out.stderr  # says so, once
+    assert site.audit.read_bytes() == before
+    conn = sqlite3.connect(site.store)
+    try:
+        rows = conn.execute(
+            "SELECT count(*) FROM alerts WHERE wrapped_key IS NOT NULL"
+        ).fetchone()
+        tombs = conn.execute("SELECT count(*) FROM tombstones").fetchone()
+    finally:
+        conn.close()
+    assert (rows[0], tombs[0]) == (3, 0)  # the expired alert is still there
+    key = lfr.Key.from_file(site.key_file)
+    try:
+        with lfr.AlertStore(site.store, key) as store:
+            assert not store.purging
+    finally:
+        key.destroy()
+
+
+def test_list_with_the_log_purges_and_audits(site: Site) -> None:
+    out = lfr_cli("alerts", "list", *site.opts(), *site.audit_opts())
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2
+    purged = [f for e, f in audit_events(site) if e == "alert_purged"]
+    assert purged == [{"alert_id": site.expired.alert_id}]
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        ["show", "ID", "--out", "x.png", "--by", "o-1"],
+        ["review", "ID", "--reviewer", "o-1", "--decision", "confirmed"],
+        ["hold", "ID", "--reason", "case 1", "--until", "1d", "--by", "o-1"],
+        ["release", "ID", "--by", "o-1"],
+        ["action", "ID", "--action", "engaged", "--by", "o-1"],
+        ["purge"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_changes_and_exports_need_the_log(
+    site: Site, tmp_path: Path, action: list[str]
+) -> None:
+    before = (site.store.read_bytes(), site.audit.read_bytes())
+    args = [a.replace("ID", site.live[0].alert_id) for a in action]
+    args = [str(tmp_path / a) if a == "x.png" else a for a in args]
+    out = lfr_cli("alerts", args[0], *args[1:], *site.opts())
+    assert out.returncode == 1
+    assert "--audit LOG --signing-key SK" in out.stderr
+    assert (site.store.read_bytes(), site.audit.read_bytes()) == before
+    assert not (tmp_path / "x.png").exists()
+
+
 # -- show ----------------------------------------------------------------------------
 
 
-def test_show_writes_the_crop_as_stored(site: Site, tmp_path: Path) -> None:
+def show(site: Site, alert_id: str, target: Path, *more: str) -> Any:
+    return lfr_cli(
+        "alerts", "show", alert_id, *site.opts(), *site.audit_opts(), "--out",
+        str(target), "--by", "officer-9", *more,
+    )  # fmt: skip
+
+
+def test_show_writes_the_crop_as_stored_and_audits_it(
+    site: Site, tmp_path: Path
+) -> None:
     png, jpeg = site.live
     target = tmp_path / "crop.png"
-    out = lfr_cli("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
+    out = show(site, png.alert_id, target)
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert target.read_bytes().startswith(b"\x89PNG")
@@ -186,17 +254,22 @@ def test_show_writes_the_crop_as_stored(site: Site, tmp_path: Path) -> None:
     assert target.read_bytes() not in out.stdout.encode()
 
     stored = tmp_path / "crop.jpg"
-    out = lfr_cli("alerts", "show", jpeg.alert_id, *site.opts(), "--out", str(stored))
+    out = show(site, jpeg.alert_id, stored)
     assert out.returncode == 0, out.stderr
     assert stored.read_bytes().startswith(b"\xff\xd8\xff")
     decoded = read_image(stored)
     assert decoded.shape == (48, 40, 3)
+    exported = [f for e, f in audit_events(site) if e == "alert_exported"]
+    assert exported == [
+        {"alert_id": png.alert_id, "by": "officer-9"},
+        {"alert_id": jpeg.alert_id, "by": "officer-9"},
+    ]
 
 
 def test_show_reencodes_to_another_extension(site: Site, tmp_path: Path) -> None:
     png = site.live[0]
     target = tmp_path / "crop.bmp"
-    out = lfr_cli("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
+    out = show(site, png.alert_id, target)
     assert out.returncode == 0, out.stderr
     assert target.read_bytes().startswith(b"BM")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
@@ -207,35 +280,35 @@ def test_show_refuses_to_overwrite_without_force(site: Site, tmp_path: Path) -> 
     png = site.live[0]
     target = tmp_path / "crop.png"
     target.write_bytes(b"mine")
-    args = ("alerts", "show", png.alert_id, *site.opts(), "--out", str(target))
-    out = lfr_cli(*args)
+    out = show(site, png.alert_id, target)
     assert out.returncode == 1
     assert "exists" in out.stderr
     assert target.read_bytes() == b"mine"
-    out = lfr_cli(*args, "--force")
+    assert not [e for e, _ in audit_events(site) if e == "alert_exported"]
+    out = show(site, png.alert_id, target, "--force")
     assert out.returncode == 0, out.stderr
     assert target.read_bytes().startswith(b"\x89PNG")
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-def test_show_expired_unknown_and_purged(site: Site, tmp_path: Path) -> None:
+def test_show_expired_and_unknown(site: Site, tmp_path: Path) -> None:
     target = tmp_path / "crop.png"
     expired = site.expired.alert_id
-    out = lfr_cli("alerts", "show", expired, *site.opts(), "--out", str(target))
+    out = show(site, expired, target)
     assert out.returncode == 1
-    # Opening the store purged it: the message is the RetentionError's.
-    assert f"alert {expired} was purged" in out.stderr
+    assert f"alert {expired} expired" in out.stderr
     assert "Traceback" not in out.stderr
     assert not target.exists()
 
     unknown = "0b5d4a8e-3f7e-4b59-9d59-6d0e4a1b2c3d"
-    out = lfr_cli("alerts", "show", unknown, *site.opts(), "--out", str(target))
+    out = show(site, unknown, target)
     assert out.returncode == 1
     assert f"no alert {unknown}" in out.stderr
     assert not target.exists()
+    assert not [e for e, _ in audit_events(site) if e == "alert_exported"]
 
 
-# -- review --------------------------------------------------------------------------
+# -- review, hold, release, action ---------------------------------------------------
 
 
 def test_review_is_recorded_in_the_store_and_the_log(site: Site) -> None:
@@ -270,38 +343,26 @@ def test_review_is_recorded_in_the_store_and_the_log(site: Site) -> None:
             "decision": "false_alert",
         },
     ]
-    # Opening the store purged the expired alert: that is in the log too.
-    assert [f for e, f in events if e == "alert_purged"] == [
-        {"alert_id": site.expired.alert_id}
-    ]
     report = verify(site.audit, SigningKey.load(site.signing_key).public_key())
     assert not [v for v in report.violations if v.kind == "integrity"]
     assert not [v for v in report.violations if alert.alert_id in v.message]
 
 
-def test_review_without_audit_and_bad_input(site: Site) -> None:
+def test_review_bad_input(site: Site) -> None:
     alert = site.live[1]
-    before = site.audit.read_bytes()
     out = lfr_cli(
-        "alerts", "review", alert.alert_id, *site.opts(), "--reviewer", "officer-1",
-        "--decision", "inconclusive",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert site.audit.read_bytes() == before
-
-    out = lfr_cli(
-        "alerts", "review", alert.alert_id, *site.opts(), "--reviewer", "officer-1",
-        "--decision", "maybe",
+        "alerts", "review", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--reviewer", "officer-1", "--decision", "maybe",
     )  # fmt: skip
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
 
     out = lfr_cli(
-        "alerts", "review", site.expired.alert_id, *site.opts(), "--reviewer",
-        "officer-1", "--decision", "confirmed",
+        "alerts", "review", site.expired.alert_id, *site.opts(), *site.audit_opts(),
+        "--reviewer", "officer-1", "--decision", "confirmed",
     )  # fmt: skip
     assert out.returncode == 1
-    assert "purged" in out.stderr
+    assert "expired" in out.stderr
 
 
 def test_review_with_a_wrong_signing_key_changes_nothing(
@@ -324,6 +385,59 @@ def test_review_with_a_wrong_signing_key_changes_nothing(
     key.destroy()
 
 
+def test_hold_release_and_action_are_audited(site: Site) -> None:
+    alert = site.live[0]
+    until = (datetime.now(timezone.utc) + timedelta(days=7)).replace(microsecond=0)
+    out = lfr_cli(
+        "alerts", "hold", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--reason", "case 42", "--until", until.isoformat(), "--by", "officer-3",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "held until" in out.stdout
+    out = lfr_cli(
+        "alerts", "action", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--action", "engaged", "--by", "officer-4",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = lfr_cli(
+        "alerts", "release", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--by", "officer-3",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = lfr_cli(
+        "alerts", "release", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--by", "officer-3",
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "not on hold" in out.stderr
+    events = [
+        (e, f)
+        for e, f in audit_events(site)
+        if e not in ("alert_raised", "log_created")
+    ]
+    assert events == [
+        (
+            "alert_held",
+            {
+                "alert_id": alert.alert_id,
+                "reason": "case 42",
+                "until": until.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "by": "officer-3",
+            },
+        ),
+        (
+            "alert_actioned",
+            {"alert_id": alert.alert_id, "action": "engaged", "by": "officer-4"},
+        ),
+        ("alert_released", {"alert_id": alert.alert_id, "by": "officer-3"}),
+    ]
+    out = lfr_cli(
+        "alerts", "action", alert.alert_id, *site.opts(), *site.audit_opts(),
+        "--action", "arrested", "--by", "officer-4",
+    )  # fmt: skip
+    assert out.returncode == 2
+
+
 # -- purge ---------------------------------------------------------------------------
 
 
@@ -342,14 +456,97 @@ def test_purge_records_each_purged_alert(site: Site) -> None:
     assert len([e for e, _ in audit_events(site) if e == "alert_purged"]) == 1
 
 
-def test_purge_after_a_short_ttl(tmp_path: Path) -> None:
-    """A store whose policy keeps alerts 2 s: the CLI purges them once expired."""
+def short_site(tmp_path: Path, ttl: float) -> tuple[Site, lfr.Alert, lfr.Alert]:
+    """A store whose alerts live ``ttl`` seconds, two alerts, audited."""
+    key = lfr.Key.generate()
+    key_file = key.save(tmp_path / "alerts.key")
+    store_path = tmp_path / "alerts.db"
+    signing = SigningKey.generate()
+    signing_key = signing.save(tmp_path / "audit.key")
+    audit = tmp_path / "audit.jsonl"
+    policy = lfr.RetentionPolicy(
+        alert_ttl=timedelta(seconds=ttl),
+        purge_interval=timedelta(seconds=60),
+        two_person_review=False,  # this site checks retention only
+    )
+    with lfr.Records.open(store_path, key, audit, signing, policy=policy) as records:
+        with records.log as log:
+            log.append(
+                "deployment_started", deployment_id="dep-1", camera_ids=["cam-1"],
+                location="here", purpose="test", authorised_by="Supt X",
+                watchlist_sha256="0" * 64, watchlist_size=1, model_id="m",
+                threshold=0.9, policy=policy, lfr_version=lfr.__version__,
+            )  # fmt: skip
+            alerts = [
+                records.raise_alert(
+                    subject_id=f"S-{i}",
+                    score=0.8,
+                    box=(0, 0, 40, 48),
+                    crop=random_crop(i),
+                    camera_id="cam-1",
+                    deployment_id="dep-1",
+                )  # fmt: skip
+                for i in range(2)
+            ]
+    key.destroy()
+    site = Site(store_path, key_file, signing_key, audit, alerts, alerts[0])
+    return site, alerts[0], alerts[1]
+
+
+def test_an_audited_purge_and_a_cli_hold_leave_no_violation(tmp_path: Path) -> None:
+    site, held, plain = short_site(tmp_path, ttl=3)
+    out = lfr_cli(
+        "alerts", "hold", held.alert_id, *site.opts(), *site.audit_opts(),
+        "--reason", "case 7", "--until", "1d", "--by", "officer-1",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = lfr_cli(
+        "alerts", "review", plain.alert_id, *site.opts(), *site.audit_opts(),
+        "--reviewer", "officer-2", "--decision", "false_alert",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    deadline = plain.expires + timedelta(seconds=20)
+    while datetime.now(timezone.utc) <= plain.expires:
+        assert datetime.now(timezone.utc) < deadline
+        time.sleep(0.1)
+    # After expiry: list without the log destroys nothing ...
+    out = lfr_cli("alerts", "list", *site.opts())
+    assert out.returncode == 0, out.stderr
+    assert held.alert_id in out.stdout and plain.alert_id not in out.stdout
+    assert not [e for e, _ in audit_events(site) if e == "alert_purged"]
+    # ... and an audited purge before the deadline leaves no violation.
+    out = lfr_cli("alerts", "purge", *site.opts(), *site.audit_opts())
+    assert out.returncode == 0, out.stderr
+    assert "purged 1 expired alert(s); 1 live" in out.stdout
+    assert [f for e, f in audit_events(site) if e == "alert_purged"] == [
+        {"alert_id": plain.alert_id}
+    ]
+    public = SigningKey.load(site.signing_key).public_key()
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    report = verify(site.audit, public, now=later)
+    assert not report.violations, report.violations
+    # Negative control: without the hold record, the kept alert is a violation.
+    lines = site.audit.read_bytes().splitlines(keepends=True)
+    forged = tmp_path / "forged.jsonl"
+    with AuditLog.create(forged, SigningKey.load(site.signing_key)) as log:
+        for record in read_log(site.audit, public)[0][1:]:
+            if record.event != "alert_held":
+                log.append(record.event, **dict(record.fields))
+    assert len(lines) > 3
+    report = verify(forged, public, now=later)
+    assert [
+        v.kind for v in report.violations if held.alert_id in v.message
+    ] == ["alert_not_purged", "alert_not_reviewed"]
+
+
+def test_purge_after_a_short_ttl_reconciles_an_unaudited_store(tmp_path: Path) -> None:
+    """A store changed without its log: the CLI first records what it lacks."""
     key = lfr.Key.generate()
     key_file = key.save(tmp_path / "alerts.key")
     store_path = tmp_path / "alerts.db"
     policy = lfr.RetentionPolicy(alert_ttl=timedelta(seconds=2))
     with lfr.AlertStore(store_path, key, policy=policy) as store:
-        alert = store.add(
+        alert = store._add(
             subject_id="S-1",
             score=0.8,
             box=(0, 0, 40, 48),
@@ -372,20 +569,12 @@ def test_purge_after_a_short_ttl(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "purged 1 expired alert(s); 0 live" in out.stdout
+    assert "alert_raised" in out.stderr  # the note says what was reconciled
     records, problems = read_log(audit, signing.public_key())
     assert problems == []
     assert [(r.event, r.fields.get("alert_id")) for r in records[1:]] == [
-        ("alert_purged", alert.alert_id)
+        ("anomaly", None),
+        ("alert_raised", alert.alert_id),
+        ("alert_purged", alert.alert_id),
     ]
-
-
-def test_store_reports_what_opening_purged(site: Site) -> None:
-    key = lfr.Key.from_file(site.key_file)
-    try:
-        with lfr.AlertStore(site.store, key) as store:
-            assert store.purged_on_open == (site.expired.alert_id,)
-            assert store.purge() == []
-        with lfr.AlertStore(site.store, key) as store:
-            assert store.purged_on_open == ()
-    finally:
-        key.destroy()
+    assert records[1].fields["kind"] == "trail_reconciled"

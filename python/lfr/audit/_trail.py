@@ -17,7 +17,15 @@ from lfr.retention import RetentionPolicy
 
 #: The events that belong to one alert (besides ``alert_raised``).
 ALERT_EVENTS = frozenset(
-    {"alert_reviewed", "alert_actioned", "alert_held", "alert_released", "alert_purged"}
+    {
+        "alert_reviewed",
+        "alert_actioned",
+        "alert_held",
+        "alert_released",
+        "alert_purged",
+        "alert_improved",
+        "alert_exported",
+    }
 )
 
 

@@ -67,6 +67,9 @@ ANOMALY_KINDS = (
     "stream_recovered",
     "model_changed",
     "log_recovered",
+    "purge_incomplete",
+    "alert_lost",
+    "trail_reconciled",
     "other",
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -291,6 +294,10 @@ EVENTS: Mapping[str, EventSpec] = {
     "alert_held": _spec({"alert_id": _id, "reason": _text, "until": _time, "by": _id}),
     "alert_released": _spec({"alert_id": _id}, {"by": _id}),
     "alert_purged": _spec({"alert_id": _id}),
+    # A better view of the face replaced the stored crop, score and box.
+    "alert_improved": _spec({"alert_id": _id, "score": _number}),
+    # A person exported the alert's face crop (lfr alerts show).
+    "alert_exported": _spec({"alert_id": _id, "by": _id}),
     "watchlist_loaded": _spec(
         {
             "deployment_id": _id,

@@ -1,11 +1,17 @@
-"""``lfr alerts``: list, show, review and purge the alerts of an alert store.
+"""``lfr alerts``: list, show, review, hold, release, action and purge stored alerts.
 
 Alert stores are opened with a key file only: a store records its key's id but no
-scrypt parameters, so a passphrase cannot be turned back into its key. Opening a
-store purges what has expired; with ``--audit LOG --signing-key SK`` every alert
-so destroyed is recorded (``alert_purged``), as is a review (``alert_reviewed``).
-The audit log is opened (and verified) before the store is touched. Crops are
-written only to the file ``show --out`` names (mode 0600), never to the terminal.
+scrypt parameters, so a passphrase cannot be turned back into its key.
+
+Every command that changes an alert or exports its crop (``show``, ``review``,
+``hold``, ``release``, ``action``, ``purge``) needs the deployment's audit log and
+its signing key (``--audit LOG --signing-key SK``) and goes through
+:class:`lfr.alerts.Records`, which writes the change and its audit record together
+and first records anything the store did that the log lacks. ``list`` without
+``--audit`` only reads: it destroys nothing, even expired alerts (with ``--audit``
+it purges them, audited). These commands work while ``lfr run`` writes the same
+log. Crops are written only to the file ``show --out`` names (mode 0600), never to
+the terminal.
 """
 
 from __future__ import annotations
@@ -15,54 +21,66 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from lfr.cli._common import fail
+from lfr.cli._common import fail, parse_time
 from lfr.errors import LfrError
 
 if TYPE_CHECKING:
-    from lfr.alerts import Alert, AlertStore
-    from lfr.audit.log import AuditLog
+    from lfr.alerts import Alert, AlertStore, Records
 
 _DECISIONS = ("confirmed", "false_alert", "inconclusive")
+_ACTIONS = ("engaged", "no_action")
 #: Extensions whose format is the stored one: the crop is written as stored.
 _STORED_AS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg"}
 _PNG = b"\x89PNG\r\n\x1a\n"
+#: The actions that change or export an alert: they need the log and its key.
+_AUDITED = ("show", "review", "hold", "release", "action", "purge")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds ``alerts``."""
     alerts = sub.add_parser(
         "alerts",
-        help="list, show, review and purge stored alerts",
+        help="list, show, review, hold, release, action and purge stored alerts",
         description="Works on an alert store (made by a deployment or "
-        "lfr.AlertStore). Opening a store purges the alerts that have expired.",
+        "lfr.alerts.Records). Every action but list needs the audit log and its "
+        "signing key (--audit LOG --signing-key SK): each change or export is "
+        "recorded there. list without --audit only reads and destroys nothing.",
     )
     asub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION", required=True)
 
-    listing = asub.add_parser("list", help="show live alerts, oldest first")
+    listing = asub.add_parser(
+        "list",
+        help="show live alerts, oldest first",
+        description="Lists live alerts. Without --audit the store is only read: "
+        "expired alerts are hidden but not destroyed. With --audit, expired alerts "
+        "are purged first, each purge recorded (alert_purged).",
+    )
     _add_store_options(listing)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
     show = asub.add_parser(
         "show",
-        help="write an alert's face crop to a file (mode 0600)",
+        help="write an alert's face crop to a file (mode 0600), audited",
         description="Decrypts the alert's face crop and writes it to --out, as "
         "stored (PNG or JPEG) or, when --out ends in another image extension, "
-        "re-encoded to it. Expired and purged alerts cannot be shown.",
+        "re-encoded to it. The export is recorded (alert_exported: alert id, "
+        "--by) before the file is written. Expired and purged alerts cannot be "
+        "shown.",
     )
     show.add_argument("alert_id", metavar="ID", help="the alert's id")
     _add_store_options(show)
     show.add_argument("--out", required=True, metavar="IMG", help="the file to write")
     show.add_argument("--force", action="store_true", help="overwrite IMG")
+    _add_by(show, "who exports the crop (an officer's id)")
 
     review = asub.add_parser(
         "review",
         help="record a human review of an alert",
         description="Records who reviewed the alert and their decision in the "
-        "store (encrypted with the alert) and, with --audit, in the audit log "
-        "(alert_reviewed: alert id, reviewer, decision; the note stays in the "
-        "store).",
+        "store (encrypted with the alert) and in the audit log (alert_reviewed: "
+        "alert id, reviewer, decision; the note stays in the store).",
     )
     review.add_argument("alert_id", metavar="ID", help="the alert's id")
     _add_store_options(review)
@@ -72,17 +90,64 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     review.add_argument("--decision", required=True, choices=_DECISIONS)
     review.add_argument("--note", metavar="N", help="free text, kept in the store")
 
+    hold = asub.add_parser(
+        "hold",
+        help="keep an alert past its expiry for a case",
+        description="Keeps a live alert until --until for the case --reason "
+        "names (alert_held). At most the policy's max_hold ahead; renew a hold "
+        "with another before it ends.",
+    )
+    hold.add_argument("alert_id", metavar="ID", help="the alert's id")
+    _add_store_options(hold)
+    hold.add_argument(
+        "--reason", required=True, metavar="R", help="the case reference (required)"
+    )
+    hold.add_argument(
+        "--until",
+        required=True,
+        type=parse_time,
+        metavar="T",
+        help="when the hold ends: an ISO 8601 time (UTC if no zone) or Nd / Nh "
+        "from now",
+    )
+    _add_by(hold, "who places the hold (an officer's id)")
+
+    release = asub.add_parser(
+        "release",
+        help="end the hold on an alert",
+        description="Ends the hold on an alert (alert_released); it then follows "
+        "its own expiry and, if that has passed, is purged by the next purge.",
+    )
+    release.add_argument("alert_id", metavar="ID", help="the alert's id")
+    _add_store_options(release)
+    _add_by(release, "who releases it (an officer's id)")
+
+    action = asub.add_parser(
+        "action",
+        help="record what an officer did about an alert",
+        description="Records the outcome of an alert (alert_actioned): engaged "
+        "(the person was approached) or no_action.",
+    )
+    action.add_argument("alert_id", metavar="ID", help="the alert's id")
+    _add_store_options(action)
+    action.add_argument("--action", required=True, choices=_ACTIONS)
+    _add_by(action, "the engagement officer (an id)")
+
     purge = asub.add_parser(
         "purge",
         help="destroy expired alerts that no hold keeps",
         description="Destroys every expired alert that no hold keeps "
-        "(crypto-shredding) and prints how many were destroyed; with --audit, "
-        "records each one (alert_purged).",
+        "(crypto-shredding), records each one (alert_purged) and prints how many "
+        "were destroyed.",
     )
     _add_store_options(purge)
 
-    for parser in (listing, show, review, purge):
+    for parser in (listing, show, review, hold, release, action, purge):
         _add_audit_options(parser)
+
+
+def _add_by(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--by", required=True, metavar="OFFICER", help=text)
 
 
 def _add_store_options(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +168,7 @@ def _add_audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--audit",
         metavar="LOG",
-        help="the deployment's audit log, to record reviews and purges in",
+        help="the deployment's audit log, where every change is recorded",
     )
     parser.add_argument(
         "--signing-key",
@@ -124,43 +189,67 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     if (args.audit is None) != (args.signing_key is None):
         return fail(command, "--audit and --signing-key go together")
+    if args.audit is None and args.alerts_command in _AUDITED:
+        return fail(
+            command,
+            "this changes or exports an alert, so it is recorded in the audit log: "
+            "give the deployment's log and its signing key (--audit LOG "
+            "--signing-key SK)",
+        )
     try:
-        with _opened(args) as (store, audit):
-            return int(_ACTIONS[args.alerts_command](args, store, audit))
+        if args.audit is None:
+            with _read_only(args) as store:
+                return _list(args, store)
+        with _records(args) as records:
+            return int(_ACTIONS_RUN[args.alerts_command](args, records))
     except KeyError as exc:
         return fail(command, f"no alert {exc.args[0] if exc.args else ''} in the store")
     except (LfrError, OSError, ValueError) as exc:
         return fail(command, exc)
 
 
-@contextlib.contextmanager
-def _opened(args: argparse.Namespace) -> Iterator[tuple[AlertStore, AuditLog | None]]:
-    """The store and, with ``--audit``, the audit log (opened first)."""
-    from lfr.alerts import AlertStore
-    from lfr.audit.log import AuditLog
-    from lfr.audit.signing import SigningKey
-    from lfr.keys import Key
-
+def _store_path(args: argparse.Namespace) -> Path:
     store_path = Path(args.store)
     if not store_path.is_file():
         raise FileNotFoundError(f"no alert store at {store_path}")
-    with contextlib.ExitStack() as stack:
-        audit = None
-        if args.audit is not None:
-            audit = stack.enter_context(
-                AuditLog.open(args.audit, SigningKey.load(args.signing_key))
-            )
-        key = Key.from_file(args.key_file)
-        stack.callback(key.destroy)
-        store = stack.enter_context(AlertStore(store_path, key))
-        _record_purges(audit, store.purged_on_open)
-        yield store, audit
+    return store_path
 
 
-def _record_purges(audit: AuditLog | None, alert_ids: tuple[str, ...]) -> None:
-    if audit is not None:
-        for alert_id in alert_ids:
-            audit.append("alert_purged", alert_id=alert_id)
+@contextlib.contextmanager
+def _read_only(args: argparse.Namespace) -> Iterator[AlertStore]:
+    """The store alone: it reads and never purges."""
+    from lfr.alerts import AlertStore
+    from lfr.keys import Key
+
+    store_path = _store_path(args)
+    key = Key.from_file(args.key_file)
+    try:
+        with AlertStore(store_path, key) as store:
+            yield store
+    finally:
+        key.destroy()
+
+
+@contextlib.contextmanager
+def _records(args: argparse.Namespace) -> Iterator[Records]:
+    """The store and its log, through the records layer (the log is opened first)."""
+    from lfr.alerts import Records
+    from lfr.audit.signing import SigningKey
+    from lfr.keys import Key
+
+    store_path = _store_path(args)
+    audit = Path(args.audit)
+    if not audit.is_file():
+        raise FileNotFoundError(f"no audit log at {audit}")
+    signing = SigningKey.load(args.signing_key)
+    key = Key.from_file(args.key_file)
+    try:
+        with Records.open(store_path, key, audit, signing) as records:
+            if records.reconciled.total or records.reconciled.unreadable:
+                print(f"note: {records.reconciled.describe()}", file=_stderr())
+            yield records
+    finally:
+        key.destroy()
 
 
 def _line(alert: Alert) -> str:
@@ -178,13 +267,20 @@ def _line(alert: Alert) -> str:
     )
 
 
-def _list(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -> int:
+def _list(args: argparse.Namespace, store: AlertStore) -> int:
     for alert in store.alerts():
         print(json.dumps(alert.to_json()) if args.json else _line(alert))
     return 0
 
 
-def _show(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -> int:
+def _list_audited(args: argparse.Namespace, records: Records) -> int:
+    gone = records.purge()
+    if gone:
+        print(f"purged {len(gone)} expired alert(s) (audited)", file=_stderr())
+    return _list(args, records.store)
+
+
+def _show(args: argparse.Namespace, records: Records) -> int:
     import cv2
     import numpy as np
 
@@ -195,12 +291,15 @@ def _show(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -
         raise FileExistsError(f"{out} exists; refusing to overwrite it (--force)")
     suffix = out.suffix.lower()
     wanted = _STORED_AS.get(suffix)
-    stored = store.crop(args.alert_id)
+    store = records.store
+    stored = store.crop(args.alert_id)  # checks it is live before auditing
     stored_as = "png" if stored.startswith(_PNG) else "jpeg"
     if wanted == stored_as or (wanted is None and not cv2.haveImageWriter(str(out))):
-        data = bytearray(stored)
+        data = bytearray(records.export_crop(args.alert_id, by=args.by))
     else:
-        image = store.crop_image(args.alert_id)
+        if not cv2.haveImageWriter(str(out)):
+            raise ValueError(f"cannot encode the crop as {suffix}")
+        image = records.export_image(args.alert_id, by=args.by)
         try:
             ok, encoded = cv2.imencode(suffix, image)
         except cv2.error:
@@ -215,19 +314,12 @@ def _show(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -
         write_file(out, data, 0o600, overwrite=args.force)
     finally:
         data[:] = bytes(len(data))
-    print(f"wrote the crop of alert {args.alert_id} to {out}")
+    print(f"wrote the crop of alert {args.alert_id} to {out} (export audited)")
     return 0
 
 
-def _review(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -> int:
-    alert = store.review(args.alert_id, args.reviewer, args.decision, args.note)
-    if audit is not None:
-        audit.append(
-            "alert_reviewed",
-            alert_id=alert.alert_id,
-            reviewer=args.reviewer,
-            decision=args.decision,
-        )
+def _review(args: argparse.Namespace, records: Records) -> int:
+    alert = records.review(args.alert_id, args.reviewer, args.decision, args.note)
     print(
         f"recorded {args.decision} by {args.reviewer} for alert {alert.alert_id} "
         f"({len(alert.decisions)} reviewer(s))"
@@ -235,12 +327,43 @@ def _review(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None)
     return 0
 
 
-def _purge(args: argparse.Namespace, store: AlertStore, audit: AuditLog | None) -> int:
-    gone = store.purge()
-    _record_purges(audit, tuple(gone))
-    count = len(store.purged_on_open) + len(gone)
-    print(f"purged {count} expired alert(s); {len(store)} live")
+def _hold(args: argparse.Namespace, records: Records) -> int:
+    alert = records.hold(args.alert_id, args.reason, args.until, by=args.by)
+    until = alert.held_until.isoformat() if alert.held_until else "?"
+    print(f"alert {alert.alert_id} held until {until} by {args.by}")
     return 0
 
 
-_ACTIONS = {"list": _list, "show": _show, "review": _review, "purge": _purge}
+def _release(args: argparse.Namespace, records: Records) -> int:
+    records.release(args.alert_id, by=args.by)
+    print(f"hold on alert {args.alert_id} released by {args.by}")
+    return 0
+
+
+def _action(args: argparse.Namespace, records: Records) -> int:
+    records.action(args.alert_id, args.action, by=args.by)
+    print(f"recorded {args.action} by {args.by} for alert {args.alert_id}")
+    return 0
+
+
+def _purge(args: argparse.Namespace, records: Records) -> int:
+    gone = records.purge()
+    print(f"purged {len(gone)} expired alert(s); {len(records.store)} live")
+    return 0
+
+
+def _stderr() -> Any:
+    import sys
+
+    return sys.stderr
+
+
+_ACTIONS_RUN = {
+    "list": _list_audited,
+    "show": _show,
+    "review": _review,
+    "hold": _hold,
+    "release": _release,
+    "action": _action,
+    "purge": _purge,
+}

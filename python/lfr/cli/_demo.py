@@ -362,7 +362,7 @@ def _demo(
     from lfr.audit import SigningKey, verify
     from lfr.audit.report import render_markdown, write_report
     from lfr.demo import compose_video
-    from lfr.deployment import DEFAULT_THRESHOLD, Deployment
+    from lfr.pipeline import DEFAULT_THRESHOLD, Deployment
     from lfr.keys import Key
     from lfr.tracking import TrackerConfig
     from lfr.watchlist import Watchlist
@@ -536,7 +536,18 @@ def _demo(
     print(f"  keys:               {out / _KEY}, {out / _SIGNING_KEY}")
     if args.keep_video:
         print(f"  video (faces!):     {video}")
+    audit_args = f"--audit {out / _AUDIT} --signing-key {out / _SIGNING_KEY}"
     print(f"  see the alerts:     lfr alerts list {store_args}")
+    print("    (read only: it destroys nothing; every change below is audited)")
+    print(
+        f"  review one:         lfr alerts review ID {store_args} {audit_args} "
+        "--reviewer OFFICER --decision confirmed"
+    )
+    print(
+        f"  keep one for a case: lfr alerts hold ID {store_args} {audit_args} "
+        "--reason CASE --until 7d --by OFFICER"
+    )
+    print(f"  purge expired:      lfr alerts purge {store_args} {audit_args}")
     print(
         f"  verify the log:     lfr audit verify {out / _AUDIT} "
         f"--public-key {out / _PUBLIC_KEY}"

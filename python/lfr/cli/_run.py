@@ -1,8 +1,12 @@
 """``lfr run``: a live deployment from the command line.
 
 A one-line status (frames per second, faces, wiped, alerts, drops) on stderr, each
-alert on stdout as it happens; Ctrl-C (or SIGTERM) stops cleanly: the audit log
-records the end and is closed.
+alert on stdout as it happens; Ctrl-C (or SIGTERM) stops: the audit log records the
+end and is closed, within 10 seconds whatever the deployment was doing (a write
+still blocked then is abandoned: its alerts are named on stderr and audited as
+``alert_lost`` at the next start). The exit status is 0 after a clean stop and 1
+after an error (a full disk, an unwritable log), which is printed with every alert
+decided but not stored and audited.
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from lfr.cli._common import add_key_options, fail, key_from
 from lfr.errors import LfrError
+
+#: How often the main thread looks for a stop signal or the end, in seconds.
+_POLL_S = 0.2
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,6 +97,14 @@ class _Status:
     def __init__(self) -> None:
         self._tty = sys.stderr.isatty()
         self._every = 0.5 if self._tty else 5.0
+        self._last = 0.0
+
+    def tick(self, stats: Any) -> None:
+        """Shows the status if it is due."""
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self.show(stats)
 
     def show(self, stats: Any, final: bool = False) -> None:
         text = (
@@ -105,9 +121,9 @@ class _Status:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs ``lfr run``."""
     from lfr.alerts import AlertStore
-    from lfr.deployment import Deployment
     from lfr.embed import FaceEmbedder
     from lfr.keys import Passphrase
+    from lfr.pipeline import Deployment
     from lfr.watchlist import Watchlist
 
     try:
@@ -159,8 +175,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     status = _Status()
     try:
         deployment.start()
-        while not deployment.wait(status._every):
-            status.show(deployment.stats())
+        # Short waits, so a signal is acted on at once (close is bounded).
+        while not stopping.is_set() and not deployment.wait(_POLL_S):
+            status.tick(deployment.stats())
         status.show(deployment.stats(), final=True)
         deployment.close()
     except LfrError as exc:

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -34,18 +34,18 @@ import numpy.typing as npt
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lfr._alert_db import (
+from lfr._closing import Closing
+from lfr.alerts.schema import (
     _LIVE,
     _SEAL_OVERHEAD,
     _SKEW,
-    FORMAT_VERSION,
     _context,
     _create,
     _hold_rows,
     _next_seq,
     _validate,
 )
-from lfr._alert_values import (
+from lfr.alerts.values import (
     _aware,
     _box,
     _dt,
@@ -55,9 +55,9 @@ from lfr._alert_values import (
     _text,
     _us,
     _utcnow,
+    _uuid,
     _wipe,
 )
-from lfr._closing import Closing
 from lfr.errors import AlertStoreError, RetentionError, WrongKeyError
 from lfr.keys import (
     KeyProvider,
@@ -69,7 +69,7 @@ from lfr.keys import (
 )
 from lfr.retention import RetentionPolicy
 
-__all__ = ["FORMAT_VERSION", "Alert", "AlertStore", "Decision", "Hold", "Review"]
+__all__ = ["Alert", "AlertStore", "Decision", "Hold", "Review", "TrailState"]
 
 _log = logging.getLogger(__name__)
 
@@ -159,6 +159,9 @@ class Alert:
         hold_reason: Reason of the hold in force, or ``None``.
         reviews: Every human review, oldest first (a reviewer who reviewed twice
             appears twice; :attr:`decisions` counts each reviewer once).
+        views: 1, plus how many better views of the face have since replaced
+            the stored crop, score and box (each one audited as
+            ``alert_improved``).
     """
 
     alert_id: str
@@ -172,6 +175,7 @@ class Alert:
     held_until: datetime | None = None
     hold_reason: str | None = None
     reviews: tuple[Review, ...] = ()
+    views: int = 1
 
     @property
     def decisions(self) -> dict[str, Decision]:
@@ -194,6 +198,7 @@ class Alert:
             else self.held_until.isoformat(),
             "hold_reason": self.hold_reason,
             "reviews": [r.to_json() for r in self.reviews],
+            "views": self.views,
         }
 
 
@@ -212,11 +217,14 @@ class _Opened:
 class AlertStore(Closing):
     """Encrypted alerts in one SQLite file, each readable until it expires.
 
-    Opening creates the file if it does not exist, checks an existing one (format,
-    version, key) without writing to it, then runs :meth:`purge` (the ids it
-    destroyed are in :attr:`purged_on_open`, for the audit log). One connection is
-    shared by all threads, behind a lock: a pipeline thread may :meth:`add` while a
-    reviewer thread reads.
+    Opening creates the file if it does not exist and checks an existing one
+    (format, version, key) without writing to it. A store opened on its own is for
+    **reading**: it never purges (an unaudited purge would leave the audit log
+    without its ``alert_purged`` records) and says so once, in a logged warning,
+    when it holds expired alerts; :attr:`purging` is ``False``. Every change to an
+    alert (raise, better view, review, hold, release, purge) and every export of a
+    crop goes through :class:`lfr.alerts.Records`, which pairs it with its audit
+    record. One connection is shared by all threads, behind a lock.
 
     Args:
         path: The store file. Its directory must exist; SQLite keeps ``-wal`` and
@@ -241,16 +249,20 @@ class AlertStore(Closing):
         >>> import lfr
         >>> folder = tempfile.mkdtemp()
         >>> key = lfr.Key.generate()
-        >>> with lfr.AlertStore(os.path.join(folder, "alerts.db"), key) as store:
-        ...     alert = store.add(
+        >>> from lfr.alerts import Records
+        >>> signing = lfr.SigningKey.generate()
+        >>> with Records.open(
+        ...     os.path.join(folder, "alerts.db"), key,
+        ...     os.path.join(folder, "audit.log"), signing,
+        ... ) as records:
+        ...     alert = records.raise_alert(
         ...         subject_id="S-17", score=0.71, box=(10, 20, 50, 70),
         ...         crop=np.zeros((50, 40, 3), np.uint8),
         ...         camera_id="cam-1", deployment_id="dep-1",
         ...     )
-        ...     store.get(alert.alert_id).subject_id, len(store)
-        ...     store.crop_image(alert.alert_id).shape
-        ('S-17', 1)
-        (50, 40, 3)
+        >>> with lfr.AlertStore(os.path.join(folder, "alerts.db"), key) as store:
+        ...     store.get(alert.alert_id).subject_id, len(store), store.purging
+        ('S-17', 1, False)
     """
 
     def __init__(
@@ -281,7 +293,7 @@ class AlertStore(Closing):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._compact_pending = False
-        self._purged_on_open: tuple[str, ...] = ()
+        self._purging = False
         if not os.path.lexists(self._path):
             _create(self._path, key, self._now())
         self._store_id = _validate(self._path, key)
@@ -309,7 +321,7 @@ class AlertStore(Closing):
                     "journal_size_limit=0",
                 ):
                     conn.execute(f"PRAGMA {pragma}")
-            self._purged_on_open = tuple(self.purge())
+            self._warn_if_unpurged()
         except BaseException:
             self.close()
             raise
@@ -332,13 +344,22 @@ class AlertStore(Closing):
         return self._policy
 
     @property
-    def purged_on_open(self) -> tuple[str, ...]:
-        """The ids destroyed by the purge that opening ran, oldest first.
+    def purging(self) -> bool:
+        """Whether expired alerts are purged: only through :class:`~lfr.alerts.Records`.
 
-        So that a caller keeping an audit log can record them (``alert_purged``)
-        like those :meth:`purge` returns.
+        ``False`` for a store opened on its own, which reads but never purges, so
+        that no alert is destroyed without its ``alert_purged`` audit record.
         """
-        return self._purged_on_open
+        return self._purging
+
+    @property
+    def compact_pending(self) -> bool:
+        """Whether purged ciphertext may still be in the ``-wal`` file.
+
+        ``True`` after a purge whose checkpoint a reader blocked; the next
+        :meth:`_compact_now` (or purge) tries again.
+        """
+        return self._compact_pending
 
     @property
     def closed(self) -> bool:
@@ -347,7 +368,7 @@ class AlertStore(Closing):
 
     # -- writing -------------------------------------------------------------------
 
-    def add(
+    def _add(
         self,
         *,
         subject_id: str,
@@ -358,8 +379,9 @@ class AlertStore(Closing):
         deployment_id: str,
         time: datetime | None = None,
         image_format: ImageFormat = "png",
+        alert_id: str | None = None,
     ) -> Alert:
-        """Encrypts and stores one alert, in one transaction.
+        """Encrypts and stores one alert, in one transaction (for Records).
 
         The crop is encoded in memory (never to a file), encrypted with a fresh
         data key, and the encoded plaintext is then overwritten with zeros.
@@ -376,6 +398,8 @@ class AlertStore(Closing):
             time: Time of the match (aware); now when ``None``. At most one
                 minute ahead of the store's clock.
             image_format: ``"png"`` (lossless) or ``"jpeg"`` for array crops.
+            alert_id: The id to store it under (a new UUID4 when ``None``), so a
+                caller can name an alert before it is stored.
 
         Returns:
             The stored alert; it expires at ``time + policy.alert_ttl``.
@@ -397,6 +421,7 @@ class AlertStore(Closing):
             raise ValueError(
                 f"image_format must be 'png' or 'jpeg', got {image_format!r}"
             )
+        new_id = str(uuid.uuid4()) if alert_id is None else _uuid(alert_id)
         encoded, fmt = _encode(crop, image_format)
         try:
             with self._session() as conn:
@@ -414,7 +439,7 @@ class AlertStore(Closing):
                         f"an alert time of {when.isoformat()} is more than {_SKEW} "
                         f"ahead of the store's clock ({now.isoformat()})"
                     )
-                alert_id = str(uuid.uuid4())
+                alert_id = new_id
                 expires_us = _us(expires)
                 record = bytearray(
                     json.dumps(
@@ -426,6 +451,7 @@ class AlertStore(Closing):
                             "score": score,
                             "box": list(box),
                             "format": fmt,
+                            "views": 1,
                         }
                     ).encode()
                 )
@@ -466,7 +492,7 @@ class AlertStore(Closing):
             expires=_dt(expires_us),
         )
 
-    def improve(
+    def _improve(
         self,
         alert_id: str,
         *,
@@ -521,6 +547,7 @@ class AlertStore(Closing):
                         "score": score,
                         "box": list(box),
                         "format": fmt,
+                        "views": current.views + 1,
                     }
                 ).encode()
             )
@@ -543,7 +570,7 @@ class AlertStore(Closing):
                 )
             return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
 
-    def hold(
+    def _hold(
         self, alert_id: str, reason: str, until: datetime, *, by: str | None = None
     ) -> Alert:
         """Keeps an alert past its expiry, for a named case, until ``until``.
@@ -602,7 +629,7 @@ class AlertStore(Closing):
             _log.info("alert %s held until %s", alert_id, end.isoformat())
             return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
 
-    def release(self, alert_id: str, *, by: str | None = None) -> None:
+    def _release(self, alert_id: str, *, by: str | None = None) -> None:
         """Ends the hold on an alert (recorded); it then follows its own expiry.
 
         If that expiry has passed, the alert can no longer be read and the next
@@ -633,7 +660,7 @@ class AlertStore(Closing):
                 )
             _log.info("hold on alert %s released", alert_id)
 
-    def review(
+    def _review(
         self,
         alert_id: str,
         reviewer: str,
@@ -685,7 +712,7 @@ class AlertStore(Closing):
             _log.info("review recorded for alert %s", alert_id)
             return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
 
-    def purge(self) -> list[str]:
+    def _purge(self) -> list[str]:
         """Destroys every expired alert that no hold keeps; safe to repeat.
 
         In order: the wrapped data keys are overwritten and set to NULL (one
@@ -1016,6 +1043,7 @@ class AlertStore(Closing):
                 held_until=None if held is None else held.until,
                 hold_reason=None if held is None else held.reason,
                 reviews=self._reviews(conn, opened),
+                views=int(entry.get("views", 1)),
             )
         except (InvalidTag, ValueError, KeyError, TypeError):
             raise AlertStoreError(
@@ -1035,6 +1063,93 @@ class AlertStore(Closing):
         self._compact_pending = bool(busy)
         if busy:
             _log.warning("purge could not truncate the WAL: a reader holds it")
+
+    # -- what the records layer reconciles against the audit log -----------------------
+
+    def _trail_state(self) -> TrailState:
+        """What the store holds, for :class:`~lfr.alerts.Records` to check its log.
+
+        Every alert whose key is not destroyed, read *whether or not it has
+        expired* (reconciliation runs before any purge, so an alert stored but
+        never audited is still readable), with its reviews and hold history; and
+        the ids whose key is destroyed (tombstones, or rows a purge shredded).
+        An alert whose record does not authenticate is listed in ``unreadable``.
+        """
+        state = TrailState()
+        with self._session() as conn:
+            rows = conn.execute(
+                "SELECT alert_id, expires, wrapped_key, record, crop FROM alerts"
+                " ORDER BY seq"
+            ).fetchall()
+            for alert_id, expires_us, wrapped, record, crop in rows:
+                if wrapped is None:
+                    state.buried.append(alert_id)
+                    continue
+                try:
+                    cipher = self._cipher(alert_id, expires_us, wrapped)
+                    holds = self._holds(cipher, alert_id, _hold_rows(conn, alert_id))
+                    opened = _Opened(alert_id, expires_us, cipher, record, crop, holds)
+                    state.alerts.append(self._alert(conn, opened, _us(self._now())))
+                    state.holds[alert_id] = holds
+                except AlertStoreError:
+                    state.unreadable.append(alert_id)
+            state.buried.extend(
+                row[0]
+                for row in conn.execute(
+                    "SELECT alert_id FROM tombstones ORDER BY purged, alert_id"
+                )
+            )
+        return state
+
+    def _compact_now(self) -> bool:
+        """Tries the checkpoint a purge left pending; whether the WAL is clean now."""
+        with self._session() as conn:
+            if self._compact_pending:
+                self._compact(conn)
+            return not self._compact_pending
+
+    def _warn_if_unpurged(self) -> None:
+        """Says once per store file that expired alerts wait for an audited purge."""
+        with self._session() as conn:
+            now_us = _us(self._now())
+            row = conn.execute(
+                "SELECT count(*) FROM alerts WHERE wrapped_key IS NULL OR expires <= ?",
+                (now_us,),
+            ).fetchone()
+        waiting = int(row[0])
+        key = str(self._path.resolve())
+        if waiting and key not in _WARNED:
+            _WARNED.add(key)
+            _log.warning(
+                "alert store %s was opened without an audit log: it is read-only for "
+                "retention and does not purge its %d expired alert(s); purge them "
+                "with lfr.alerts.Records or `lfr alerts purge --audit LOG "
+                "--signing-key SK`",
+                self._path,
+                waiting,
+            )
+
+
+@dataclass
+class TrailState:
+    """What a store holds, as :meth:`AlertStore._trail_state` reads it.
+
+    Attributes:
+        alerts: Every alert whose key is not destroyed, expired or not, in
+            insertion order.
+        holds: Each of those alerts' hold history.
+        buried: Ids whose key is destroyed (purged), oldest first.
+        unreadable: Ids whose record does not authenticate.
+    """
+
+    alerts: list[Alert] = field(default_factory=list)
+    holds: dict[str, tuple[Hold, ...]] = field(default_factory=dict)
+    buried: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+#: Store files already warned about (see AlertStore._warn_if_unpurged).
+_WARNED: set[str] = set()
 
 
 # -- helpers -----------------------------------------------------------------------

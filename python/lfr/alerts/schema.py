@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from lfr._alert_values import _wipe
+from lfr.alerts.values import _wipe
 from lfr.errors import AlertStoreError, WrongKeyError
 from lfr.keys import KeyProvider, new_data_key
 

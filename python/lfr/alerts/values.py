@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import cv2
@@ -37,6 +38,19 @@ def _id(alert_id: object) -> str:
     if not isinstance(alert_id, str):
         raise TypeError(f"an alert id is a str, got {type(alert_id).__name__}")
     return alert_id
+
+
+def _uuid(value: object) -> str:
+    """An alert id given by a caller: the canonical text of a UUID."""
+    if not isinstance(value, str):
+        raise TypeError(f"an alert id is a str, got {type(value).__name__}")
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        raise ValueError("an alert id must be a UUID") from None
+    if canonical != value:
+        raise ValueError("an alert id must be a UUID in canonical form")
+    return value
 
 
 def _text(value: object, name: str) -> str:

@@ -1,0 +1,28 @@
+"""Alerts: the encrypted store, and the records layer that changes it with its audit.
+
+- :mod:`lfr.alerts.store`: :class:`AlertStore`, encrypted alerts in one SQLite
+  file, readable until they expire (on its own it only reads; it never purges).
+- :mod:`lfr.alerts.records`: :class:`Records`, the one path by which lfr changes
+  or exports an alert, each change with its audit record.
+- :mod:`lfr.alerts.schema`: the SQLite layout; :mod:`lfr.alerts.values`: value
+  checks and conversions.
+"""
+
+from __future__ import annotations
+
+from lfr.alerts.records import Action, LostAlert, Reconciled, Records
+from lfr.alerts.schema import FORMAT_VERSION
+from lfr.alerts.store import Alert, AlertStore, Decision, Hold, Review
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Action",
+    "Alert",
+    "AlertStore",
+    "Decision",
+    "Hold",
+    "LostAlert",
+    "Reconciled",
+    "Records",
+    "Review",
+]

@@ -1,0 +1,764 @@
+"""The records layer: the one path by which lfr changes or exports an alert.
+
+Every change to an alert (:meth:`Records.raise_alert`, :meth:`~Records.improve`,
+:meth:`~Records.review`, :meth:`~Records.hold`, :meth:`~Records.release`,
+:meth:`~Records.action`, :meth:`~Records.purge`) and every export of its face crop
+(:meth:`~Records.export_crop`) writes its audit record as part of the same
+operation. The invariant it owns:
+
+    every alert id in the store or its tombstones has its ``alert_raised`` record
+    in the audit log, and every purge its ``alert_purged`` record (and every
+    review, hold, release and better view its own record).
+
+How it holds through crashes and other processes:
+
+- **Order.** A change is committed to the store first, then audited. A crash in
+  between leaves a change the log lacks, never a record of a change that did not
+  happen. An export is audited *before* its bytes are handed out.
+- **Reconciliation on open.** Opening :class:`Records` compares the store with the
+  log and audits what the store did but the log lacks (an ``anomaly`` of kind
+  ``trail_reconciled`` saying how many, then the missing records). It runs
+  before any purge, so an alert stored but never audited can still be read.
+- **Several processes.** A per-store lock file (``<store>.lock``, ``flock``) is
+  held for each change and its audit record, and for reconciliation, so a
+  reviewer's process and a running deployment never interleave a change with
+  another's audit record; the audit log orders their records in one chain
+  (:class:`lfr.AuditLog` takes its own lock per append).
+- **Lost alerts.** Alerts a failing pipeline decided but could not store are
+  named with :meth:`Records.note_lost`: audited at once as ``alert_lost``
+  anomalies, or, if the log cannot be written, kept (ids, camera and time only)
+  in ``<log>.lost`` and audited by the next :class:`Records` on that log.
+
+A store opened on its own (:class:`lfr.AlertStore`) is read-only for retention:
+it never purges. See docs/retention.md and docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time as _time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from lfr._closing import Closing
+from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
+from lfr.audit.log import AuditLog, Record, read_log
+from lfr.audit.signing import SigningKey
+from lfr.errors import AlertStoreError, AuditError
+from lfr.keys import KeyProvider
+from lfr.retention import RetentionPolicy
+
+__all__ = ["Action", "LostAlert", "Reconciled", "Records"]
+
+_log = logging.getLogger(__name__)
+
+#: What an engagement officer did about an alert (``alert_actioned``).
+Action = Literal["engaged", "no_action"]
+_ACTIONS = ("engaged", "no_action")
+
+#: Test hook: called with the name of each step of a change (for example
+#: ``"raise:stored"``, between the store's commit and the audit record), so a
+#: fault-injection test can kill the process there. ``None`` in production.
+_fault: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if _fault is not None:
+        _fault(name)
+
+
+@dataclass(frozen=True)
+class LostAlert:
+    """An alert a pipeline decided but could not store and audit.
+
+    No subject: the id, camera and time name it for the operator and auditor.
+
+    Attributes:
+        alert_id: The id it would have had.
+        camera_id: The camera.
+        time: When the face was seen (aware UTC).
+    """
+
+    alert_id: str
+    camera_id: str
+    time: datetime
+
+    def describe(self) -> str:
+        """``alert ID (camera C, T)`` for messages and the audit log."""
+        return (
+            f"alert {self.alert_id} (camera {self.camera_id}, {self.time.isoformat()})"
+        )
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """What opening :class:`Records` added to the log to match the store.
+
+    Attributes:
+        raised: ``alert_raised`` records added (stored, never audited).
+        improved: ``alert_improved`` records added.
+        reviewed: ``alert_reviewed`` records added.
+        held: ``alert_held`` records added.
+        released: ``alert_released`` records added.
+        purged: ``alert_purged`` records added.
+        lost: ``alert_lost`` anomalies added from ``<log>.lost``.
+        unreadable: Alerts in the store whose record does not authenticate.
+    """
+
+    raised: int = 0
+    improved: int = 0
+    reviewed: int = 0
+    held: int = 0
+    released: int = 0
+    purged: int = 0
+    lost: int = 0
+    unreadable: int = 0
+
+    @property
+    def total(self) -> int:
+        """How many records were added."""
+        return (
+            self.raised
+            + self.improved
+            + self.reviewed
+            + self.held
+            + self.released
+            + self.purged
+            + self.lost
+        )
+
+    def describe(self) -> str:
+        """A sentence for the ``trail_reconciled`` anomaly (counts only)."""
+        parts = [
+            f"{n} {name}"
+            for name, n in (
+                ("alert_raised", self.raised),
+                ("alert_improved", self.improved),
+                ("alert_reviewed", self.reviewed),
+                ("alert_held", self.held),
+                ("alert_released", self.released),
+                ("alert_purged", self.purged),
+                ("alert_lost", self.lost),
+            )
+            if n
+        ]
+        text = "the store had changes the log lacked; recorded now: " + ", ".join(
+            parts or ["nothing"]
+        )
+        if self.unreadable:
+            text += f"; {self.unreadable} alert(s) in the store could not be read"
+        return text
+
+
+class Records(Closing):
+    """An alert store and its audit log, changed only together.
+
+    Args:
+        store: The alert store.
+        log: Its audit log, open for appending.
+        lock_timeout: How long a change waits for another process's change
+            (seconds) before failing with :class:`~lfr.errors.AlertStoreError`.
+        compact_wait: How long a purge retries a checkpoint that a reader blocks
+            (seconds) before auditing a ``purge_incomplete`` anomaly.
+
+    The :class:`Records` does not close ``store`` or ``log`` (:meth:`open`'s do).
+    Opening reconciles the log with the store (:attr:`reconciled`).
+
+    Raises:
+        AlertStoreError: The store cannot be read, or its lock not taken in time.
+        AuditError: The log cannot be read back or written.
+    """
+
+    def __init__(
+        self,
+        store: AlertStore,
+        log: AuditLog,
+        *,
+        lock_timeout: float = 10.0,
+        compact_wait: float = 2.0,
+    ) -> None:
+        if not isinstance(store, AlertStore):
+            raise TypeError(f"store must be an AlertStore, got {type(store).__name__}")
+        if not isinstance(log, AuditLog):
+            raise TypeError(f"log must be an AuditLog, got {type(log).__name__}")
+        self._store = store
+        self._log = log
+        self._lock_timeout = float(lock_timeout)
+        self._compact_wait = float(compact_wait)
+        self._owned: tuple[Closing, ...] = ()
+        self._lock_path = Path(f"{store.path}.lock")
+        self._closed = False
+        self._reconciled = self.reconcile()
+        store._purging = True
+
+    @classmethod
+    def open(
+        cls,
+        store: str | os.PathLike[str],
+        key: KeyProvider,
+        log: str | os.PathLike[str],
+        signing_key: SigningKey,
+        *,
+        policy: RetentionPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+        lock_timeout: float = 10.0,
+        compact_wait: float = 2.0,
+    ) -> Records:
+        """Opens (or creates) a store and its log, and reconciles them.
+
+        The log is opened first (created if it does not exist) and verified, so
+        a log that does not verify leaves the store untouched.
+
+        Args:
+            store: The store file.
+            key: The store key.
+            log: The audit log file.
+            signing_key: The log's signing key.
+            policy: The store's retention policy.
+            clock: For tests: the current time, for the store and the log.
+            lock_timeout: As for the class.
+            compact_wait: As for the class.
+
+        Raises:
+            AuditError: The log does not verify.
+            AlertStoreError: The store is not an lfr store, or is damaged.
+            WrongKeyError: The store was made with another key.
+        """
+        log_path = Path(log)
+        if log_path.exists():
+            audit = AuditLog.open(log_path, signing_key, clock=clock)
+        else:
+            audit = AuditLog.create(log_path, signing_key, clock=clock)
+        try:
+            opened = AlertStore(store, key, policy=policy, clock=clock)
+        except BaseException:
+            audit.close()
+            raise
+        try:
+            records = cls(
+                opened, audit, lock_timeout=lock_timeout, compact_wait=compact_wait
+            )
+        except BaseException:
+            opened.close()
+            audit.close()
+            raise
+        records._owned = (opened, audit)
+        return records
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def store(self) -> AlertStore:
+        """The store, for reading (its changes go through this object)."""
+        return self._store
+
+    @property
+    def log(self) -> AuditLog:
+        """The audit log."""
+        return self._log
+
+    @property
+    def reconciled(self) -> Reconciled:
+        """What opening added to the log to match the store."""
+        return self._reconciled
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    # -- changes ----------------------------------------------------------------------
+
+    def raise_alert(
+        self,
+        *,
+        subject_id: str,
+        score: float,
+        box: tuple[float, float, float, float],
+        crop: npt.NDArray[np.uint8] | bytes | bytearray | memoryview,
+        camera_id: str,
+        deployment_id: str,
+        time: datetime | None = None,
+        alert_id: str | None = None,
+        image_format: ImageFormat = "png",
+    ) -> Alert:
+        """Stores an alert (encrypted) and audits it (``alert_raised``).
+
+        Args: as :meth:`lfr.AlertStore._add`; ``alert_id`` names it in advance
+        (a canonical UUID), so a caller can report it if storing fails.
+
+        Returns:
+            The stored alert.
+
+        Raises:
+            AlertStoreError: The store cannot be written (nothing stored).
+            AuditError: The log cannot be written: the alert is stored, and the
+                next :class:`Records` on this store audits it.
+            TypeError, ValueError: Bad values (nothing stored).
+        """
+        with self._changing():
+            alert = self._store._add(
+                subject_id=subject_id,
+                score=score,
+                box=box,
+                crop=crop,
+                camera_id=camera_id,
+                deployment_id=deployment_id,
+                time=time,
+                image_format=image_format,
+                alert_id=alert_id,
+            )
+            _step("raise:stored")
+            self._audit_raised(alert)
+            return alert
+
+    def improve(
+        self,
+        alert_id: str,
+        *,
+        score: float,
+        box: tuple[float, float, float, float],
+        crop: npt.NDArray[np.uint8] | bytes | bytearray | memoryview,
+        image_format: ImageFormat = "png",
+    ) -> Alert:
+        """Replaces a live alert's crop with a better view (``alert_improved``).
+
+        Nothing changes, and nothing is audited, unless ``score`` is higher than
+        the stored one.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            AuditError: The log cannot be written (the change is stored and
+                audited by the next :class:`Records`).
+        """
+        with self._changing():
+            before = self._store.get(alert_id)
+            alert = self._store._improve(
+                alert_id, score=score, box=box, crop=crop, image_format=image_format
+            )
+            if alert.views == before.views:
+                return alert
+            _step("improve:stored")
+            self._log.append("alert_improved", alert_id=alert_id, score=alert.score)
+            return alert
+
+    def review(
+        self,
+        alert_id: str,
+        reviewer: str,
+        decision: Decision,
+        note: str | None = None,
+    ) -> Alert:
+        """Records a person's review in the store and the log (``alert_reviewed``).
+
+        The note stays in the store (encrypted with the alert); the log has the
+        alert id, the reviewer and the decision.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            ValueError: Empty reviewer or unknown decision.
+        """
+        with self._changing():
+            alert = self._store._review(alert_id, reviewer, decision, note)
+            _step("review:stored")
+            self._log.append(
+                "alert_reviewed",
+                alert_id=alert_id,
+                reviewer=reviewer,
+                decision=decision,
+            )
+            return alert
+
+    def hold(self, alert_id: str, reason: str, until: datetime, *, by: str) -> Alert:
+        """Keeps an alert past its expiry for a case (``alert_held``).
+
+        Args:
+            alert_id: A live alert.
+            reason: The case reference (required; in the store and the log).
+            until: When the hold ends (at most ``policy.max_hold`` from now).
+            by: The officer placing it.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            ValueError: Empty reason or officer, or a bad ``until``.
+        """
+        with self._changing():
+            alert = self._store._hold(alert_id, reason, until, by=by)
+            _step("hold:stored")
+            held_until = alert.held_until or until
+            self._log.append(
+                "alert_held", alert_id=alert_id, reason=reason, until=held_until, by=by
+            )
+            return alert
+
+    def release(self, alert_id: str, *, by: str) -> None:
+        """Ends the hold on an alert (``alert_released``).
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            ValueError: Not on hold.
+        """
+        with self._changing():
+            self._store._release(alert_id, by=by)
+            _step("release:stored")
+            self._log.append("alert_released", alert_id=alert_id, by=by)
+
+    def action(self, alert_id: str, action: Action, *, by: str) -> None:
+        """Records what an officer did about a live alert (``alert_actioned``).
+
+        Args:
+            alert_id: A live alert.
+            action: ``"engaged"`` or ``"no_action"``.
+            by: The officer.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            ValueError: Unknown action.
+        """
+        if action not in _ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(_ACTIONS)}")
+        with self._changing():
+            self._store.get(alert_id)  # live, readable
+            self._log.append("alert_actioned", alert_id=alert_id, action=action, by=by)
+
+    def export_crop(self, alert_id: str, *, by: str) -> bytes:
+        """The alert's crop as stored (PNG or JPEG), audited (``alert_exported``).
+
+        The export is audited before the bytes are returned.
+
+        Raises:
+            KeyError: Unknown alert.
+            RetentionError: Expired or purged.
+            AuditError: The log cannot be written (nothing is returned).
+        """
+        with self._changing():
+            data = self._store.crop(alert_id)
+            self._log.append("alert_exported", alert_id=alert_id, by=by)
+            return data
+
+    def export_image(self, alert_id: str, *, by: str) -> npt.NDArray[np.uint8]:
+        """The alert's crop decoded to BGR, audited (``alert_exported``).
+
+        Raises:
+            As :meth:`export_crop`.
+        """
+        with self._changing():
+            image = self._store.crop_image(alert_id)
+            try:
+                self._log.append("alert_exported", alert_id=alert_id, by=by)
+            except BaseException:
+                image.fill(0)
+                raise
+            return image
+
+    def purge(self) -> list[str]:
+        """Destroys expired alerts no hold keeps, and audits each (``alert_purged``).
+
+        A checkpoint that a reader blocks is retried for ``compact_wait``
+        seconds; if the WAL still holds purged ciphertext then, an anomaly
+        ``purge_incomplete`` is audited (the next purge tries again).
+
+        Returns:
+            The ids destroyed, oldest first.
+
+        Raises:
+            AlertStoreError: The store cannot be written.
+            AuditError: The log cannot be written (the next :class:`Records`
+                audits the purges).
+        """
+        with self._changing():
+            gone = self._store._purge()
+            _step("purge:stored")
+            for alert_id in gone:
+                self._log.append("alert_purged", alert_id=alert_id)
+                _step("purge:audited")
+            if gone and not self._settle():
+                self._log.append(
+                    "anomaly",
+                    kind="purge_incomplete",
+                    detail="a reader kept the store's WAL for "
+                    f"{self._compact_wait:g} s: ciphertext of {len(gone)} purged "
+                    f"alert(s) may remain in {self._store.path.name}-wal until the "
+                    "next purge (their keys "
+                    "are destroyed)",
+                )
+            return gone
+
+    def note_lost(
+        self, lost: Sequence[LostAlert], deployment_id: str, *, audit: bool = True
+    ) -> None:
+        """Audits alerts a pipeline decided but could not store (``alert_lost``).
+
+        If the log cannot be written (or ``audit`` is False, for a caller whose
+        own write still holds the log), they are appended to ``<log>.lost`` (ids,
+        cameras and times only; mode 0600) and audited by the next
+        :class:`Records` on this log. Never raises for a failed write: the
+        caller names them in its error anyway.
+        """
+        if not lost:
+            return
+        if not audit:
+            _keep_lost(self._lost_path(), lost, deployment_id)
+            return
+        try:
+            for item in lost:
+                self._log.append(
+                    "anomaly",
+                    kind="alert_lost",
+                    detail=f"{item.describe()} was decided but not stored",
+                    camera_id=item.camera_id,
+                    deployment_id=deployment_id,
+                )
+        except (AuditError, ValueError, OSError):
+            _keep_lost(self._lost_path(), lost, deployment_id)
+
+    # -- reconciliation ---------------------------------------------------------------
+
+    def reconcile(self) -> Reconciled:
+        """Audits what the store did but the log lacks (runs on open).
+
+        Returns:
+            What was added (nothing, normally).
+        """
+        with self._changing():
+            state = self._store._trail_state()
+            records = self._read_log()
+            logged = _Logged.of(records)
+            plan: list[tuple[str, dict[str, object]]] = []
+            counts = Counter[str]()
+            for alert in state.alerts:
+                if alert.alert_id not in logged.raised:
+                    plan.append(("alert_raised", _raised_fields(alert)))
+                    counts["raised"] += 1
+                missing = alert.views - 1 - logged.improved[alert.alert_id]
+                for _ in range(max(0, missing)):
+                    plan.append(
+                        (
+                            "alert_improved",
+                            {"alert_id": alert.alert_id, "score": alert.score},
+                        )
+                    )
+                    counts["improved"] += 1
+                have = Counter(
+                    (r.reviewer, r.decision) for r in alert.reviews
+                ) - logged.reviews.get(alert.alert_id, Counter())
+                for review in alert.reviews:
+                    pair = (review.reviewer, review.decision)
+                    if have[pair] > 0:
+                        have[pair] -= 1
+                        plan.append(
+                            (
+                                "alert_reviewed",
+                                {
+                                    "alert_id": alert.alert_id,
+                                    "reviewer": review.reviewer,
+                                    "decision": review.decision,
+                                },
+                            )
+                        )
+                        counts["reviewed"] += 1
+                history = state.holds.get(alert.alert_id, ())
+                for action, event in (
+                    ("hold", "alert_held"),
+                    ("release", "alert_released"),
+                ):
+                    entries = [h for h in history if h.action == action]
+                    extra = len(entries) - logged.holds[(alert.alert_id, event)]
+                    for entry in entries[len(entries) - max(0, extra) :]:
+                        fields: dict[str, object] = {
+                            "alert_id": alert.alert_id,
+                            "by": entry.by or "unknown",
+                        }
+                        if action == "hold":
+                            fields["reason"] = entry.reason or "unknown"
+                            fields["until"] = entry.until
+                        plan.append((event, fields))
+                        counts["held" if action == "hold" else "released"] += 1
+            for alert_id in state.buried:
+                if alert_id not in logged.purged:
+                    plan.append(("alert_purged", {"alert_id": alert_id}))
+                    counts["purged"] += 1
+            lost = _read_lost(self._lost_path())
+            counts["lost"] = len(lost)
+            done = Reconciled(unreadable=len(state.unreadable), **counts)
+            if plan or lost or state.unreadable:
+                self._log.append(
+                    "anomaly", kind="trail_reconciled", detail=done.describe()[:500]
+                )
+                for event, fields in plan:
+                    self._log.append(event, **fields)
+                for detail, camera_id, deployment_id in lost:
+                    self._log.append(
+                        "anomaly",
+                        kind="alert_lost",
+                        detail=detail,
+                        camera_id=camera_id,
+                        deployment_id=deployment_id,
+                    )
+                self._lost_path().unlink(missing_ok=True)
+                _log.warning("audit log %s: %s", self._log.path, done.describe())
+            return done
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes what :meth:`open` opened (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._store._purging = False
+        for thing in self._owned:
+            thing.close()
+
+    def __repr__(self) -> str:
+        return f"Records(store={str(self._store.path)!r}, log={str(self._log.path)!r})"
+
+    # -- internals --------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Holds the store's lock file for one change and its audit record."""
+        if self._closed:
+            raise ValueError("the records are closed")
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            deadline = _time.monotonic() + self._lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if _time.monotonic() >= deadline:
+                        raise AlertStoreError(
+                            f"alert store {self._store.path} is busy: another process "
+                            f"held {self._lock_path.name} for {self._lock_timeout:g} s"
+                        ) from None
+                    _time.sleep(0.01)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _audit_raised(self, alert: Alert) -> None:
+        self._log.append("alert_raised", **_raised_fields(alert))
+
+    def _settle(self) -> bool:
+        deadline = _time.monotonic() + self._compact_wait
+        while not self._store._compact_now():
+            if _time.monotonic() >= deadline:
+                return False
+            _time.sleep(0.05)
+        return True
+
+    def _read_log(self) -> list[Record]:
+        records, problems = read_log(self._log.path, self._log.public_key)
+        bad = [p for p in problems if p.kind != "truncated"]
+        if bad:
+            raise AuditError(
+                f"cannot reconcile with audit log {self._log.path}: {bad[0].message}"
+            )
+        return records
+
+    def _lost_path(self) -> Path:
+        return Path(f"{self._log.path}.lost")
+
+
+def _raised_fields(alert: Alert) -> dict[str, object]:
+    return {
+        "alert_id": alert.alert_id,
+        "deployment_id": alert.deployment_id,
+        "camera_id": alert.camera_id,
+        "subject_id": alert.subject_id,
+        "score": alert.score,
+        "time": alert.time,
+        "expires": alert.expires,
+    }
+
+
+@dataclass
+class _Logged:
+    """What the log already records, per alert."""
+
+    raised: set[str]
+    purged: set[str]
+    improved: Counter[str]
+    reviews: dict[str, Counter[tuple[str, str]]]
+    holds: Counter[tuple[str, str]]
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> _Logged:
+        out = cls(set(), set(), Counter(), {}, Counter())
+        for record in records:
+            alert_id = record.fields.get("alert_id")
+            if not isinstance(alert_id, str):
+                continue
+            if record.event == "alert_raised":
+                out.raised.add(alert_id)
+            elif record.event == "alert_purged":
+                out.purged.add(alert_id)
+            elif record.event == "alert_improved":
+                out.improved[alert_id] += 1
+            elif record.event == "alert_reviewed":
+                pair = (str(record.fields["reviewer"]), str(record.fields["decision"]))
+                out.reviews.setdefault(alert_id, Counter())[pair] += 1
+            elif record.event in ("alert_held", "alert_released"):
+                out.holds[(alert_id, record.event)] += 1
+        return out
+
+
+def _keep_lost(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> None:
+    """Appends lost alerts to ``<log>.lost`` for the next start (best effort)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            for item in lost:
+                line = json.dumps(
+                    {
+                        "detail": f"{item.describe()} was decided but not stored",
+                        "camera_id": item.camera_id,
+                        "deployment_id": deployment_id,
+                    }
+                )
+                os.write(fd, line.encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _log.error("cannot keep the lost alerts in %s: %s", path, exc.strerror)
+
+
+def _read_lost(path: Path) -> list[tuple[str, str, str]]:
+    """The lost alerts kept in ``<log>.lost`` (malformed lines are skipped)."""
+    try:
+        text = path.read_text("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            out.append(
+                (
+                    str(entry["detail"])[:500],
+                    str(entry["camera_id"]),
+                    str(entry["deployment_id"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out

@@ -1,0 +1,331 @@
+"""``lfr run`` under faults and beside a second process, end to end on real faces.
+
+A looping HTTP stream (ffmpeg, real-time pace, on 127.0.0.1) of a composed video of
+enrolled LFW people feeds ``lfr run`` until it is stopped, so alerts keep coming.
+Each test ends by reading the store and the log directly
+(:func:`tests.support.trail.invariant_breaks`) after the next start's
+reconciliation, and every wait has a time limit.
+
+The full-disk tests put the log or the store on a small tmpfs that the test fills
+once the first alert is out; mounting needs root (CI runs as root), and they skip,
+with the reason, elsewhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import lfr
+from lfr.alerts import Records
+from lfr.audit import AuditLog, SigningKey, read_log, verify
+from lfr.audit.liveness import close_crashed
+from lfr.demo import compose_video, pick_people
+from lfr.errors import EnrolmentError
+from tests.support.stream_server import Server, free_port, listening
+from tests.support.trail import invariant_breaks
+
+pytestmark = pytest.mark.data
+
+WAIT_S = 90.0  # limits on waits that must end; never a speed assertion
+STOP_S = 10.0  # lfr run must exit this soon after SIGTERM, in every state
+
+
+@dataclass(frozen=True)
+class Site:
+    folder: Path
+    key: lfr.Key
+    signing: SigningKey
+    video: Path
+
+    @property
+    def key_file(self) -> Path:
+        return self.folder / "store.key"
+
+    @property
+    def signing_file(self) -> Path:
+        return self.folder / "audit.key"
+
+
+@pytest.fixture(scope="module")
+def site(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    folder = tmp_path_factory.mktemp("run-faults")
+    detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
+    chosen = pick_people(lfw_dir, enrolled=3, unknown=0, seed=2)
+    key = lfr.Key.generate()
+    key.save(folder / "store.key")
+    signing = SigningKey.generate()
+    signing.save(folder / "audit.key")
+    wl = lfr.Watchlist.create(folder / "w.lfrw", key, embedder=embedder)
+    for name, photos in chosen.enrol.items():
+        usable = list(photos)
+        try:
+            wl.enroll(name, usable, detector=detector, embedder=embedder)
+        except EnrolmentError as exc:
+            bad = {index for index, _ in exc.failures}
+            usable = [p for i, p in enumerate(photos) if i not in bad]
+            if usable:
+                wl.enroll(name, usable, detector=detector, embedder=embedder)
+    assert len(wl) >= 2
+    wl.save()
+    wl.destroy()
+    video = folder / "people.avi"
+    compose_video(
+        list(chosen.probe.values()), video, size=(960, 540), fps=10, seed=2,
+        seconds_per_person=1.5, per_frame=(1, 2),
+    )  # fmt: skip
+    return Site(folder, key, signing, video)
+
+
+@pytest.fixture
+def stream(site: Site) -> Iterator[str]:
+    server = Server(site.video, free_port())
+    server.start()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not listening(server.port):
+            assert time.monotonic() < deadline, "ffmpeg never listened"
+            time.sleep(0.05)
+        yield server.url
+    finally:
+        server.kill()
+
+
+class Run:
+    """``lfr run`` in a subprocess, its stdout read line by line."""
+
+    def __init__(self, site: Site, url: str, store: Path, log: Path) -> None:
+        self.store, self.log = store, log
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "-m", "lfr", "run", "--source", url,
+                "--watchlist", str(site.folder / "w.lfrw"),
+                "--key-file", str(site.key_file), "--store", str(store),
+                "--audit", str(log), "--signing-key", str(site.signing_file),
+                "--camera-id", "cam-9",
+            ],  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._new:
+                self.lines.append(line.rstrip("\n"))
+                self._new.notify_all()
+
+    def alert_ids(self) -> list[str]:
+        with self._new:
+            return [ln.rsplit(" ", 1)[-1] for ln in self.lines if ln.startswith("ALERT")]
+
+    def wait_for_alerts(self, n: int = 1) -> list[str]:
+        deadline = time.monotonic() + WAIT_S
+        with self._new:
+            while len(self.alert_ids()) < n:
+                left = deadline - time.monotonic()
+                assert left > 0 and self.process.poll() is None, self.stderr()
+                self._new.wait(min(left, 0.5))
+        return self.alert_ids()
+
+    def stop(self) -> tuple[int, float]:
+        """SIGTERM; the exit status and how long it took."""
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=WAIT_S)
+        return code, time.monotonic() - began
+
+    def wait(self) -> int:
+        return self.process.wait(timeout=WAIT_S)
+
+    def stderr(self) -> str:
+        if self.process.poll() is None:
+            return "(still running)"
+        assert self.process.stderr is not None
+        return self.process.stderr.read()[-3000:]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=WAIT_S)
+
+
+def cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lfr", *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+
+
+def next_start(site: Site, store: Path, log: Path) -> Records:
+    """What the next ``lfr run`` does first: close crashed runs, reconcile."""
+    with AuditLog.open(log, site.signing) as audit:
+        close_crashed(audit)
+    return Records.open(store, site.key, log, site.signing)
+
+
+def test_a_second_process_reviews_holds_acts_and_exports_during_lfr_run(
+    site: Site, stream: str, tmp_path: Path
+) -> None:
+    store, log = tmp_path / "alerts.db", tmp_path / "audit.log"
+    run = Run(site, stream, store, log)
+    try:
+        alert_id = run.wait_for_alerts(1)[0]
+        opts = [
+            "--store", str(store), "--key-file", str(site.key_file),
+            "--audit", str(log), "--signing-key", str(site.signing_file),
+        ]  # fmt: skip
+        steps = [
+            ["review", alert_id, "--reviewer", "op-1", "--decision", "confirmed"],
+            ["review", alert_id, "--reviewer", "op-2", "--decision", "confirmed"],
+            ["hold", alert_id, "--reason", "case 5", "--until", "2d", "--by", "op-1"],
+            ["action", alert_id, "--action", "engaged", "--by", "eo-1"],
+            ["show", alert_id, "--out", str(tmp_path / "c.png"), "--by", "op-3"],
+        ]
+        for step in steps:
+            out = cli(site, "alerts", step[0], *step[1:], *opts)
+            assert out.returncode == 0, (step[0], out.stderr)
+            assert run.process.poll() is None, run.stderr()
+        code, took = run.stop()
+    finally:
+        run.kill()
+    assert code == 0, run.stderr()
+    assert took < STOP_S
+    records, problems = read_log(log, site.signing.public_key())
+    assert problems == []
+    mine = [
+        r for r in records
+        if r.fields.get("alert_id") == alert_id and r.event != "alert_improved"
+    ]  # fmt: skip
+    assert [r.event for r in mine] == [
+        "alert_raised", "alert_reviewed", "alert_reviewed", "alert_held",
+        "alert_actioned", "alert_exported",
+    ]  # fmt: skip
+    # Both processes wrote to one chain: lfr run's records follow the reviewer's.
+    last_cli = mine[-1].seq
+    assert any(
+        r.seq > last_cli and r.event in ("counters", "deployment_stopped")
+        for r in records
+    )
+    report = verify(log, site.signing.public_key())
+    assert not [v for v in report.violations if v.kind == "integrity"], report
+    assert invariant_breaks(store, site.key, log, site.signing.public_key()) == []
+
+
+def test_sigterm_while_a_write_is_blocked_exits_in_time(
+    site: Site, stream: str, tmp_path: Path
+) -> None:
+    store, log = tmp_path / "alerts.db", tmp_path / "audit.log"
+    run = Run(site, stream, store, log)
+    fd = -1
+    try:
+        run.wait_for_alerts(1)
+        # Another process holds the store's lock: the alert writer blocks on the
+        # next alert or better view.
+        fd = os.open(f"{store}.lock", os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        time.sleep(3.0)
+        code, took = run.stop()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        run.kill()
+    assert took < STOP_S, run.stderr()
+    stderr = run.stderr()
+    assert "Traceback" not in stderr
+    assert code in (0, 1), stderr
+    with next_start(site, store, log):
+        pass
+    assert invariant_breaks(store, site.key, log, site.signing.public_key()) == []
+    report = verify(log, site.signing.public_key())
+    assert not [v for v in report.violations if v.kind == "integrity"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs the test can fill (root only)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], timeout=30, check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Fills the file system of ``folder``; returns the filler file."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+@pytest.mark.parametrize("full", ["log", "store"])
+def test_a_full_disk_stops_lfr_run_and_loses_nothing_silently(
+    site: Site, stream: str, tmp_path: Path, tmpfs: Path, full: str
+) -> None:
+    store = (tmpfs if full == "store" else tmp_path) / "alerts.db"
+    log = (tmpfs if full == "log" else tmp_path) / "audit.log"
+    run = Run(site, stream, store, log)
+    try:
+        run.wait_for_alerts(1)
+        filler = fill(tmpfs)
+        code = run.wait()  # it stops by itself, at once
+    finally:
+        run.kill()
+    stderr = run.stderr()
+    assert code == 1, stderr
+    assert "lfr run: the deployment stopped after an error" in stderr
+    assert "Traceback" not in stderr
+    printed = run.alert_ids()
+    filler.unlink()
+    with next_start(site, store, log) as records:
+        stored = {a.alert_id for a in records.store._trail_state().alerts}
+    # Every alert printed as raised is stored; every alert named lost is audited.
+    assert set(printed) <= stored
+    assert invariant_breaks(store, site.key, log, site.signing.public_key()) == []
+    records_, problems = read_log(log, site.signing.public_key())
+    assert problems == []
+    lost = [
+        r for r in records_ if r.event == "anomaly" and r.fields["kind"] == "alert_lost"
+    ]
+    for alert_id in [w for w in stderr.split() if len(w) == 36 and w.count("-") == 4]:
+        if "NOT stored" in stderr and alert_id not in stored:
+            assert any(alert_id in str(r.fields["detail"]) for r in lost), alert_id
+    report = verify(log, site.signing.public_key())
+    assert not [v for v in report.violations if v.kind == "integrity"]
+    # The deployment whose stop could not be written is closed as crashed.
+    stops = [r for r in records_ if r.event == "deployment_stopped"]
+    assert len(stops) == 1
