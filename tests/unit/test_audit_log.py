@@ -686,11 +686,17 @@ def test_open_refuses_a_damaged_log(log_path: Path, damage: str) -> None:
     assert log_path.read_bytes() == before
 
 
-def test_one_writer_at_a_time(log_path: Path) -> None:
-    log = AuditLog.create(log_path, KEY)
-    with log, pytest.raises(AuditError, match="open for writing elsewhere"):
-        AuditLog.open(log_path, KEY)
-    AuditLog.open(log_path, KEY).close()
+def test_several_writers_share_one_chain(log_path: Path) -> None:
+    # Each append locks the file for that append only (see test_audit_writers).
+    with (
+        AuditLog.create(log_path, KEY) as first,
+        AuditLog.open(log_path, KEY) as second,
+    ):
+        assert second.append("alert_purged", alert_id="a1").seq == 1
+        assert first.append("alert_purged", alert_id="a2").seq == 2
+    records, problems = check(log_path)
+    assert problems == []
+    assert [r.fields.get("alert_id") for r in records] == [None, "a1", "a2"]
 
 
 def test_open_and_create_check_the_key_type(log_path: Path) -> None:
