@@ -17,7 +17,14 @@ from lfr.retention import RetentionPolicy
 
 #: The events that belong to one alert (besides ``alert_raised``).
 ALERT_EVENTS = frozenset(
-    {"alert_reviewed", "alert_actioned", "alert_held", "alert_released", "alert_purged"}
+    {
+        "alert_reviewed",
+        "alert_actioned",
+        "alert_exported",
+        "alert_held",
+        "alert_released",
+        "alert_purged",
+    }
 )
 
 
@@ -106,6 +113,19 @@ class DeploymentTrail:
     loads: list[Record] = field(default_factory=list)
     counters: list[Record] = field(default_factory=list)
     alerts: list[AlertTrail] = field(default_factory=list)
+
+    @property
+    def crashed(self) -> bool:
+        """Whether it was closed as crashed: killed, its stop written by a later start.
+
+        Such a ``deployment_stopped`` record has reason ``"crashed"`` (and
+        ``last_record``, the seq of the deployment's last record); it counts as
+        the stop, at the time it was written.
+        """
+        return (
+            self.stopped is not None
+            and text(self.stopped.fields, "reason") == "crashed"
+        )
 
 
 @dataclass

@@ -67,6 +67,9 @@ ANOMALY_KINDS = (
     "stream_recovered",
     "model_changed",
     "log_recovered",
+    "purge_incomplete",
+    "alert_lost",
+    "trail_reconciled",
     "other",
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -267,7 +270,12 @@ EVENTS: Mapping[str, EventSpec] = {
             "lfr_version": _id,
         }
     ),
-    "deployment_stopped": _spec({"deployment_id": _id}, {"reason": _text}),
+    # A deployment killed before it could log its stop is closed by the next start
+    # (lfr.audit.liveness.close_crashed): reason "crashed", and last_record, the
+    # seq of its last record in the log. The record's own time is the close.
+    "deployment_stopped": _spec(
+        {"deployment_id": _id}, {"reason": _text, "last_record": _count}
+    ),
     "counters": _spec(
         {"deployment_id": _id, "camera_id": _id, **dict.fromkeys(_COUNTS, _count)}
     ),
@@ -291,6 +299,8 @@ EVENTS: Mapping[str, EventSpec] = {
     "alert_held": _spec({"alert_id": _id, "reason": _text, "until": _time, "by": _id}),
     "alert_released": _spec({"alert_id": _id}, {"by": _id}),
     "alert_purged": _spec({"alert_id": _id}),
+    # A person exported the alert's crop (for a case file).
+    "alert_exported": _spec({"alert_id": _id, "by": _id}),
     "watchlist_loaded": _spec(
         {
             "deployment_id": _id,
@@ -299,7 +309,12 @@ EVENTS: Mapping[str, EventSpec] = {
             "model_id": _id,
         }
     ),
-    "watchlist_destroyed": _spec({"watchlist_sha256": _sha256}, {"deployment_id": _id}),
+    # cause "process_ended": the deployment's process died (closed as crashed);
+    # its in-memory copy ended with it, not wiped by lfr.
+    "watchlist_destroyed": _spec(
+        {"watchlist_sha256": _sha256},
+        {"deployment_id": _id, "cause": _choice("destroyed", "process_ended")},
+    ),
     "anomaly": _spec(
         {"kind": _choice(*ANOMALY_KINDS)},
         {"detail": _detail, "camera_id": _id, "deployment_id": _id},
