@@ -16,6 +16,20 @@ Removing, inserting, reordering or changing records breaks a signature, the
 sequence or the chain; the chain cannot show records cut from the end of the file
 at a line boundary (keep the record count elsewhere, e.g. in a deployment report,
 to catch that).
+
+Several writers (processes or :class:`AuditLog` objects) may append to one log,
+e.g. ``lfr run`` and a reviewer's ``lfr alerts review --audit LOG``. Each append
+takes ``flock(LOCK_EX)`` on the file for that append only (polling, for at most
+``lock_timeout`` seconds, then :class:`lfr.errors.AuditError`), reads and verifies
+with the log's public key whatever was appended since this object's head, and
+chains its record after it. A torn last line found there (a writer crashed while
+writing it) is cut off and recorded as ``log_recovered``, the same code path
+:meth:`AuditLog.open` takes for a whole file. Records that do not verify stop the
+append: nothing is written. So every writer must hold the log's signing key; one
+with another key cannot append after records it cannot verify, nor can anyone
+after such a writer's records. The lock is advisory (a process that ignores it is
+caught by verification, not stopped) and not fair (a writer appending without pause
+can delay others up to the timeout).
 """
 
 from __future__ import annotations
