@@ -99,8 +99,10 @@ class AuditError(LfrError):
     """An audit log cannot be continued or written.
 
     Raised when a log to be continued does not verify (changed, signed by another
-    key, not an audit log), is open for writing elsewhere, or a write fails. The
-    message says what is wrong and where (line numbers), never field values.
+    key, not an audit log), what another writer appended does not verify, another
+    writer holds the log's lock too long, a write fails, or a deployment's running
+    mark is held already. The message says what is wrong and where (line
+    numbers), never field values.
     """
 
 

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import lfr
 from lfr.audit import AuditLog, SigningKey, read_log
-from lfr.audit.events import check_event
+from lfr.audit.events import ANOMALY_KINDS, check_event
 
 KEY = SigningKey.generate()
 PUBLIC = KEY.public_key()
@@ -79,7 +79,11 @@ EVENTS = st.one_of(
             "lfr_version": ids,
         },
     ),
-    event("deployment_stopped", {"deployment_id": ids}, {"reason": text}),
+    event(
+        "deployment_stopped",
+        {"deployment_id": ids},
+        {"reason": text, "last_record": counts},
+    ),
     event(
         "counters",
         {
@@ -124,6 +128,7 @@ EVENTS = st.one_of(
     event("alert_held", {"alert_id": ids, "reason": text, "until": times, "by": ids}),
     event("alert_released", {"alert_id": ids}, {"by": ids}),
     event("alert_purged", {"alert_id": ids}),
+    event("alert_exported", {"alert_id": ids, "by": ids}),
     event(
         "watchlist_loaded",
         {
@@ -133,14 +138,17 @@ EVENTS = st.one_of(
             "model_id": ids,
         },
     ),
-    event("watchlist_destroyed", {"watchlist_sha256": sha256}, {"deployment_id": ids}),
+    event(
+        "watchlist_destroyed",
+        {"watchlist_sha256": sha256},
+        {
+            "deployment_id": ids,
+            "cause": st.sampled_from(["destroyed", "process_ended"]),
+        },
+    ),
     event(
         "anomaly",
-        {
-            "kind": st.sampled_from(
-                ["memory_not_lockable", "stream_lost", "model_changed", "other"]
-            )
-        },
+        {"kind": st.sampled_from(ANOMALY_KINDS)},
         {"detail": st.text(max_size=50), "camera_id": ids, "deployment_id": ids},
     ),
 )

@@ -413,6 +413,79 @@ def test_running_deployment_has_no_watchlist_deadline_but_a_notice() -> None:
     assert "still running" in notice
 
 
+def crashed_deployment() -> Records:
+    """dep-1 killed after an alert; the next start closed it at T0 + 8 h."""
+    log = Records()
+    log.start(T0)
+    log.alert(T0 + H, "a1")
+    log.add(
+        T0 + 8 * H,
+        "deployment_stopped",
+        deployment_id="dep-1",
+        reason="crashed",
+        last_record=2,
+    )
+    return log
+
+
+def test_crashed_deployment_counts_as_stopped_at_its_close() -> None:
+    log = crashed_deployment()
+    deadline = T0 + 8 * H + DAY
+    assert checks.watchlists_destroyed(log.records, deadline) == []
+    (late,) = checks.watchlists_destroyed(log.records, deadline + S)
+    assert (late.kind, late.record) == ("watchlist_not_destroyed", 1)
+    assert "closed as crashed" in late.message
+    log.add(
+        T0 + 8 * H,
+        "watchlist_destroyed",
+        watchlist_sha256=SHA,
+        deployment_id="dep-1",
+        cause="process_ended",
+    )
+    assert checks.watchlists_destroyed(log.records, deadline + S) == []
+
+
+def test_crashed_deployment_gets_a_notice() -> None:
+    log = crashed_deployment()
+    notices = checks.notices(log.records, LATER)
+    crashed = [n for n in notices if "was killed" in n]
+    assert crashed == [
+        "deployment dep-1 was killed after its last record (record 2); closed as "
+        "crashed at record 3, line 4 by the next start: its watchlist deadline "
+        "runs from 2026-03-02T17:00:00Z, and the watchlist copies it held in "
+        "memory ended with its process, not wiped by lfr"
+    ]
+    assert not any("still running" in n for n in notices)
+    # Control: a deployment stopped normally gets no such notice.
+    assert not any(
+        "was killed" in n for n in checks.notices(compliant().records, LATER)
+    )
+
+
+def test_summary_and_markdown_name_a_crash() -> None:
+    log = crashed_deployment()
+    (summary,) = summarise(log.records)
+    assert summary.crashed
+    assert summary.stopped == T0 + 8 * H
+    assert summary.duration is None
+    assert summary.to_json()["crashed"] is True
+    (normal,) = summarise(compliant().records)
+    assert not normal.crashed
+    assert normal.duration == 4 * H
+
+
+def test_export_of_an_alert_never_raised_gives_a_notice() -> None:
+    log = compliant()
+    log.add(T0 + 5 * H, "alert_exported", alert_id="a1", by="dc-9")
+    assert checks.notices(log.records, LATER) == []
+    export = log.add(T0 + 5 * H, "alert_exported", alert_id="zz", by="dc-9")
+    assert checks.notices(log.records, LATER) == [
+        f"record {export.seq}, line {export.line} (alert_exported) refers to alert "
+        "zz, which was not raised earlier in the log"
+    ]
+    assert found(log) == []
+
+
 def test_policy_ttl_zero_means_at_the_stop() -> None:
     policy = lfr.RetentionPolicy(watchlist_ttl_after_stop=timedelta(0))
     log = Records()

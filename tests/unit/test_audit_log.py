@@ -19,7 +19,7 @@ import pytest
 
 import lfr
 from lfr.audit import AuditLog, ChainProblem, PublicKey, Record, SigningKey, read_log
-from lfr.audit.events import biometric_fields, check_event
+from lfr.audit.events import ANOMALY_KINDS, biometric_fields, check_event
 from lfr.audit.log import canonical
 from lfr.errors import AuditError, KeyFileError
 
@@ -276,6 +276,31 @@ ALERT = dict(events()[2][1])
 
 
 @pytest.mark.parametrize(
+    ("event", "fields"),
+    [
+        ("alert_exported", {"alert_id": "a1", "by": "dc-9"}),
+        ("deployment_stopped", {"deployment_id": "d1", "reason": "crashed"}),
+        ("deployment_stopped", {"deployment_id": "d1", "last_record": 12}),
+        ("watchlist_destroyed", {"watchlist_sha256": SHA, "cause": "process_ended"}),
+        ("watchlist_destroyed", {"watchlist_sha256": SHA, "cause": "destroyed"}),
+        *(("anomaly", {"kind": kind}) for kind in ANOMALY_KINDS),
+    ],
+)
+def test_new_events_and_fields_are_accepted(
+    log_path: Path, event: str, fields: dict[str, Any]
+) -> None:
+    with AuditLog.create(log_path, KEY) as log:
+        log.append(event, **fields)
+    records, problems = check(log_path)
+    assert problems == []
+    assert records[1].fields == fields
+
+
+def test_the_new_anomaly_kinds_are_known() -> None:
+    assert {"purge_incomplete", "alert_lost", "trail_reconciled"} <= set(ANOMALY_KINDS)
+
+
+@pytest.mark.parametrize(
     ("event", "fields", "match"),
     [
         ("face_seen", {"alert_id": "a1"}, "unknown audit event"),
@@ -303,6 +328,18 @@ ALERT = dict(events()[2][1])
         ("counters", {**events()[6][1], "alerts": True}, "must be an int"),
         ("counters", {**events()[6][1], "alerts": 1.0}, "must be an int"),
         ("anomaly", {"kind": "other", "detail": "x" * 501}, "longer than 500"),
+        ("anomaly", {"kind": "alert_leaked"}, "one of"),
+        ("alert_exported", {"alert_id": "a1"}, "missing fields by"),
+        (
+            "watchlist_destroyed",
+            {"watchlist_sha256": "ab" * 32, "cause": "wiped"},
+            "one of destroyed, process_ended",
+        ),
+        (
+            "deployment_stopped",
+            {"deployment_id": "d1", "last_record": -1},
+            "must not be negative",
+        ),
         (
             "deployment_started",
             {**events()[0][1], "policy": {"alert_ttl_seconds": -1}},
@@ -686,11 +723,17 @@ def test_open_refuses_a_damaged_log(log_path: Path, damage: str) -> None:
     assert log_path.read_bytes() == before
 
 
-def test_one_writer_at_a_time(log_path: Path) -> None:
-    log = AuditLog.create(log_path, KEY)
-    with log, pytest.raises(AuditError, match="open for writing elsewhere"):
-        AuditLog.open(log_path, KEY)
-    AuditLog.open(log_path, KEY).close()
+def test_several_writers_share_one_chain(log_path: Path) -> None:
+    # Each append locks the file for that append only (see test_audit_writers).
+    with (
+        AuditLog.create(log_path, KEY) as first,
+        AuditLog.open(log_path, KEY) as second,
+    ):
+        assert second.append("alert_purged", alert_id="a1").seq == 1
+        assert first.append("alert_purged", alert_id="a2").seq == 2
+    records, problems = check(log_path)
+    assert problems == []
+    assert [r.fields.get("alert_id") for r in records] == [None, "a1", "a2"]
 
 
 def test_open_and_create_check_the_key_type(log_path: Path) -> None:

@@ -20,11 +20,11 @@ ALERT_EVENTS = frozenset(
     {
         "alert_reviewed",
         "alert_actioned",
+        "alert_exported",
         "alert_held",
+        "alert_improved",
         "alert_released",
         "alert_purged",
-        "alert_improved",
-        "alert_exported",
     }
 )
 
@@ -114,6 +114,19 @@ class DeploymentTrail:
     loads: list[Record] = field(default_factory=list)
     counters: list[Record] = field(default_factory=list)
     alerts: list[AlertTrail] = field(default_factory=list)
+
+    @property
+    def crashed(self) -> bool:
+        """Whether it was closed as crashed: killed, its stop written by a later start.
+
+        Such a ``deployment_stopped`` record has reason ``"crashed"`` (and
+        ``last_record``, the seq of the deployment's last record); it counts as
+        the stop, at the time it was written.
+        """
+        return (
+            self.stopped is not None
+            and text(self.stopped.fields, "reason") == "crashed"
+        )
 
 
 @dataclass

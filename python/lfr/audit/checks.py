@@ -264,7 +264,9 @@ def watchlists_destroyed(records: Sequence[Record], now: datetime) -> list[Viola
     time plus the policy's ``watchlist_ttl_after_stop``. A late destruction is
     flagged on the ``watchlist_destroyed`` record; a missing one, once that
     deadline has passed at ``now``, on the last load. A deployment still running
-    has no deadline yet.
+    has no deadline yet. A deployment closed as crashed (its process was killed;
+    a later start wrote its ``deployment_stopped`` with reason ``"crashed"``) is
+    stopped at that record's time.
 
     Args:
         records: The verified records, in log order.
@@ -304,9 +306,10 @@ def watchlists_destroyed(records: Sequence[Record], now: datetime) -> list[Viola
                 f"the watchlist {sha} of deployment "
                 f"{deployment.deployment_id} (loaded at {at(load)})"
             )
+            how = ", closed as crashed" if deployment.crashed else ""
             due = (
                 f"{iso(deadline)} ({ttl} after the stop at {iso(stopped.time)}: "
-                f"{at(stopped)})"
+                f"{at(stopped)}{how})"
             )
             if destroy is not None and destroy.time > deadline:
                 out.append(
@@ -434,10 +437,11 @@ def run_checks(records: Sequence[Record], now: datetime) -> list[Violation]:
 def notices(records: Sequence[Record], now: datetime) -> list[str]:
     """What an auditor should know that is not a broken promise.
 
-    Deployments still running when the log ends, records that refer to an alert
-    never raised, repeated starts, stops or alerts, unreadable policies, alerts
-    judged with the default policy, and stopped deployments whose counters
-    report a different number of alerts than the log raised.
+    Deployments still running when the log ends, deployments that were killed
+    and closed as crashed by a later start, records that refer to an alert never
+    raised, repeated starts, stops or alerts, unreadable policies, alerts judged
+    with the default policy, and stopped deployments whose counters report a
+    different number of alerts than the log raised.
 
     Args:
         records: The verified records, in log order.
@@ -456,6 +460,8 @@ def notices(records: Sequence[Record], now: datetime) -> list[str]:
                 f"{at(deployment.started)}) was still running when the log ends: "
                 "its watchlist deadline cannot be checked yet"
             )
+        if deployment.crashed and deployment.stopped is not None:
+            out.append(_crash_notice(deployment.deployment_id, deployment.stopped))
         if deployment.stopped is not None and deployment.counters:
             counted = sum(count(r.fields, "alerts") or 0 for r in deployment.counters)
             if counted != len(deployment.alerts):
@@ -464,6 +470,17 @@ def notices(records: Sequence[Record], now: datetime) -> list[str]:
                     f"{counted} alerts, but the log raised {len(deployment.alerts)}"
                 )
     return out
+
+
+def _crash_notice(deployment_id: str, stopped: Record) -> str:
+    last = count(stopped.fields, "last_record")
+    before = "" if last is None else f" after its last record (record {last})"
+    return (
+        f"deployment {deployment_id} was killed{before}; closed as crashed at "
+        f"{at(stopped)} by the next start: its watchlist deadline runs from "
+        f"{iso(stopped.time)}, and the watchlist copies it held in memory ended "
+        "with its process, not wiped by lfr"
+    )
 
 
 def _in_order(violations: list[Violation]) -> list[Violation]:

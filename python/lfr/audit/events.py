@@ -270,7 +270,12 @@ EVENTS: Mapping[str, EventSpec] = {
             "lfr_version": _id,
         }
     ),
-    "deployment_stopped": _spec({"deployment_id": _id}, {"reason": _text}),
+    # A deployment killed before it could log its stop is closed by the next start
+    # (lfr.audit.liveness.close_crashed): reason "crashed", and last_record, the
+    # seq of its last record in the log. The record's own time is the close.
+    "deployment_stopped": _spec(
+        {"deployment_id": _id}, {"reason": _text, "last_record": _count}
+    ),
     "counters": _spec(
         {"deployment_id": _id, "camera_id": _id, **dict.fromkeys(_COUNTS, _count)}
     ),
@@ -296,7 +301,7 @@ EVENTS: Mapping[str, EventSpec] = {
     "alert_purged": _spec({"alert_id": _id}),
     # A better view of the face replaced the stored crop, score and box.
     "alert_improved": _spec({"alert_id": _id, "score": _number}),
-    # A person exported the alert's face crop (lfr alerts show).
+    # A person exported the alert's crop (lfr alerts show, for a case file).
     "alert_exported": _spec({"alert_id": _id, "by": _id}),
     "watchlist_loaded": _spec(
         {
@@ -306,7 +311,12 @@ EVENTS: Mapping[str, EventSpec] = {
             "model_id": _id,
         }
     ),
-    "watchlist_destroyed": _spec({"watchlist_sha256": _sha256}, {"deployment_id": _id}),
+    # cause "process_ended": the deployment's process died (closed as crashed);
+    # its in-memory copy ended with it, not wiped by lfr.
+    "watchlist_destroyed": _spec(
+        {"watchlist_sha256": _sha256},
+        {"deployment_id": _id, "cause": _choice("destroyed", "process_ended")},
+    ),
     "anomaly": _spec(
         {"kind": _choice(*ANOMALY_KINDS)},
         {"detail": _detail, "camera_id": _id, "deployment_id": _id},

@@ -16,19 +16,36 @@ Removing, inserting, reordering or changing records breaks a signature, the
 sequence or the chain; the chain cannot show records cut from the end of the file
 at a line boundary (keep the record count elsewhere, e.g. in a deployment report,
 to catch that).
+
+Several writers (processes or :class:`AuditLog` objects) may append to one log,
+e.g. ``lfr run`` and a reviewer's ``lfr alerts review --audit LOG``. Each append
+takes ``flock(LOCK_EX)`` on the file for that append only (polling, for at most
+``lock_timeout`` seconds, then :class:`lfr.errors.AuditError`), reads and verifies
+with the log's public key whatever was appended since this object's head, and
+chains its record after it. A torn last line found there (a writer crashed while
+writing it) is cut off and recorded as ``log_recovered``, the same code path
+:meth:`AuditLog.open` takes for a whole file. Records that do not verify stop the
+append: nothing is written. So every writer must hold the log's signing key; one
+with another key cannot append after records it cannot verify, nor can anyone
+after such a writer's records. The lock is advisory (a process that ignores it is
+caught by verification, not stopped) and not fair (a writer appending without pause
+can delay others up to the timeout).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -155,10 +172,28 @@ class _Scan:
     last_hash: str  # SHA-256 of the last verified line
 
 
-def _scan(lines: Iterable[bytes], public_key: PublicKey) -> _Scan:
-    """Verifies ``lines``: each ends in a newline, except maybe the last."""
-    scan = _Scan([], [], 0, _GENESIS)
-    number = 0
+def _scan(
+    lines: Iterable[bytes],
+    public_key: PublicKey,
+    *,
+    after_line: int = 0,
+    prev: str = _GENESIS,
+    offset: int = 0,
+) -> _Scan:
+    """Verifies ``lines``: each ends in a newline, except maybe the last.
+
+    Args:
+        lines: The lines to verify.
+        public_key: The log's key.
+        after_line: How many lines (records) come before ``lines`` in the file:
+            the first of ``lines`` is line ``after_line + 1``, record
+            ``after_line``.
+        prev: The SHA-256 of the line before the first of ``lines`` (64 zeros
+            at the start of the file).
+        offset: The file offset ``lines`` start at; ``end`` counts from 0.
+    """
+    scan = _Scan([], [], offset, prev)
+    number = after_line
     for raw in lines:
         number += 1
         if not raw.endswith(b"\n"):
@@ -338,13 +373,27 @@ def public_key_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(path)}.pub")
 
 
+#: How long an append (or :meth:`AuditLog.open`) waits for another writer's lock
+#: on the log file before giving up, in seconds.
+LOCK_TIMEOUT = 10.0
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.01
+
+# Private test hook. When set, appends take no lock on the file and call it between
+# re-reading the head and writing: the tests use it to show that the lock is what
+# keeps several writers' records in one chain. Never set it outside the tests.
+_unlocked_append_hook: Callable[[], None] | None = None
+
+
 class AuditLog(Closing):
     """An append-only, signed, hash-chained audit log (JSON Lines).
 
-    Make one with :meth:`create` or continue one with :meth:`open`; the
-    :class:`AuditLog` holds an exclusive lock on the file until :meth:`close`.
-    :meth:`append` is thread-safe; every record is on disk (fsynced) when it
-    returns.
+    Make one with :meth:`create` or continue one with :meth:`open`. Several
+    :class:`AuditLog` objects, in one process or several, may write the same log
+    with the same key: each append locks the file for that append only, reads
+    (and verifies) what the others appended since, and chains its record after
+    theirs (see "Several writers" in ``docs/audit.md``). :meth:`append` is
+    thread-safe; every record is on disk (fsynced) when it returns.
 
     Examples:
         >>> import tempfile, pathlib
@@ -364,6 +413,7 @@ class AuditLog(Closing):
         "_fd",
         "_key",
         "_lock",
+        "_lock_timeout",
         "_path",
         "_prev",
         "_seq",
@@ -377,17 +427,17 @@ class AuditLog(Closing):
         _path: Path,
         _key: SigningKey,
         _clock: Callable[[], datetime],
-        _seq: int,
-        _prev: str,
-        _size: int,
+        _lock_timeout: float,
     ) -> None:
         self._fd = _fd
         self._path = _path
         self._key = _key
         self._clock = _clock
-        self._seq = _seq
-        self._prev = _prev
-        self._size = _size
+        self._lock_timeout = _lock_timeout
+        # The head: the last record this object knows of (written or read).
+        self._seq = -1
+        self._prev = _GENESIS
+        self._size = 0
         self._broken = False
         self._lock = threading.Lock()
 
@@ -398,6 +448,7 @@ class AuditLog(Closing):
         key: SigningKey,
         *,
         clock: Callable[[], datetime] | None = None,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> AuditLog:
         """Starts a new log (mode 0640) and exports its public key to ``<log>.pub``.
 
@@ -409,6 +460,8 @@ class AuditLog(Closing):
             key: The key that signs every record.
             clock: Returns the current time (aware); ``datetime.now(UTC)`` when
                 None.
+            lock_timeout: How long each append waits for another writer's lock
+                on the file, in seconds, before raising :class:`AuditError`.
 
         Returns:
             The open log.
@@ -416,11 +469,13 @@ class AuditLog(Closing):
         Raises:
             FileExistsError: ``path`` exists (continue it with :meth:`open`).
             TypeError: ``key`` is not a :class:`SigningKey`.
+            ValueError: ``lock_timeout`` is negative or not finite.
             OSError: The files cannot be written (nothing is left behind).
         """
         _check_key(key)
+        timeout = _check_timeout(lock_timeout)
         path = Path(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
             fd = os.open(path, flags, 0o640)
         except FileExistsError:
@@ -430,22 +485,20 @@ class AuditLog(Closing):
         log = None
         try:
             os.fchmod(fd, 0o640)
-            _lock(fd, path)
             log = cls(
                 _fd=fd,
                 _path=path,
                 _key=key,
                 _clock=clock or _utc_now,
-                _seq=-1,
-                _prev=_GENESIS,
-                _size=0,
+                _lock_timeout=timeout,
             )
             header = {
                 "log_id": str(uuid.uuid4()),
                 "public_key": base64.b64encode(key.public_key().raw).decode(),
                 "lfr_version": __version__,
             }
-            log._write("log_created", check_event("log_created", header))
+            with log._lock, log._file_lock():  # no one else can have written
+                log._append("log_created", check_event("log_created", header))
             fsync_dir(path.parent)
             key.public_key().save(public_key_path(path), overwrite=True)
         except BaseException:
@@ -464,71 +517,61 @@ class AuditLog(Closing):
         key: SigningKey,
         *,
         clock: Callable[[], datetime] | None = None,
+        lock_timeout: float = LOCK_TIMEOUT,
     ) -> AuditLog:
         """Continues an existing log after verifying it with ``key``'s public key.
 
-        A torn last line (the process stopped while writing it; it was never a
-        complete record) is cut off, and an ``anomaly`` record with kind
-        ``log_recovered`` says how many bytes were discarded.
+        The whole file is verified under the log's lock. A torn last line (a
+        writer stopped while writing it; it was never a complete record) is cut
+        off, and an ``anomaly`` record with kind ``log_recovered`` says how many
+        bytes were discarded. Other writers may keep appending to the log.
 
         Args:
             path: The log file.
             key: The key that signed it, which signs what follows.
             clock: As for :meth:`create`.
+            lock_timeout: As for :meth:`create`; also bounds the wait here.
 
         Returns:
             The open log, positioned after its last record.
 
         Raises:
             AuditError: The log does not verify (changed, another key's, not a
-                log, no complete first record) or is open for writing elsewhere;
-                the file is left as it was.
+                log, no complete first record), or another writer held its lock
+                for longer than ``lock_timeout``; the file is left as it was.
             TypeError: ``key`` is not a :class:`SigningKey`.
+            ValueError: ``lock_timeout`` is negative or not finite.
             OSError: The file cannot be opened.
         """
         _check_key(key)
+        timeout = _check_timeout(lock_timeout)
         path = Path(path)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         try:
-            _lock(fd, path)
-            with open(fd, "rb", closefd=False) as f:
-                scan = _scan(f, key.public_key())
-            size = os.fstat(fd).st_size
-            problem = scan.problems[0] if scan.problems else None
-            if problem is not None and (
-                problem.kind != "truncated" or not scan.records
-            ):
-                raise AuditError(f"cannot continue audit log {path}: {problem.message}")
             log = cls(
                 _fd=fd,
                 _path=path,
                 _key=key,
                 _clock=clock or _utc_now,
-                _seq=scan.records[-1].seq,
-                _prev=scan.last_hash,
-                _size=scan.end,
+                _lock_timeout=timeout,
             )
         except BaseException:
             os.close(fd)
             raise
-        if problem is not None:
-            try:
-                os.ftruncate(fd, scan.end)
-                os.fsync(fd)
-                recovered = {
-                    "kind": "log_recovered",
-                    "detail": f"discarded {size - scan.end} bytes: the incomplete "
-                    f"last line (line {problem.line}), left when the process "
-                    "stopped while writing it",
-                }
-                log._write("anomaly", check_event("anomaly", recovered))
-            except BaseException:
-                log.close()
-                raise
+        try:
+            with log._lock, log._file_lock():
+                log._catch_up()
+        except BaseException:
+            log.close()
+            raise
         return log
 
     def append(self, event: str, **fields: Any) -> Record:
         """Signs and writes one event; it is on disk when this returns.
+
+        The record follows the last record of the file, whoever wrote it: what
+        other writers appended since this object's last append is read and
+        verified first (under the file's lock).
 
         Args:
             event: An event name of :data:`lfr.audit.events.EVENTS` (not
@@ -536,65 +579,199 @@ class AuditLog(Closing):
             **fields: Its fields; times may be aware ``datetime`` objects.
 
         Returns:
-            The record written.
+            The record written (its ``seq`` and ``line`` are its place in the
+            file).
 
         Raises:
             ValueError: The event is unknown, a field is missing, unknown, of the
                 wrong kind or biometric-looking, the clock gave a naive time, or
                 the log is closed. Nothing is written.
             TypeError: The clock returned something other than a ``datetime``.
-            AuditError: The write failed (nothing was kept), or an earlier write
-                failed in a way that leaves the log unusable (open it again).
+            AuditError: The write failed (nothing was kept); an earlier write
+                failed in a way that leaves the log unusable (open it again);
+                what other writers appended does not verify, or the file lost
+                records (nothing is written); or another writer held the lock
+                for longer than the lock timeout.
         """
         if event == "log_created":
             raise ValueError("log_created is written only by AuditLog.create")
         return self._write(event, check_event(event, fields))
 
-    def _write(self, event: str, fields: dict[str, Any]) -> Record:
-        """Signs, writes and fsyncs one record of checked (JSON-ready) fields."""
+    def records(self) -> list[Record]:
+        """Every verified record of the log as it stands now, in log order.
+
+        The whole file is read and verified under its lock, so the list ends
+        with the last record any writer has appended. A torn last line left by
+        a writer that crashed is recovered first, as :meth:`open` does.
+
+        Returns:
+            The records, from ``log_created`` on.
+
+        Raises:
+            ValueError: The log is closed.
+            AuditError: The log no longer verifies, an earlier write failed, or
+                another writer held the lock for longer than the lock timeout.
+        """
         with self._lock:
-            if self._fd < 0:
-                raise ValueError(f"the audit log {self._path} is closed")
-            if self._broken:
-                raise AuditError(
-                    f"an earlier write to {self._path} failed; open the log again"
-                )
-            now = self._clock()
-            if not isinstance(now, datetime):
-                raise TypeError(
-                    f"the clock returned {type(now).__name__}, not datetime"
-                )
-            time = format_time(now)
-            seq = self._seq + 1
-            body = {
-                "seq": seq,
-                "time": time,
-                "event": event,
-                "fields": fields,
-                "prev": self._prev,
-            }
-            sig = base64.b64encode(self._key.sign(canonical(body))).decode()
-            line = canonical({**body, "sig": sig})
-            try:
-                _write_all(self._fd, line + b"\n")
-            except OSError as exc:
-                self._undo()
-                raise AuditError(
-                    f"cannot write to audit log {self._path}: {exc.strerror}"
-                ) from exc
-            try:
-                os.fsync(self._fd)
-            except OSError as exc:
-                self._broken = True  # what reached the disk is unknown
-                raise AuditError(
-                    f"cannot sync audit log {self._path}: {exc.strerror}"
-                ) from exc
-            self._seq = seq
-            self._prev = hashlib.sha256(line).hexdigest()
-            self._size += len(line) + 1
-            return Record(
-                seq, parse_time(time), event, MappingProxyType(fields), seq + 1
+            self._check_usable()
+            with self._file_lock():
+                self._catch_up()
+                with open(self._fd, "rb", closefd=False) as f:
+                    f.seek(0)
+                    scan = _scan(f, self._key.public_key())
+        if scan.problems or scan.end != self._size:
+            message = (
+                scan.problems[0].message
+                if scan.problems
+                else "it changed while it was read"
             )
+            raise AuditError(f"audit log {self._path} no longer verifies: {message}")
+        return scan.records
+
+    def _write(self, event: str, fields: dict[str, Any]) -> Record:
+        """Catches up with other writers, then signs, writes and fsyncs a record."""
+        with self._lock:
+            self._check_usable()
+            hook = _unlocked_append_hook
+            if hook is not None:
+                self._catch_up()
+                hook()
+                return self._append(event, fields)
+            with self._file_lock():
+                self._catch_up()
+                return self._append(event, fields)
+
+    def _check_usable(self) -> None:
+        if self._fd < 0:
+            raise ValueError(f"the audit log {self._path} is closed")
+        if self._broken:
+            raise AuditError(
+                f"an earlier write to {self._path} failed; open the log again"
+            )
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Holds flock(LOCK_EX) on the file, waiting at most the lock timeout."""
+        deadline = time.monotonic() + self._lock_timeout
+        pause = _POLL_FIRST
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AuditError(
+                        f"audit log {self._path} stayed locked by another writer "
+                        f"for {self._lock_timeout:g} s; nothing was written"
+                    ) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, _POLL_MAX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _catch_up(self) -> None:
+        """Reads and verifies what was appended after the head; moves the head.
+
+        Called under the file's lock. A torn last line (a writer crashed while
+        writing it) is cut off and recorded as an ``anomaly`` of kind
+        ``log_recovered``. From an empty head (:meth:`open`) this verifies the
+        whole file.
+
+        Raises:
+            AuditError: What follows the head does not verify, or the file is
+                shorter than the head (records were cut from its end). Nothing
+                is written.
+        """
+        size = os.fstat(self._fd).st_size
+        opening = self._seq < 0
+        if size == self._size and not opening:
+            return
+        if size < self._size:
+            raise AuditError(
+                f"cannot append to audit log {self._path}: it is shorter than when "
+                f"this writer last read it ({size} < {self._size} bytes): records "
+                "were cut from its end; nothing was written"
+            )
+        with open(self._fd, "rb", closefd=False) as f:
+            f.seek(self._size)
+            scan = _scan(
+                f,
+                self._key.public_key(),
+                after_line=self._seq + 1,
+                prev=self._prev,
+                offset=self._size,
+            )
+        problem = scan.problems[0] if scan.problems else None
+        if problem is not None and (
+            problem.kind != "truncated" or (opening and not scan.records)
+        ):
+            if opening:
+                raise AuditError(
+                    f"cannot continue audit log {self._path}: {problem.message}"
+                )
+            raise AuditError(
+                f"cannot append to audit log {self._path}: what was appended after "
+                f"record {self._seq} (by another writer) does not verify: "
+                f"{problem.message}; nothing was written"
+            )
+        if scan.records:
+            self._seq = scan.records[-1].seq
+            self._prev = scan.last_hash
+            self._size = scan.end
+        if problem is None:
+            return
+        try:
+            os.ftruncate(self._fd, scan.end)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise AuditError(
+                f"cannot cut the incomplete last line off audit log {self._path}: "
+                f"{exc.strerror}"
+            ) from exc
+        recovered = {
+            "kind": "log_recovered",
+            "detail": f"discarded {size - scan.end} bytes: the incomplete last line "
+            f"(line {problem.line}), left when a writer stopped while writing it",
+        }
+        self._append("anomaly", check_event("anomaly", recovered))
+
+    def _append(self, event: str, fields: dict[str, Any]) -> Record:
+        """Signs, writes and fsyncs one record after the head (locks held)."""
+        now = self._clock()
+        if not isinstance(now, datetime):
+            raise TypeError(f"the clock returned {type(now).__name__}, not datetime")
+        stamp = format_time(now)
+        seq = self._seq + 1
+        body = {
+            "seq": seq,
+            "time": stamp,
+            "event": event,
+            "fields": fields,
+            "prev": self._prev,
+        }
+        sig = base64.b64encode(self._key.sign(canonical(body))).decode()
+        line = canonical({**body, "sig": sig})
+        try:
+            _write_all(self._fd, line + b"\n")
+        except OSError as exc:
+            self._undo()
+            raise AuditError(
+                f"cannot write to audit log {self._path}: {exc.strerror}"
+            ) from exc
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._broken = True  # what reached the disk is unknown
+            raise AuditError(
+                f"cannot sync audit log {self._path}: {exc.strerror}"
+            ) from exc
+        self._seq = seq
+        self._prev = hashlib.sha256(line).hexdigest()
+        self._size += len(line) + 1
+        return Record(seq, parse_time(stamp), event, MappingProxyType(fields), seq + 1)
 
     def _undo(self) -> None:
         """Cuts off a partly written line, or marks the log unusable."""
@@ -604,7 +781,7 @@ class AuditLog(Closing):
             self._broken = True
 
     def close(self) -> None:
-        """Closes the file and releases its lock (idempotent)."""
+        """Closes the file (idempotent). No lock is held between appends."""
         with self._lock:
             if self._fd >= 0:
                 fd, self._fd = self._fd, -1
@@ -627,7 +804,10 @@ class AuditLog(Closing):
 
     @property
     def last_seq(self) -> int:
-        """The ``seq`` of the last record written."""
+        """The ``seq`` of the last record this object wrote or read.
+
+        Other writers may have appended since; :meth:`records` reads them.
+        """
         return self._seq
 
     def __repr__(self) -> str:
@@ -646,13 +826,12 @@ def _check_key(key: Any) -> None:
         raise TypeError(f"key must be a SigningKey, got {type(key).__name__}")
 
 
-def _lock(fd: int, path: Path) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise AuditError(
-            f"{path} is open for writing elsewhere (another AuditLog or process)"
-        ) from None
+def _check_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"lock_timeout must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"lock_timeout must be a finite number >= 0, got {value}")
+    return float(value)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -69,6 +69,9 @@ class DeploymentSummary:
         inconclusive: Alerts reviewed without agreement, or judged inconclusive.
         unreviewed: Alerts no one reviewed.
         engagements: Alerts on which an officer engaged the person.
+        crashed: Whether its process was killed: a later start closed it as
+            crashed, and ``stopped`` is when that close was written (when it
+            really ended is not known; ``duration`` is then ``None``).
 
     Raises:
         ValueError: A count is negative.
@@ -93,6 +96,7 @@ class DeploymentSummary:
     inconclusive: int
     unreviewed: int
     engagements: int
+    crashed: bool = False
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -114,6 +118,7 @@ class DeploymentSummary:
             "camera_ids": list(self.camera_ids),
             "watchlist_size": self.watchlist_size,
             **{name: getattr(self, name) for name in _SUMMARY_COUNTS},
+            "crashed": self.crashed,
         }
 
 
@@ -346,6 +351,13 @@ def render_markdown(report: AuditReport) -> str:
             )
             lines.append(f"- `{violation.kind}`{where}: {_md(violation.message)}")
     lines.append("")
+    crashed = sum(summary.crashed for summary in report.deployments)
+    if crashed:
+        lines += [
+            f"{crashed} deployment(s) ended with their process killed; the next "
+            "start closed them as crashed (see the notices).",
+            "",
+        ]
     if report.notices:
         lines += ["### Notices", ""]
         lines += [f"- {_md(notice)}" for notice in report.notices]
@@ -360,13 +372,22 @@ def render_markdown(report: AuditReport) -> str:
 
 def _deployment_table(summary: DeploymentSummary) -> list[str]:
     started, stopped = summary.started, summary.stopped
+    if stopped is None:
+        end = "still running when the log ends"
+    elif summary.crashed:
+        end = (
+            f"the process was killed; closed as crashed at {_when(stopped)} "
+            "by the next start"
+        )
+    else:
+        end = _when(stopped)
     rows = [
         ("Date", started.strftime("%Y-%m-%d") if started else "not recorded"),
         ("Location", summary.location or "not recorded"),
         ("Purpose", summary.purpose or "not recorded"),
         ("Authorising officer", summary.authorised_by or "not recorded"),
         ("Start", _when(started) if started else "not recorded"),
-        ("End", _when(stopped) if stopped else "still running when the log ends"),
+        ("End", end),
         ("Duration", _duration(summary.duration)),
         (
             "Cameras",
@@ -442,7 +463,7 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         stopped=stop_time,
         duration=(
             stop_time - start_time
-            if start_time is not None and stop_time is not None
+            if start_time is not None and stop_time is not None and not trail.crashed
             else None
         ),
         location=text(fields, "location"),
@@ -452,6 +473,7 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         watchlist_size=watchlist_size,
         alerts=len(trail.alerts),
         engagements=engagements,
+        crashed=trail.crashed,
         **totals,
         **outcomes,
     )
