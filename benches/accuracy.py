@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 import lfr
 from lfr.embed import DlibModel
-from lfr.metrics import OpenSetResult, open_set_metrics
+from lfr.evaluation.metrics import OpenSetResult, open_set_metrics
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]

@@ -37,7 +37,7 @@ import numpy.typing as npt
 
 from lfr import models
 from lfr._closing import Closing
-from lfr._ort import session
+from lfr.models.ort import session
 from lfr.align import MAX_FRAME_SIDE, check_frame, opencv_reads_in_place
 from lfr.errors import ModelError
 from lfr.secure import SecureBuffer

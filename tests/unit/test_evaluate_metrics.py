@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from lfr._eval_data import Embedded, Photo
-from lfr._eval_metrics import (
+from lfr.evaluation.dataset import Embedded, Photo
+from lfr.evaluation.error_rates import (
     comparison_fmr_for,
     det_curve,
     extrapolated_fpir,
