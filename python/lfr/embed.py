@@ -46,6 +46,7 @@ __all__ = [
     "default_model",
 ]
 
+
 def chip_to_tensor(
     chip: npt.NDArray[np.uint8],
     out: npt.NDArray[np.float32],

@@ -113,11 +113,7 @@ def faces(lfw_dir: Path, yunet_path: Path) -> list[Face]:
         h, w = frame.shape[:2]
         centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
         i = int(np.argmin(((centres - [w / 2, h / 2]) ** 2).sum(axis=1)))
-        face = lfr.Detections(
-            faces.boxes[i : i + 1].copy(),
-            faces.scores[i : i + 1].copy(),
-            faces.landmarks[i : i + 1].copy(),
-        )
+        face = faces[i : i + 1]
         out.append((frame, face))
         if len(out) == FACES:
             break

@@ -36,11 +36,7 @@ def photos(lfw_dir: Path, person: str) -> list[npt.NDArray[np.uint8]]:
 
 def largest(faces: lfr.Detections) -> lfr.Detections:
     i = int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))
-    return lfr.Detections(
-        faces.boxes[i : i + 1].copy(),
-        faces.scores[i : i + 1].copy(),
-        faces.landmarks[i : i + 1].copy(),
-    )
+    return faces[i : i + 1]
 
 
 def one_face(det: lfr.FaceDetector, image: npt.NDArray[np.uint8]) -> lfr.Detections:

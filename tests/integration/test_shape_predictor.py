@@ -14,8 +14,8 @@ import pytest
 
 from lfr import align
 from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
-from lfr.models.shape_predictor import ShapePredictor
 from lfr.detect import FaceDetector
+from lfr.models.shape_predictor import ShapePredictor
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
 models = pytest.importorskip(

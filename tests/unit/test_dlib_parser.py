@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lfr.models import dlib_resnet
 from lfr.errors import ModelError
+from lfr.models import dlib_resnet
 
 # -- a small encoder of dlib's format ------------------------------------------
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from lfr.evaluation import analyse
 from lfr.evaluation.dataset import Embedded, Photo
 from lfr.evaluation.error_rates import (
     comparison_fmr_for,
@@ -16,7 +17,6 @@ from lfr.evaluation.error_rates import (
     threshold_for_size,
     wilson,
 )
-from lfr.evaluation import analyse
 
 
 def test_det_curve_known_points() -> None:

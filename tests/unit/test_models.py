@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lfr import models
-from lfr.models import provision
 from lfr.errors import ModelError
+from lfr.models import provision
 from tests.conftest import installed_model
 
 

@@ -25,7 +25,10 @@ def onnx() -> Any:
         (np.array([-(2**63), 2**63 - 1], dtype=np.int64), onnx_writer.INT64),
         (np.array(0.25, dtype=np.float32), onnx_writer.FLOAT),  # a scalar: no dims
         (np.array(3, dtype=np.uint8), onnx_writer.UINT8),
-        (np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2], onnx_writer.INT8),  # strided
+        (
+            np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2],
+            onnx_writer.INT8,
+        ),  # strided
     ],
 )
 def test_tensors_round_trip_through_onnx(
@@ -52,9 +55,15 @@ def _qdq_conv() -> bytes:
     nodes = [
         onnx_writer.node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
         onnx_writer.node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-        onnx_writer.node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], "", {"axis": 0}),
-        onnx_writer.node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], "", {"axis": 0}),
-        onnx_writer.node("Conv", ["xd", "wd", "bd"], ["y"], "", {"kernel_shape": [2, 2]}),
+        onnx_writer.node(
+            "DequantizeLinear", ["w", "ws", "wz"], ["wd"], "", {"axis": 0}
+        ),
+        onnx_writer.node(
+            "DequantizeLinear", ["b", "bs", "bz"], ["bd"], "", {"axis": 0}
+        ),
+        onnx_writer.node(
+            "Conv", ["xd", "wd", "bd"], ["y"], "", {"kernel_shape": [2, 2]}
+        ),
     ]
     initializers = [
         onnx_writer.tensor("xs", np.array(0.5, np.float32)),

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lfr.errors import ModelError
 from lfr.models import onnx_writer
 from lfr.models.protobuf import (
     Field,
@@ -27,7 +28,6 @@ from lfr.models.protobuf import (
     to_signed,
     varint_field,
 )
-from lfr.errors import ModelError
 
 LFR_SOURCES = Path(__file__).resolve().parents[2] / "python" / "lfr"
 
@@ -318,7 +318,9 @@ def _relu_model(shape: list[int | str]) -> bytes:
 
 def test_make_dims_dynamic_equals_writing_dim_params() -> None:
     fixed = _relu_model([1, 3, 8, 8])
-    dynamic = onnx_writer.make_dims_dynamic(fixed, {"x": {0: "N", 3: "W"}}, {"y": {2: "H"}})
+    dynamic = onnx_writer.make_dims_dynamic(
+        fixed, {"x": {0: "N", 3: "W"}}, {"y": {2: "H"}}
+    )
     x, y = (
         onnx_writer.value_info("x", onnx_writer.FLOAT, ["N", 3, 8, "W"]),
         onnx_writer.value_info("y", onnx_writer.FLOAT, [1, 3, "H", 8]),
@@ -364,7 +366,9 @@ def test_docstring_examples_run() -> None:
 
 def test_make_dims_dynamic_can_keep_value_info(onnx: Any) -> None:
     fixed = _fixed_model(onnx).SerializeToString()
-    kept = onnx_writer.make_dims_dynamic(fixed, {"x": {0: "N"}}, {}, drop_value_info=False)
+    kept = onnx_writer.make_dims_dynamic(
+        fixed, {"x": {0: "N"}}, {}, drop_value_info=False
+    )
     proto = onnx.load_from_string(kept)
     assert [v.name for v in proto.graph.value_info] == ["c"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import lfr.align.dlib
 from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
-from lfr.models.shape_predictor import ShapePredictor
 from lfr.errors import ModelError
+from lfr.models.shape_predictor import ShapePredictor
 
 F32 = npt.NDArray[np.float32]
 

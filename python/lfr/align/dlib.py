@@ -82,7 +82,6 @@ DLIB_CHIP_TEMPLATE: F32 = (25.0 + 100.0 * _DLIB_FACE_POINTS - 0.5).astype(np.flo
 DLIB_CHIP_TEMPLATE.flags.writeable = False
 
 
-
 def _points(values: npt.ArrayLike, name: str, shape: tuple[int, ...]) -> F64:
     arr = np.asarray(values, dtype=np.float64)
     if arr.shape[1:] != shape[1:] or arr.ndim != len(shape):
@@ -285,7 +284,7 @@ _PREDICTORS_LOCK = threading.Lock()
 
 
 def shape_predictor() -> ShapePredictor:
-    """dlib's 5-point shape predictor, parsed once per process and model file.
+    """Dlib's 5-point shape predictor, parsed once per process and model file.
 
     Returns:
         The predictor of the installed ``dlib-shape5`` model.
@@ -307,7 +306,7 @@ def dlib_landmarks(
     boxes: npt.ArrayLike,
     landmarks: npt.ArrayLike,
 ) -> F32:
-    """dlib's five landmarks for YuNet detections, in ``frame`` pixels.
+    """Dlib's five landmarks for YuNet detections, in ``frame`` pixels.
 
     Args:
         predictor: Normally :func:`shape_predictor`.

@@ -1,7 +1,8 @@
 """Metric helpers of ``lfr eval``: DET curves, Wilson intervals, watchlist size.
 
 Pure numpy on score arrays; :mod:`lfr.evaluation.metrics` holds rank-1, TPIR and
-:func:`~lfr.evaluation.metrics.threshold_at_fpir`. Terms as in ISO/IEC 19795-1 and NIST FRTE:
+:func:`~lfr.evaluation.metrics.threshold_at_fpir`. Terms as in ISO/IEC 19795-1 and
+NIST FRTE:
 
 - FNIR(T): share of mated searches whose right identity is not returned first with
   a score of at least ``T`` (1 - TPIR);

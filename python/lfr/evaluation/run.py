@@ -20,6 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from lfr.detect import FaceDetector
+from lfr.embed import FaceEmbedder
 from lfr.evaluation.dataset import (
     Embedded,
     EmbeddingCache,
@@ -37,10 +39,8 @@ from lfr.evaluation.error_rates import (
     threshold_for_size,
     wilson,
 )
-from lfr.detect import FaceDetector
-from lfr.embed import FaceEmbedder
-from lfr.matcher import Matcher
 from lfr.evaluation.metrics import open_set_metrics, threshold_at_fpir
+from lfr.matcher import Matcher
 from lfr.quality import QualityGate
 
 __all__ = ["PROTOCOL", "EvalReport", "analyse", "embeddings", "evaluate", "read_groups"]

@@ -27,8 +27,8 @@ from typing import NamedTuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from lfr.models import onnx_writer
 from lfr.errors import ModelError
+from lfr.models import onnx_writer
 
 __all__ = [
     "AddPrev",
@@ -1088,7 +1088,11 @@ def convert_resnet(data: bytes, *, int8: bool = False) -> bytes:
         builder.nodes,
         builder.initializers,
         [onnx_writer.value_info("input", onnx_writer.FLOAT, ["N", 3, rows, cols])],
-        [onnx_writer.value_info("embedding", onnx_writer.FLOAT, ["N", output.channels])],
+        [
+            onnx_writer.value_info(
+                "embedding", onnx_writer.FLOAT, ["N", output.channels]
+            )
+        ],
         doc_string=(
             "dlib_face_recognition_resnet_model_v1 (CC0), converted by lfr."
             f"{quantised} "

@@ -26,6 +26,7 @@ from typing import Union
 import numpy as np
 import numpy.typing as npt
 
+from lfr.errors import ModelError
 from lfr.models.protobuf import (
     Field,
     WireType,
@@ -36,7 +37,6 @@ from lfr.models.protobuf import (
     string_field,
     varint_field,
 )
-from lfr.errors import ModelError
 
 __all__ = [
     "FLOAT",

@@ -55,6 +55,7 @@ _MAX_PIXELS = 1 << 20
 _MAX_INDEX = (1 << 31) - 1
 _FLOAT_SPECIAL = 32000  # exponents 32000..32002: +inf, -inf, NaN
 
+
 def _error(message: str, offset: int | None = None) -> ModelError:
     where = "" if offset is None else f" at byte {offset}"
     return ModelError(f"malformed dlib shape predictor{where}: {message}")
@@ -381,15 +382,15 @@ class ShapePredictor:
 
         Args:
             image: ``uint8[h, w]`` grey image, converted from colour the way dlib
-                does (:func:`lfr.align.dlib_grey`), or the ``uint8[h, w, 3]`` colour frame
-                itself: then dlib's grey value ``(r + g + b) // 3`` is computed
-                only at the sampled pixels. Any strides (a crop or other view of a
-                larger frame is fine); read in place, never copied.
+                does (:func:`lfr.align.dlib_grey`), or the ``uint8[h, w, 3]``
+                colour frame itself: then dlib's grey value ``(r + g + b) // 3`` is
+                computed only at the sampled pixels. Any strides (a crop or other
+                view of a larger frame is fine); read in place, never copied.
             boxes: ``[n, 4]`` dlib rectangles ``(left, top, right, bottom)``
                 in ``image``'s pixels; ``right``/``bottom`` are dlib's inclusive
                 corners (for a ``dlib.rectangle`` ``r``: ``r.right()``, not
-                ``r.left() + r.width()``). Use :func:`lfr.align.box_from_yunet` for YuNet
-                detections.
+                ``r.left() + r.width()``). Use :func:`lfr.align.box_from_yunet`
+                for YuNet detections.
             subpixel: Return the unrounded positions instead of dlib's integer
                 pixels.
 
