@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 import lfr
 from lfr.embed import DlibModel
-from lfr.metrics import OpenSetResult, open_set_metrics
+from lfr.evaluation.metrics import OpenSetResult, open_set_metrics
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -78,11 +78,7 @@ def labelled_face(detector: lfr.FaceDetector, frame: U8) -> lfr.Detections | Non
     h, w = frame.shape[:2]
     centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
     i = int(np.argmin(((centres - [w / 2, h / 2]) ** 2).sum(axis=1)))
-    return lfr.Detections(
-        faces.boxes[i : i + 1].copy(),
-        faces.scores[i : i + 1].copy(),
-        faces.landmarks[i : i + 1].copy(),
-    )
+    return faces[i : i + 1]
 
 
 Embed = Callable[[U8, lfr.Detections], "F32 | None"]

@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import installed_model
 
 from benches.test_detect import crowd  # noqa: F401  (a fixture)
-from lfr.detect import Detections, FaceDetector
+from lfr.detect import FaceDetector
 from lfr.embed import DlibModel, FaceEmbedder
 
 U8 = npt.NDArray[np.uint8]
@@ -47,11 +47,7 @@ def test_embed(
     found = detector.detect(frame)
     detector.close()
     assert len(found) >= batch
-    faces = Detections(
-        found.boxes[:batch].copy(),
-        found.scores[:batch].copy(),
-        found.landmarks[:batch].copy(),
-    )
+    faces = found[:batch]
     installed_model(model)
     embedder = FaceEmbedder(model=model, threads=threads, batch=8, flip=flip)
     embedder.embed(frame, faces)  # warm-up: onnxruntime plans its memory

@@ -28,8 +28,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import cv2
 import numpy as np
@@ -37,9 +39,9 @@ import numpy.typing as npt
 
 from lfr import models
 from lfr._closing import Closing
-from lfr._ort import session
 from lfr.align import MAX_FRAME_SIDE, check_frame, opencv_reads_in_place
 from lfr.errors import ModelError
+from lfr.models.ort import session
 from lfr.secure import SecureBuffer
 
 __all__ = ["MAX_FRAME_SIDE", "Detections", "FaceDetector", "nms"]
@@ -57,6 +59,16 @@ _OUTPUTS = tuple(
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
+
+#: What :class:`Detections` can be indexed with: a slice, a boolean mask of length
+#: ``n``, or integer indices (an array or a sequence).
+Index = Union[
+    slice,
+    npt.NDArray[np.bool_],
+    npt.NDArray[np.integer],
+    Sequence[int],
+    Sequence[bool],
+]
 
 
 def _readonly(arr: F32) -> F32:
@@ -97,6 +109,8 @@ class Detections:
         ... )
         >>> len(faces), faces
         (1, Detections(n=1))
+        >>> faces[faces.scores > 0.9], faces[[0, 0]], faces[1:]
+        (Detections(n=1), Detections(n=2), Detections(n=0))
         >>> len(Detections.empty())
         0
     """
@@ -155,8 +169,75 @@ class Detections:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def __getitem__(self, index: Index) -> Detections:
+        """The faces that ``index`` selects, as new Detections (copies, validated).
+
+        Args:
+            index: A slice (``faces[a:b]``), a boolean mask of length ``n``
+                (``faces[faces.scores > 0.9]``), or integer indices
+                (``faces[[2, 0]]``, ``faces[np.flatnonzero(mask)]``; negative
+                ones count from the end, repeats repeat the face). A single
+                integer is refused: ``faces[i : i + 1]`` is face ``i``.
+
+        Returns:
+            The selected faces, in the order of ``index``; their arrays are
+            copies, never views of this object's.
+
+        Raises:
+            TypeError: ``index`` is an integer or of another kind than above
+                (for example floats).
+            IndexError: A mask whose length is not ``n``, an index array that is
+                not one-dimensional, or an index out of range.
+        """
+        rows = _rows(index, len(self))
+        # Integer-array indexing always copies: no view of these arrays escapes.
+        return Detections(
+            boxes=self.boxes[rows],
+            scores=self.scores[rows],
+            landmarks=self.landmarks[rows],
+        )
+
     def __repr__(self) -> str:
         return f"Detections(n={len(self)})"
+
+
+def _rows(index: object, n: int) -> npt.NDArray[np.intp]:
+    """``index`` (see :meth:`Detections.__getitem__`) as row numbers in ``[0, n)``."""
+    if isinstance(index, slice):
+        return np.arange(n, dtype=np.intp)[index]
+    if isinstance(index, (bool, int, np.integer, np.bool_)):
+        raise TypeError(
+            "Detections take a slice, a boolean mask or integer indices, not a "
+            f"single {type(index).__name__}; use faces[i : i + 1] for face i"
+        )
+    if isinstance(index, np.ndarray):
+        arr = index
+    elif isinstance(index, (list, tuple)):
+        if not all(isinstance(v, (bool, int, np.integer, np.bool_)) for v in index):
+            raise TypeError("Detections index sequences must hold ints or bools only")
+        arr = np.asarray(index) if index else np.zeros(0, np.intp)
+    else:
+        raise TypeError(
+            "Detections take a slice, a boolean mask or integer indices, "
+            f"not {type(index).__name__}"
+        )
+    if arr.ndim != 1:
+        raise IndexError(f"a Detections index must be 1-D, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        if arr.shape[0] != n:
+            raise IndexError(
+                f"a mask for {n} faces needs {n} values, got {arr.shape[0]}"
+            )
+        return np.flatnonzero(arr)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if arr.size == 0:
+            return np.zeros(0, np.intp)
+        raise TypeError(
+            f"Detections indices must be integers or bools, got {arr.dtype}"
+        )
+    if arr.size and (int(arr.min()) < -n or int(arr.max()) >= n):
+        raise IndexError(f"a face index is out of range for {n} faces")
+    return np.where(arr < 0, arr + n, arr).astype(np.intp)
 
 
 def nms(

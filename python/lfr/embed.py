@@ -15,23 +15,26 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from lfr import models
-from lfr._ort import session
 from lfr.align import (
+    DLIB_TEMPLATE,
+    Alignment,
+    FaceAligner,
     check_frame,
-    mirrored_transform,
     opencv_reads_in_place,
-    similarity_transform,
-    warp_affine,
 )
+
+# Kept importable from here, where it used to live (callers import it from
+# lfr.embed); it belongs to lfr.align.
+from lfr.align import align_into as align_into
 from lfr.detect import Detections
 from lfr.errors import ModelError
+from lfr.models.ort import session
 from lfr.secure import SecureBuffer
 
 __all__ = [
@@ -42,24 +45,6 @@ __all__ = [
     "chip_to_tensor",
     "default_model",
 ]
-
-#: ``"dlib"``: dlib's 5-point shape predictor and chip geometry (what dlib's model
-#: was trained on); ``"template"``: the detector's landmarks onto ``template``.
-Alignment = Literal["dlib", "template"]
-
-#: Where YuNet's five landmarks (image-left eye, image-right eye, nose tip, mouth
-#: corners) belong in dlib's 150x150 chip (see ../shared/models/DLIB_FORMAT.md).
-DLIB_TEMPLATE: tuple[tuple[float, float], ...] = (
-    (46.14, 42.05),
-    (101.30, 42.61),
-    (71.74, 75.28),
-    (51.16, 99.69),
-    (98.18, 100.45),
-)
-
-#: Faces whose transform shrinks them by more than this are first downscaled with
-#: area interpolation, so the bilinear warp does not alias.
-_MAX_WARP_SHRINK = 0.5
 
 
 def chip_to_tensor(
@@ -253,27 +238,19 @@ class FaceEmbedder:
         self._views = 2 if self._flip else 1
         slots = self._batch * self._views
         self._run = 1 if isinstance(shape[0], int) else slots
-        scale = self._size / 150.0
-        points = (
-            np.asarray(template, dtype=np.float64)
-            if template is not None
-            else np.asarray(DLIB_TEMPLATE) * scale
-        )
-        if points.shape != (5, 2) or not np.isfinite(points).all():
-            raise ValueError(
-                f"template must be 5 finite (x, y) points, got {points.shape}"
-            )
-        self._template = points
         self._mean = tuple(float(m) for m in mean)
         self._std = tuple(float(s) for s in std)
         if len(self._mean) != 3 or len(self._std) != 3 or 0.0 in self._std:
             raise ValueError("mean and std need 3 values each, std non-zero")
         self._rgb = bool(rgb)
-        chosen = alignment or ("dlib" if own else "template")
-        if chosen not in ("dlib", "template"):
-            raise ValueError(f'alignment must be "dlib" or "template", got {chosen!r}')
-        self._alignment: Alignment = chosen
-        self._predictor = _shape_predictor() if chosen == "dlib" else None
+        self._aligner = FaceAligner(
+            self._size,
+            template,
+            method=alignment or ("dlib" if own else "template"),
+            flip=self._flip,
+        )
+        self._template = self._aligner.template
+        self._alignment: Alignment = self._aligner.method
         self._input = inputs[0].name
         self._output = outputs[0].name
         self._model_id = self._identify(file, own)
@@ -418,30 +395,7 @@ class FaceEmbedder:
         self, frame: npt.NDArray[np.uint8], faces: Detections
     ) -> list[npt.NDArray[np.float64]]:
         """Frame-to-chip maps, face by face (with its mirror after it if flipping)."""
-        s = self._size
-        out: list[npt.NDArray[np.float64]] = []
-        if self._predictor is None:
-            for lm in faces.landmarks:
-                out.append(similarity_transform(lm, self._template))
-                if self._flip:
-                    out.append(mirrored_transform(lm, self._template))
-            return out
-        if len(faces) == 0:
-            return out
-        from lfr._shape import box_from_yunet, chip_transform
-
-        boxes = box_from_yunet(faces.boxes, faces.landmarks)
-        # Read in place, whatever the strides; dlib's grey value is computed at the
-        # sampled pixels only.
-        shapes = self._predictor.predict(frame, boxes)
-        # The mirror of chip pixel x is pixel s - 1 - x.
-        mirror = np.array([[-1.0, 0.0, s - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-        for shape in shapes:
-            m = chip_transform(shape, s, 0.25)
-            out.append(m)
-            if self._flip:
-                out.append((mirror @ np.vstack([m, [0.0, 0.0, 1.0]]))[:2])
-        return out
+        return self._aligner.transforms(frame, faces.boxes, faces.landmarks)
 
     def _embed_batch(
         self,
@@ -488,79 +442,9 @@ class FaceEmbedder:
         )
 
 
-def align_into(
-    frame: npt.NDArray[np.uint8],
-    maps: Sequence[npt.NDArray[np.float64]] | npt.NDArray[np.float64],
-    chips: npt.NDArray[np.uint8],
-) -> None:
-    """Warps one face onto each chip, by its map; area-downscales large faces once.
-
-    A face that the maps would shrink by more than 2x is first resized with area
-    interpolation (into a secure scratch buffer, wiped afterwards), so the bilinear
-    warps sample an image of about the chip's own scale. All maps must show the
-    same face (for example the face and its mirror image): the downscaled region
-    is shared.
-
-    Args:
-        frame: ``uint8[h, w, 3]`` frame.
-        maps: A ``(2, 3)`` frame-to-chip map, or several (reflections allowed).
-        chips: ``uint8[s, s, 3]`` destination, or ``[len(maps), s, s, 3]``,
-            normally secure buffer views.
-    """
-    if isinstance(maps, np.ndarray) and maps.ndim == 2:
-        maps, chips = [maps], chips[None]
-    shrink = math.sqrt(abs(np.linalg.det(maps[0][:, :2])))
-    side = chips.shape[1]
-    if shrink >= _MAX_WARP_SHRINK:
-        for m, chip in zip(maps, chips):
-            warp_affine(frame, m, chip)
-        return
-    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
-    mapped = np.vstack(
-        [
-            corners @ inv[:, :2].T + inv[:, 2]
-            for inv in (cv2.invertAffineTransform(m) for m in maps)
-        ]
-    )
-    h, w = frame.shape[:2]
-    x0, y0 = np.clip(np.floor(mapped.min(axis=0)).astype(int) - 2, 0, [w, h])
-    x1, y1 = np.clip(np.ceil(mapped.max(axis=0)).astype(int) + 2, 0, [w, h])
-    if x1 - x0 < 2 or y1 - y0 < 2:
-        for m, chip in zip(maps, chips):
-            warp_affine(frame, m, chip)
-        return
-    rw = max(1, round((x1 - x0) * shrink))
-    rh = max(1, round((y1 - y0) * shrink))
-    with SecureBuffer(rw * rh * 3) as scratch:
-        small = scratch.array(np.uint8, (rh, rw, 3))
-        cv2.resize(
-            frame[y0:y1, x0:x1], (rw, rh), dst=small, interpolation=cv2.INTER_AREA
-        )
-        fx, fy = rw / (x1 - x0), rh / (y1 - y0)
-        # small(u, v) = frame(x0 + u / fx, y0 + v / fy): compose each map with that.
-        back = np.array([[1 / fx, 0.0, x0], [0.0, 1 / fy, y0], [0.0, 0.0, 1.0]])
-        for m, chip in zip(maps, chips):
-            warp_affine(small, (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2], chip)
-        del small
-
-
 def _normalise_rows(rows: npt.NDArray[np.float32]) -> None:
     """Scales each row to unit length in place (zero rows stay zero)."""
     for row in rows:
         norm = float(np.sqrt(np.dot(row, row)))
         if norm > 0 and math.isfinite(norm):
             np.multiply(row, np.float32(1.0 / norm), out=row)
-
-
-_PREDICTORS: dict[str, Any] = {}
-
-
-def _shape_predictor() -> Any:
-    """Dlib's 5-point shape predictor, parsed once per process and model file."""
-    from lfr._shape import ShapePredictor
-
-    file = models.path("dlib-shape5")
-    key = str(file)
-    if key not in _PREDICTORS:
-        _PREDICTORS[key] = ShapePredictor.from_bytes(file.read_bytes())
-    return _PREDICTORS[key]

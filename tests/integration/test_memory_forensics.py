@@ -29,8 +29,8 @@ import pytest
 
 import lfr
 from lfr import _core
-from lfr.align import warp_face
-from lfr.embed import align_into, chip_to_tensor
+from lfr.align import align_into, warp_face
+from lfr.embed import chip_to_tensor
 
 H, W = 480, 640
 CHIP = 150

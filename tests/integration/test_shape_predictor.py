@@ -13,14 +13,9 @@ import numpy.typing as npt
 import pytest
 
 from lfr import align
-from lfr._shape import (
-    DLIB_CHIP_TEMPLATE,
-    ShapePredictor,
-    box_from_yunet,
-    chip_transform,
-    dlib_grey,
-)
+from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
 from lfr.detect import FaceDetector
+from lfr.models.shape_predictor import ShapePredictor
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
 models = pytest.importorskip(

@@ -71,11 +71,7 @@ def test_enrolled_subjects_are_found(
         centre = np.array(probe.shape[1::-1]) / 2
         mid = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
         j = int(np.argmin(np.linalg.norm(mid - centre, axis=1)))
-        one = lfr.Detections(
-            faces.boxes[j : j + 1].copy(),
-            faces.scores[j : j + 1].copy(),
-            faces.landmarks[j : j + 1].copy(),
-        )
+        one = faces[j : j + 1]
         ids, _ = matcher.search(embedder.embed(probe, one), k=1)
         assert again.subject_ids(ids[:, 0]) == [f"S-{i}"]
     # The file holds none of the real templates in clear.

@@ -255,3 +255,112 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(lfr.detect, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# -- indexing ------------------------------------------------------------------
+
+
+def test_a_mask_indices_and_slices_select_faces() -> None:
+    fields = make(4)
+    faces = Detections(**fields)
+    high = faces[faces.scores > 0.8]
+    assert len(high) == 2
+    np.testing.assert_array_equal(high.scores, fields["scores"][:2])
+    picked = faces[[3, 0, 3]]
+    np.testing.assert_array_equal(picked.boxes, fields["boxes"][[3, 0, 3]])
+    np.testing.assert_array_equal(picked.landmarks, fields["landmarks"][[3, 0, 3]])
+    np.testing.assert_array_equal(faces[-1:].scores, fields["scores"][-1:])
+    np.testing.assert_array_equal(faces[::-2].boxes, fields["boxes"][::-2])
+    np.testing.assert_array_equal(
+        faces[np.array([1, -1])].scores, fields["scores"][[1, 3]]
+    )
+    assert len(faces[2:2]) == len(faces[[]]) == len(faces[np.zeros(4, bool)]) == 0
+    assert len(Detections.empty()[:]) == 0
+
+
+def test_indexing_returns_validated_copies() -> None:
+    faces = Detections(**make(3))
+    for part in (faces[1:], faces[[0, 1]], faces[np.ones(3, bool)]):
+        assert isinstance(part, Detections)
+        for name in ("boxes", "scores", "landmarks"):
+            mine, theirs = getattr(part, name), getattr(faces, name)
+            assert not np.shares_memory(mine, theirs)
+            assert not mine.flags.writeable
+            assert mine.flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    "index",
+    [0, np.int64(1), True, 1.0, "0", None, [0.5], [0, "1"], np.array([0.0, 1.0])],
+    ids=repr,
+)
+def test_bad_index_kinds_are_type_errors(index: object) -> None:
+    faces = Detections(**make(3))
+    with pytest.raises(TypeError, match="Detections"):
+        faces[index]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("index", "message"),
+    [
+        (np.ones(2, bool), "mask for 3 faces"),
+        (np.ones(4, bool), "mask for 3 faces"),
+        ([True, False], "mask for 3 faces"),
+        ([3], "out of range"),
+        (np.array([0, -4]), "out of range"),
+        (np.zeros((3, 1), np.int64), "1-D"),
+    ],
+)
+def test_bad_index_values_are_index_errors(index: object, message: str) -> None:
+    faces = Detections(**make(3))
+    with pytest.raises(IndexError, match=message):
+        faces[index]  # type: ignore[index]
+
+
+@st.composite
+def faces_and_mask(draw: st.DrawFn) -> tuple[Detections, npt.NDArray[np.bool_]]:
+    n = draw(st.integers(0, 12))
+    fields = (
+        make(n)
+        if n
+        else {
+            "boxes": np.zeros((0, 4), np.float32),
+            "scores": np.zeros(0, np.float32),
+            "landmarks": np.zeros((0, 5, 2), np.float32),
+        }
+    )
+    mask = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool)
+    return Detections(**fields), mask
+
+
+@given(faces_and_mask())
+def test_a_mask_equals_field_wise_indexing(
+    case: tuple[Detections, npt.NDArray[np.bool_]],
+) -> None:
+    faces, mask = case
+    part = faces[mask]
+    assert len(part) == int(mask.sum())
+    for name in ("boxes", "scores", "landmarks"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(faces, name)[mask])
+    indices = np.flatnonzero(mask)
+    for name in ("boxes", "scores", "landmarks"):
+        np.testing.assert_array_equal(
+            getattr(faces[indices], name), getattr(faces, name)[indices]
+        )
+
+
+@given(
+    st.integers(0, 10),
+    st.one_of(st.none(), st.integers(-12, 12)),
+    st.one_of(st.none(), st.integers(-12, 12)),
+    st.one_of(st.none(), st.integers(-3, 3).filter(lambda s: s != 0)),
+)
+def test_a_slice_equals_field_wise_slicing(
+    n: int, start: int | None, stop: int | None, step: int | None
+) -> None:
+    faces = Detections(**make(n)) if n else Detections.empty()
+    part = faces[start:stop:step]
+    for name in ("boxes", "scores", "landmarks"):
+        np.testing.assert_array_equal(
+            getattr(part, name), getattr(faces, name)[start:stop:step]
+        )

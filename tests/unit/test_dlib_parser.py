@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lfr import _dlib
 from lfr.errors import ModelError
+from lfr.models import dlib_resnet
 
 # -- a small encoder of dlib's format ------------------------------------------
 
@@ -50,7 +50,7 @@ def enc_tensor(array: np.ndarray) -> bytes:
 
 @given(st.integers(-(2**63), 2**64 - 1))
 def test_integers_round_trip(value: int) -> None:
-    reader = _dlib.Reader(enc_int(value) + b"\xaa")
+    reader = dlib_resnet.Reader(enc_int(value) + b"\xaa")
     assert reader.read_int("x") == value
     assert reader.offset == len(enc_int(value))
     assert reader.remaining == 1
@@ -70,7 +70,7 @@ def test_integers_round_trip(value: int) -> None:
     ],
 )
 def test_known_integers(data: bytes, value: int) -> None:
-    assert _dlib.Reader(data).read_int("x") == value
+    assert dlib_resnet.Reader(data).read_int("x") == value
 
 
 @pytest.mark.parametrize(
@@ -85,13 +85,13 @@ def test_known_integers(data: bytes, value: int) -> None:
 )
 def test_malformed_integers(data: bytes, message: str) -> None:
     with pytest.raises(ModelError, match=message):
-        _dlib.Reader(data).read_int("count")
+        dlib_resnet.Reader(data).read_int("count")
 
 
 def test_integer_ranges_are_checked() -> None:
     with pytest.raises(ModelError, match=r"byte 0: n is -1, expected 0\.\.10"):
-        _dlib.Reader(enc_int(-1)).read_int("n", 0, 10)
-    reader = _dlib.Reader(enc_int(1) + enc_int(3))
+        dlib_resnet.Reader(enc_int(-1)).read_int("n", 0, 10)
+    reader = dlib_resnet.Reader(enc_int(1) + enc_int(3))
     assert reader.expect_int("version", 1) == 1
     with pytest.raises(ModelError, match="byte 2: expected version 2, found 3"):
         reader.expect_int("version", 2)
@@ -104,7 +104,7 @@ def test_integer_ranges_are_checked() -> None:
 def test_floats_are_mantissa_times_two_to_the_exponent(
     mantissa: int, exponent: int
 ) -> None:
-    value = _dlib.Reader(enc_float(mantissa, exponent)).read_float("f")
+    value = dlib_resnet.Reader(enc_float(mantissa, exponent)).read_float("f")
     try:
         expected = math.ldexp(float(mantissa), exponent)
     except OverflowError:
@@ -125,21 +125,21 @@ def test_floats_are_mantissa_times_two_to_the_exponent(
     ],
 )
 def test_known_floats(mantissa: int, exponent: int, value: float) -> None:
-    assert _dlib.Reader(enc_float(mantissa, exponent)).read_float("f") == value
+    assert dlib_resnet.Reader(enc_float(mantissa, exponent)).read_float("f") == value
 
 
 def test_nan_code() -> None:
-    assert math.isnan(_dlib.Reader(enc_float(0, 32002)).read_float("f"))
+    assert math.isnan(dlib_resnet.Reader(enc_float(0, 32002)).read_float("f"))
 
 
 def test_float_exponent_beyond_int16_is_rejected() -> None:
     with pytest.raises(ModelError, match=r"f \(exponent\) is 40000"):
-        _dlib.Reader(enc_float(1, 40000)).read_float("f")
+        dlib_resnet.Reader(enc_float(1, 40000)).read_float("f")
 
 
 @given(st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=64))
 def test_strings_round_trip(text: str) -> None:
-    reader = _dlib.Reader(enc_string(text.encode("ascii")))
+    reader = dlib_resnet.Reader(enc_string(text.encode("ascii")))
     assert reader.read_string("s") == text
     assert reader.remaining == 0
 
@@ -155,18 +155,18 @@ def test_strings_round_trip(text: str) -> None:
 )
 def test_malformed_strings(data: bytes, message: str) -> None:
     with pytest.raises(ModelError, match=message):
-        _dlib.Reader(data).read_string("s")
+        dlib_resnet.Reader(data).read_string("s")
 
 
 def test_expected_strings() -> None:
-    reader = _dlib.Reader(enc_string(b"relu_") + enc_string(b"fc_2"))
+    reader = dlib_resnet.Reader(enc_string(b"relu_") + enc_string(b"fc_2"))
     assert reader.expect_string("name", ("relu_", "relu_2")) == "relu_"
     with pytest.raises(ModelError, match="expected name 'relu_', found 'fc_2'"):
         reader.expect_string("name", ("relu_",))
 
 
 def test_bools() -> None:
-    reader = _dlib.Reader(b"10\x01")
+    reader = dlib_resnet.Reader(b"10\x01")
     assert reader.read_bool("b") is True
     assert reader.read_bool("b") is False
     with pytest.raises(ModelError, match="byte 2: b: expected '0' or '1', found 0x01"):
@@ -179,7 +179,7 @@ def test_bools() -> None:
 )
 def test_tensors_round_trip(shape: tuple[int, int, int, int], seed: int) -> None:
     array = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    reader = _dlib.Reader(enc_tensor(array) + enc_int(1) + enc_int(7) * 4)
+    reader = dlib_resnet.Reader(enc_tensor(array) + enc_int(1) + enc_int(7) * 4)
     out = reader.read_tensor("t")
     assert out.dtype == np.float32
     assert out.shape == shape
@@ -203,7 +203,7 @@ def test_tensors_round_trip(shape: tuple[int, int, int, int], seed: int) -> None
 )
 def test_malformed_tensors(data: bytes, message: str) -> None:
     with pytest.raises(ModelError, match=message):
-        _dlib.Reader(data).read_tensor("t")
+        dlib_resnet.Reader(data).read_tensor("t")
 
 
 # -- the real file -------------------------------------------------------------
@@ -237,7 +237,7 @@ def layout(dat: bytes) -> dict[str, list[Span]]:
         "tensor data": [],
     }
 
-    class Spy(_dlib.Reader):
+    class Spy(dlib_resnet.Reader):
         def read_int(
             self, what: str, low: int = -(2**63), high: int = 2**64 - 1
         ) -> int:
@@ -265,15 +265,15 @@ def layout(dat: bytes) -> dict[str, list[Span]]:
             return value
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_dlib, "Reader", Spy)
-        _dlib.parse_resnet(dat)
+        patch.setattr(dlib_resnet, "Reader", Spy)
+        dlib_resnet.parse_resnet(dat)
     return spans
 
 
 def test_real_file_parses_into_the_documented_layers(dat: bytes) -> None:
-    network = _dlib.parse_resnet(dat)
+    network = dlib_resnet.parse_resnet(dat)
     counts = Counter(
-        layer.kind if isinstance(layer, _dlib.Pool) else type(layer).__name__
+        layer.kind if isinstance(layer, dlib_resnet.Pool) else type(layer).__name__
         for layer in network.layers
     )
     assert counts == {
@@ -288,16 +288,16 @@ def test_real_file_parses_into_the_documented_layers(dat: bytes) -> None:
     np.testing.assert_allclose(network.means, (122.782, 117.001, 104.298), atol=1e-4)
     assert network.size == (150, 150)
     first = network.layers[0]
-    assert isinstance(first, _dlib.Conv)
+    assert isinstance(first, dlib_resnet.Conv)
     assert first.weights.shape == (32, 3, 7, 7)
     assert (first.stride, first.pad) == (2, 0)
     last = network.layers[-1]
-    assert isinstance(last, _dlib.Fc)
+    assert isinstance(last, dlib_resnet.Fc)
     assert last.weights.shape == (256, 128)
     params = sum(
         layer.weights.size + layer.bias.size
         for layer in network.layers
-        if isinstance(layer, _dlib.Conv)
+        if isinstance(layer, dlib_resnet.Conv)
     )
     assert 5_500_000 < params < 5_700_000
 
@@ -318,7 +318,7 @@ def test_layout_covers_the_whole_file(
 
 def _parse_fails(data: bytes) -> str:
     with pytest.raises(ModelError) as info:
-        _dlib.parse_resnet(data)
+        dlib_resnet.parse_resnet(data)
     message = str(info.value)
     assert message.startswith("malformed dlib model at byte ")
     return message
@@ -353,7 +353,7 @@ def test_trailing_bytes_raise(dat: bytes) -> None:
 
 
 def test_the_real_file_ends_exactly_after_the_network(dat: bytes) -> None:
-    assert isinstance(_dlib.parse_resnet(dat), _dlib.DlibNetwork)
+    assert isinstance(dlib_resnet.parse_resnet(dat), dlib_resnet.DlibNetwork)
 
 
 def _replace_once(data: bytes, old: bytes, new: bytes, occurrence: int = 0) -> bytes:
@@ -391,7 +391,7 @@ def test_corrupted_layer_names_raise(
     corrupted = _replace_once(dat, old, new, occurrence)
     assert corrupted != dat
     with pytest.raises(ModelError, match=message):
-        _dlib.parse_resnet(corrupted)
+        dlib_resnet.parse_resnet(corrupted)
 
 
 def _first_conv_params(dat: bytes) -> int:
@@ -407,7 +407,7 @@ def _with_first_conv_params(
     With ``values``, the data keeps only its first ``values`` floats.
     """
     start = _first_conv_params(dat)
-    reader = _dlib.Reader(dat, start)
+    reader = dlib_resnet.Reader(dat, start)
     params = reader.read_tensor("params")
     header = enc_int(2) + b"".join(enc_int(d) for d in dims)
     if values is None:
@@ -481,7 +481,7 @@ def test_corrupted_structure_integers_raise(
     dat: bytes, old: bytes, new: bytes, message: str
 ) -> None:
     with pytest.raises(ModelError, match=message):
-        _dlib.parse_resnet(_replace_once(dat, old, new))
+        dlib_resnet.parse_resnet(_replace_once(dat, old, new))
 
 
 # Integers that do not shape the network: dlib itself reads them without checks.
@@ -508,7 +508,7 @@ def test_corrupted_size_integers_raise(
         corrupted = dat[: span.start] + enc_int(value) + dat[span.end :]
         if any(word in span.what for word in _FREE_INTEGERS):
             try:
-                _dlib.parse_resnet(corrupted)
+                dlib_resnet.parse_resnet(corrupted)
                 continue
             except ModelError as exc:
                 message = str(exc)
@@ -536,7 +536,7 @@ def test_random_byte_flips_raise_model_error_or_convert(
     corrupted = bytearray(dat)
     corrupted[position] ^= mask
     try:
-        model = _dlib.convert_resnet(bytes(corrupted))
+        model = dlib_resnet.convert_resnet(bytes(corrupted))
     except ModelError as exc:
         error = str(exc)
     else:

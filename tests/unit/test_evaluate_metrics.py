@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from lfr._eval_data import Embedded, Photo
-from lfr._eval_metrics import (
+from lfr.evaluation import analyse
+from lfr.evaluation.dataset import Embedded, Photo
+from lfr.evaluation.error_rates import (
     comparison_fmr_for,
     det_curve,
     extrapolated_fpir,
@@ -16,7 +17,6 @@ from lfr._eval_metrics import (
     threshold_for_size,
     wilson,
 )
-from lfr.evaluation import analyse
 
 
 def test_det_curve_known_points() -> None:

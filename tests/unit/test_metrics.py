@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lfr.metrics import open_set_metrics, threshold_at_fpir
+from lfr.evaluation.metrics import open_set_metrics, threshold_at_fpir
 
 
 def test_known_answers() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from lfr import models
 from lfr.errors import ModelError
+from lfr.models import provision
 from tests.conftest import installed_model
 
 
@@ -61,7 +62,7 @@ def test_sources_with_the_wrong_file_are_refused(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(models, "_installed_member", lambda spec: None)
+    monkeypatch.setattr(provision, "_installed_member", lambda spec: None)
     sources = tmp_path_factory.mktemp("sources")
     spec = models.MODELS["yunet"]
     (sources / spec.source.filename).write_bytes(b"not the wheel")
@@ -81,7 +82,7 @@ def test_a_failed_conversion_leaves_the_installed_model_alone(
     def broken(name: str, data: bytes) -> bytes:
         raise ModelError("conversion interrupted")
 
-    monkeypatch.setattr(models, "_convert", broken)
+    monkeypatch.setattr(provision, "_convert", broken)
     with pytest.raises(ModelError, match="interrupted"):
         models.fetch(["dlib-resnet"], force=True)
     assert installed.read_bytes() == before

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lfr import _onnx
+from lfr.models import onnx_writer
 
 
 @pytest.fixture(scope="module")
@@ -19,20 +19,23 @@ def onnx() -> Any:
 @pytest.mark.parametrize(
     ("array", "code"),
     [
-        (np.array([[0, 7, 255]], dtype=np.uint8), _onnx.UINT8),
-        (np.array([-128, -1, 0, 127], dtype=np.int8), _onnx.INT8),
-        (np.array([[-(2**31), 5], [2**31 - 1, -7]], dtype=np.int32), _onnx.INT32),
-        (np.array([-(2**63), 2**63 - 1], dtype=np.int64), _onnx.INT64),
-        (np.array(0.25, dtype=np.float32), _onnx.FLOAT),  # a scalar: no dims
-        (np.array(3, dtype=np.uint8), _onnx.UINT8),
-        (np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2], _onnx.INT8),  # strided
+        (np.array([[0, 7, 255]], dtype=np.uint8), onnx_writer.UINT8),
+        (np.array([-128, -1, 0, 127], dtype=np.int8), onnx_writer.INT8),
+        (np.array([[-(2**31), 5], [2**31 - 1, -7]], dtype=np.int32), onnx_writer.INT32),
+        (np.array([-(2**63), 2**63 - 1], dtype=np.int64), onnx_writer.INT64),
+        (np.array(0.25, dtype=np.float32), onnx_writer.FLOAT),  # a scalar: no dims
+        (np.array(3, dtype=np.uint8), onnx_writer.UINT8),
+        (
+            np.arange(6, dtype=np.int8).reshape(2, 3)[:, ::2],
+            onnx_writer.INT8,
+        ),  # strided
     ],
 )
 def test_tensors_round_trip_through_onnx(
     onnx: Any, array: np.ndarray, code: int
 ) -> None:
     proto = onnx.TensorProto()
-    proto.ParseFromString(_onnx.tensor("t", array))
+    proto.ParseFromString(onnx_writer.tensor("t", array))
     assert proto.data_type == code
     assert list(proto.dims) == list(array.shape)
     back = onnx.numpy_helper.to_array(proto)
@@ -43,37 +46,43 @@ def test_tensors_round_trip_through_onnx(
 @pytest.mark.parametrize("dtype", [np.float64, np.uint16, np.bool_])
 def test_other_dtypes_are_rejected(dtype: type) -> None:
     with pytest.raises(TypeError, match="unsupported tensor dtype"):
-        _onnx.tensor("t", np.zeros(2, dtype=dtype))
+        onnx_writer.tensor("t", np.zeros(2, dtype=dtype))
 
 
 def _qdq_conv() -> bytes:
     """x -> Q(u8) -> DQ -> Conv(DQ(s8 per-channel weights), DQ(s32 bias)) -> y."""
     weights = np.array([[[[1, -2], [3, 127]]], [[[-127, 0], [5, 6]]]], np.int8)
     nodes = [
-        _onnx.node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-        _onnx.node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
-        _onnx.node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], "", {"axis": 0}),
-        _onnx.node("DequantizeLinear", ["b", "bs", "bz"], ["bd"], "", {"axis": 0}),
-        _onnx.node("Conv", ["xd", "wd", "bd"], ["y"], "", {"kernel_shape": [2, 2]}),
+        onnx_writer.node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        onnx_writer.node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        onnx_writer.node(
+            "DequantizeLinear", ["w", "ws", "wz"], ["wd"], "", {"axis": 0}
+        ),
+        onnx_writer.node(
+            "DequantizeLinear", ["b", "bs", "bz"], ["bd"], "", {"axis": 0}
+        ),
+        onnx_writer.node(
+            "Conv", ["xd", "wd", "bd"], ["y"], "", {"kernel_shape": [2, 2]}
+        ),
     ]
     initializers = [
-        _onnx.tensor("xs", np.array(0.5, np.float32)),
-        _onnx.tensor("xz", np.array(10, np.uint8)),
-        _onnx.tensor("w", weights),
-        _onnx.tensor("ws", np.array([0.25, 0.125], np.float32)),
-        _onnx.tensor("wz", np.zeros(2, np.int8)),
-        _onnx.tensor("b", np.array([-3, 100], np.int32)),
-        _onnx.tensor("bs", np.array([0.125, 0.0625], np.float32)),
-        _onnx.tensor("bz", np.zeros(2, np.int32)),
+        onnx_writer.tensor("xs", np.array(0.5, np.float32)),
+        onnx_writer.tensor("xz", np.array(10, np.uint8)),
+        onnx_writer.tensor("w", weights),
+        onnx_writer.tensor("ws", np.array([0.25, 0.125], np.float32)),
+        onnx_writer.tensor("wz", np.zeros(2, np.int8)),
+        onnx_writer.tensor("b", np.array([-3, 100], np.int32)),
+        onnx_writer.tensor("bs", np.array([0.125, 0.0625], np.float32)),
+        onnx_writer.tensor("bz", np.zeros(2, np.int32)),
     ]
-    graph = _onnx.graph(
+    graph = onnx_writer.graph(
         "qdq",
         nodes,
         initializers,
-        [_onnx.value_info("x", _onnx.FLOAT, ["N", 1, 3, 3])],
-        [_onnx.value_info("y", _onnx.FLOAT, ["N", 2, 2, 2])],
+        [onnx_writer.value_info("x", onnx_writer.FLOAT, ["N", 1, 3, 3])],
+        [onnx_writer.value_info("y", onnx_writer.FLOAT, ["N", 2, 2, 2])],
     )
-    return _onnx.model(graph)
+    return onnx_writer.model(graph)
 
 
 def test_qdq_model_passes_the_checker_and_runs(onnx: Any) -> None:

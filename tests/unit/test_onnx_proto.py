@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lfr import _onnx
-from lfr._protobuf import (
+from lfr.errors import ModelError
+from lfr.models import onnx_writer
+from lfr.models.protobuf import (
     Field,
     WireType,
     bytes_field,
@@ -27,7 +28,6 @@ from lfr._protobuf import (
     to_signed,
     varint_field,
 )
-from lfr.errors import ModelError
 
 LFR_SOURCES = Path(__file__).resolve().parents[2] / "python" / "lfr"
 
@@ -179,33 +179,33 @@ def _tiny_model() -> tuple[bytes, dict[str, np.ndarray]]:
     pads = np.array([0, 0, 0, 0, 0, 1, 1, 0], dtype=np.int64)
     dense = rng.standard_normal((5 * 5 * 3, 6)).astype(np.float32)
     nodes = [
-        _onnx.node(
+        onnx_writer.node(
             "Conv",
             ["x", "w", "b"],
             ["c"],
             "conv",
             {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]},
         ),
-        _onnx.node("LeakyRelu", ["c"], ["r"], "leaky", {"alpha": 0.25}),
-        _onnx.node("Pad", ["r", "pads"], ["p"], "pad", {"mode": "constant"}),
-        _onnx.node("Flatten", ["p"], ["f"], attributes={"axis": 1}),
-        _onnx.node("MatMul", ["f", "dense"], ["y"]),
+        onnx_writer.node("LeakyRelu", ["c"], ["r"], "leaky", {"alpha": 0.25}),
+        onnx_writer.node("Pad", ["r", "pads"], ["p"], "pad", {"mode": "constant"}),
+        onnx_writer.node("Flatten", ["p"], ["f"], attributes={"axis": 1}),
+        onnx_writer.node("MatMul", ["f", "dense"], ["y"]),
     ]
-    graph = _onnx.graph(
+    graph = onnx_writer.graph(
         "tiny",
         nodes,
         [
-            _onnx.tensor("w", weights),
-            _onnx.tensor("b", bias),
-            _onnx.tensor("pads", pads),
-            _onnx.tensor("dense", dense),
+            onnx_writer.tensor("w", weights),
+            onnx_writer.tensor("b", bias),
+            onnx_writer.tensor("pads", pads),
+            onnx_writer.tensor("dense", dense),
         ],
-        [_onnx.value_info("x", _onnx.FLOAT, ["N", 2, 7, 5])],
-        [_onnx.value_info("y", _onnx.FLOAT, ["N", 6])],
+        [onnx_writer.value_info("x", onnx_writer.FLOAT, ["N", 2, 7, 5])],
+        [onnx_writer.value_info("y", onnx_writer.FLOAT, ["N", 6])],
         doc_string="a test",
     )
     params = {"w": weights, "b": bias, "dense": dense}
-    return _onnx.model(graph, doc_string="tiny model"), params
+    return onnx_writer.model(graph, doc_string="tiny model"), params
 
 
 def _reference(x: np.ndarray, params: dict[str, np.ndarray]) -> np.ndarray:
@@ -250,7 +250,7 @@ def test_writer_is_deterministic() -> None:
 
 def test_tensor_rejects_other_dtypes() -> None:
     with pytest.raises(TypeError, match="float64"):
-        _onnx.tensor("t", np.zeros(2, dtype=np.float64))  # type: ignore[arg-type]
+        onnx_writer.tensor("t", np.zeros(2, dtype=np.float64))  # type: ignore[arg-type]
 
 
 def test_lfr_never_imports_onnx() -> None:
@@ -268,7 +268,7 @@ def test_lfr_never_imports_onnx() -> None:
                 for name in names
                 if name == "onnx" or name.startswith("onnx.")
             ]
-    assert LFR_SOURCES.joinpath("_onnx.py").is_file()
+    assert LFR_SOURCES.joinpath("models", "onnx_writer.py").is_file()
     assert offenders == []
 
 
@@ -305,32 +305,34 @@ def _fixed_model(onnx: Any, with_value_info: bool = True) -> Any:
 
 def _relu_model(shape: list[int | str]) -> bytes:
     """x -> Relu -> y, written by lfr."""
-    return _onnx.model(
-        _onnx.graph(
+    return onnx_writer.model(
+        onnx_writer.graph(
             "relu",
-            [_onnx.node("Relu", ["x"], ["y"])],
+            [onnx_writer.node("Relu", ["x"], ["y"])],
             [],
-            [_onnx.value_info("x", _onnx.FLOAT, shape)],
-            [_onnx.value_info("y", _onnx.FLOAT, shape)],
+            [onnx_writer.value_info("x", onnx_writer.FLOAT, shape)],
+            [onnx_writer.value_info("y", onnx_writer.FLOAT, shape)],
         )
     )
 
 
 def test_make_dims_dynamic_equals_writing_dim_params() -> None:
     fixed = _relu_model([1, 3, 8, 8])
-    dynamic = _onnx.make_dims_dynamic(fixed, {"x": {0: "N", 3: "W"}}, {"y": {2: "H"}})
-    x, y = (
-        _onnx.value_info("x", _onnx.FLOAT, ["N", 3, 8, "W"]),
-        _onnx.value_info("y", _onnx.FLOAT, [1, 3, "H", 8]),
+    dynamic = onnx_writer.make_dims_dynamic(
+        fixed, {"x": {0: "N", 3: "W"}}, {"y": {2: "H"}}
     )
-    relu = _onnx.node("Relu", ["x"], ["y"])
-    assert dynamic == _onnx.model(_onnx.graph("relu", [relu], [], [x], [y]))
+    x, y = (
+        onnx_writer.value_info("x", onnx_writer.FLOAT, ["N", 3, 8, "W"]),
+        onnx_writer.value_info("y", onnx_writer.FLOAT, [1, 3, "H", 8]),
+    )
+    relu = onnx_writer.node("Relu", ["x"], ["y"])
+    assert dynamic == onnx_writer.model(onnx_writer.graph("relu", [relu], [], [x], [y]))
 
 
 def test_make_dims_dynamic_runs_at_other_sizes(onnx: Any, ort: Any) -> None:
     model = _fixed_model(onnx)
     fixed = model.SerializeToString()
-    dynamic = _onnx.make_dims_dynamic(
+    dynamic = onnx_writer.make_dims_dynamic(
         fixed, {"x": {0: "N", 2: "H", 3: "W"}}, {"y": {0: "N", 2: "h", 3: "w"}}
     )
     proto = onnx.load_from_string(dynamic)
@@ -357,14 +359,16 @@ def test_make_dims_dynamic_runs_at_other_sizes(onnx: Any, ort: Any) -> None:
 
 
 def test_docstring_examples_run() -> None:
-    result = doctest.testmod(_onnx)
+    result = doctest.testmod(onnx_writer)
     assert result.attempted > 0
     assert result.failed == 0
 
 
 def test_make_dims_dynamic_can_keep_value_info(onnx: Any) -> None:
     fixed = _fixed_model(onnx).SerializeToString()
-    kept = _onnx.make_dims_dynamic(fixed, {"x": {0: "N"}}, {}, drop_value_info=False)
+    kept = onnx_writer.make_dims_dynamic(
+        fixed, {"x": {0: "N"}}, {}, drop_value_info=False
+    )
     proto = onnx.load_from_string(kept)
     assert [v.name for v in proto.graph.value_info] == ["c"]
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
@@ -373,7 +377,7 @@ def test_make_dims_dynamic_can_keep_value_info(onnx: Any) -> None:
 
 def test_make_dims_dynamic_works_on_lfr_written_models(onnx: Any) -> None:
     model, _ = _tiny_model()
-    renamed = _onnx.make_dims_dynamic(model, {"x": {2: "H"}}, {"y": {0: "B"}})
+    renamed = onnx_writer.make_dims_dynamic(model, {"x": {2: "H"}}, {"y": {0: "B"}})
     proto = onnx.load_from_string(renamed)
     dims = [
         d.dim_param or d.dim_value
@@ -396,7 +400,7 @@ def test_make_dims_dynamic_rejects_unknown_values(
 ) -> None:
     fixed = _relu_model([1, 3, 8, 8])
     with pytest.raises(ModelError, match=message):
-        _onnx.make_dims_dynamic(fixed, inputs, outputs)
+        onnx_writer.make_dims_dynamic(fixed, inputs, outputs)
 
 
 @settings(max_examples=50)
@@ -408,7 +412,7 @@ def test_make_dims_dynamic_on_damaged_models_raises_model_error(
     fixed[flip % len(fixed)] ^= mask
     damaged = bytes(fixed[: len(fixed) - cut % len(fixed)])
     try:
-        edited = _onnx.make_dims_dynamic(damaged, {"x": {0: "N"}}, {})
+        edited = onnx_writer.make_dims_dynamic(damaged, {"x": {0: "N"}}, {})
     except ModelError as exc:
         error = str(exc)
     else:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lfr
-from lfr.embed import DLIB_TEMPLATE
+from lfr.align import DLIB_TEMPLATE
 from lfr.quality import pose, sharpness
 
 FACE = np.asarray(DLIB_TEMPLATE, np.float32) + 100  # a frontal face at (146, 142)

@@ -20,15 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import lfr._shape
-from lfr._shape import (
-    DLIB_CHIP_TEMPLATE,
-    ShapePredictor,
-    box_from_yunet,
-    chip_transform,
-    dlib_grey,
-)
+import lfr.align.dlib
+from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
 from lfr.errors import ModelError
+from lfr.models.shape_predictor import ShapePredictor
 
 F32 = npt.NDArray[np.float32]
 
@@ -473,6 +468,6 @@ def test_box_from_yunet_follows_the_landmarks() -> None:
 
 
 def test_examples_run() -> None:
-    result = doctest.testmod(lfr._shape, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(lfr.align.dlib, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0

@@ -3,7 +3,7 @@
 Builders for the subset of ``onnx.proto`` lfr needs (a ``ModelProto`` holding one
 graph of nodes with INT/INTS/FLOAT/STRING attributes, raw little-endian
 float32, int64, int32, int8 and uint8 initializers and tensor-typed inputs and
-outputs), on top of :mod:`lfr._protobuf`.
+outputs), on top of :mod:`lfr.models.protobuf`.
 Fields are written in field-number order, as protobuf's own writers do, so the same
 arguments always give the same bytes.
 
@@ -26,7 +26,8 @@ from typing import Union
 import numpy as np
 import numpy.typing as npt
 
-from lfr._protobuf import (
+from lfr.errors import ModelError
+from lfr.models.protobuf import (
     Field,
     WireType,
     bytes_field,
@@ -36,7 +37,6 @@ from lfr._protobuf import (
     string_field,
     varint_field,
 )
-from lfr.errors import ModelError
 
 __all__ = [
     "FLOAT",

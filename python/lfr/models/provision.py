@@ -174,7 +174,7 @@ MODELS: dict[str, ModelSpec] = {
 def _convert(name: str, data: bytes) -> bytes:
     """The conversion step of model ``name`` (lfr's own, no ``onnx`` package)."""
     if name == "yunet":
-        from lfr._onnx import make_dims_dynamic
+        from lfr.models.onnx_writer import make_dims_dynamic
 
         outputs = {
             f"{kind}_{stride}": {1: "N"}
@@ -183,15 +183,15 @@ def _convert(name: str, data: bytes) -> bytes:
         }
         return make_dims_dynamic(data, {"input": {2: "H", 3: "W"}}, outputs)
     if name == "dlib-resnet":
-        from lfr._dlib import convert_resnet
+        from lfr.models.dlib_resnet import convert_resnet
 
         return convert_resnet(data)
     if name == "dlib-resnet-int8":
-        from lfr._dlib import convert_resnet
+        from lfr.models.dlib_resnet import convert_resnet
 
         return convert_resnet(data, int8=True)
     if name == "dlib-shape5":
-        from lfr._shape import ShapePredictor
+        from lfr.models.shape_predictor import ShapePredictor
 
         ShapePredictor.from_bytes(data)  # parses: refuses a damaged file now
         return data

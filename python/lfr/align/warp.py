@@ -1,7 +1,8 @@
-"""Face alignment into caller-owned memory.
+"""Warping a face into caller-owned memory.
 
 A least-squares similarity transform from detected landmarks to an embedder's
-template, and a warp that writes the chip straight into the caller's buffer.
+template, and warps that write the chip straight into the caller's buffer
+(:func:`align_into` first area-downscales faces much larger than the chip).
 
 The chip is written by OpenCV into ``out`` (normally a view of a
 :class:`lfr.SecureBuffer`), so no other copy of the aligned face exists.
@@ -9,58 +10,26 @@ The chip is written by OpenCV into ``out`` (normally a view of a
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from lfr.secure import SecureBuffer
+
 __all__ = [
-    "MAX_FRAME_SIDE",
-    "check_frame",
+    "align_into",
     "mirrored_transform",
-    "opencv_reads_in_place",
     "similarity_transform",
     "warp_affine",
     "warp_face",
 ]
 
-
-#: The largest frame side lfr accepts (larger is taken for a corrupt frame).
-MAX_FRAME_SIDE = 16384
-
-
-def check_frame(frame: object) -> tuple[int, int]:
-    """Checks a BGR frame as every face step takes it; returns ``(h, w)``.
-
-    Raises:
-        TypeError: Not a uint8 numpy array.
-        ValueError: Not ``(h, w, 3)``, empty, or over :data:`MAX_FRAME_SIDE`.
-    """
-    if not isinstance(frame, np.ndarray):
-        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
-    if frame.dtype != np.uint8:
-        raise TypeError(f"frame must be uint8, got {frame.dtype}")
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(
-            f"frame must have shape (h, w, 3) (BGR), got {frame.shape}; convert "
-            "grey or BGRA frames with cv2.cvtColor into a secure buffer first"
-        )
-    h, w = int(frame.shape[0]), int(frame.shape[1])
-    if h == 0 or w == 0:
-        raise ValueError(f"frame is empty: {h}x{w}")
-    if max(h, w) > MAX_FRAME_SIDE:
-        raise ValueError(f"frame of {w}x{h} exceeds {MAX_FRAME_SIDE} pixels on a side")
-    return h, w
-
-
-def opencv_reads_in_place(frame: npt.NDArray[np.uint8]) -> bool:
-    """Whether OpenCV's Python bindings can read ``frame`` without copying it.
-
-    They copy any array whose pixels are not packed BGR triples in rows of
-    increasing address (flipped, strided or transposed views): a copy of face
-    pixels outside secure memory, which callers must avoid.
-    """
-    s0, s1, s2 = frame.strides
-    return s2 == 1 and s1 == 3 and s0 >= 3 * frame.shape[1]
+#: Faces whose transform shrinks them by more than this are first downscaled with
+#: area interpolation, so the bilinear warp does not alias.
+_MAX_WARP_SHRINK = 0.5
 
 
 def _points(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
@@ -211,3 +180,59 @@ def warp_affine(
         # matching destination, and never silently accepted.
         result.fill(0)
         raise RuntimeError("cv2.warpAffine did not write into the given buffer")
+
+
+def align_into(
+    frame: npt.NDArray[np.uint8],
+    maps: Sequence[npt.NDArray[np.float64]] | npt.NDArray[np.float64],
+    chips: npt.NDArray[np.uint8],
+) -> None:
+    """Warps one face onto each chip, by its map; area-downscales large faces once.
+
+    A face that the maps would shrink by more than 2x is first resized with area
+    interpolation (into a secure scratch buffer, wiped afterwards), so the bilinear
+    warps sample an image of about the chip's own scale. All maps must show the
+    same face (for example the face and its mirror image): the downscaled region
+    is shared.
+
+    Args:
+        frame: ``uint8[h, w, 3]`` frame.
+        maps: A ``(2, 3)`` frame-to-chip map, or several (reflections allowed).
+        chips: ``uint8[s, s, 3]`` destination, or ``[len(maps), s, s, 3]``,
+            normally secure buffer views.
+    """
+    if isinstance(maps, np.ndarray) and maps.ndim == 2:
+        maps, chips = [maps], chips[None]
+    shrink = math.sqrt(abs(np.linalg.det(maps[0][:, :2])))
+    side = chips.shape[1]
+    if shrink >= _MAX_WARP_SHRINK:
+        for m, chip in zip(maps, chips):
+            warp_affine(frame, m, chip)
+        return
+    corners = np.array([[0, 0], [side, 0], [0, side], [side, side]], np.float64)
+    mapped = np.vstack(
+        [
+            corners @ inv[:, :2].T + inv[:, 2]
+            for inv in (cv2.invertAffineTransform(m) for m in maps)
+        ]
+    )
+    h, w = frame.shape[:2]
+    x0, y0 = np.clip(np.floor(mapped.min(axis=0)).astype(int) - 2, 0, [w, h])
+    x1, y1 = np.clip(np.ceil(mapped.max(axis=0)).astype(int) + 2, 0, [w, h])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        for m, chip in zip(maps, chips):
+            warp_affine(frame, m, chip)
+        return
+    rw = max(1, round((x1 - x0) * shrink))
+    rh = max(1, round((y1 - y0) * shrink))
+    with SecureBuffer(rw * rh * 3) as scratch:
+        small = scratch.array(np.uint8, (rh, rw, 3))
+        cv2.resize(
+            frame[y0:y1, x0:x1], (rw, rh), dst=small, interpolation=cv2.INTER_AREA
+        )
+        fx, fy = rw / (x1 - x0), rh / (y1 - y0)
+        # small(u, v) = frame(x0 + u / fx, y0 + v / fy): compose each map with that.
+        back = np.array([[1 / fx, 0.0, x0], [0.0, 1 / fy, y0], [0.0, 0.0, 1.0]])
+        for m, chip in zip(maps, chips):
+            warp_affine(small, (np.vstack([m, [0.0, 0.0, 1.0]]) @ back)[:2], chip)
+        del small

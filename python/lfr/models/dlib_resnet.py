@@ -2,7 +2,7 @@
 
 ``dlib_face_recognition_resnet_model_v1.dat`` (CC0) is a serialized
 ``anet_type`` network (dlib's ``dnn_face_recognition_ex.cpp``). Its format and
-the graph's semantics are described in ``shared/models/DLIB_FORMAT.md``; in
+the graph's semantics are described in ``../shared/models/DLIB_FORMAT.md``; in
 short: integers are a control byte (0x80 = negative, low 4 bits = byte count)
 followed by little-endian magnitude bytes, floats are a mantissa and a binary
 exponent, tensors carry raw little-endian float32 data, and wrappers write their
@@ -27,8 +27,8 @@ from typing import NamedTuple, Union
 import numpy as np
 import numpy.typing as npt
 
-from lfr import _onnx
 from lfr.errors import ModelError
+from lfr.models import onnx_writer
 
 __all__ = [
     "AddPrev",
@@ -623,17 +623,17 @@ class _GraphBuilder:
         self,
         op_type: str,
         inputs: list[str],
-        attributes: dict[str, _onnx.AttributeValue] | None = None,
+        attributes: dict[str, onnx_writer.AttributeValue] | None = None,
         *,
         output: str = "",
     ) -> str:
         name = output or self._name(op_type.lower())
-        self.nodes.append(_onnx.node(op_type, inputs, [name], name, attributes))
+        self.nodes.append(onnx_writer.node(op_type, inputs, [name], name, attributes))
         return name
 
-    def constant(self, suffix: str, array: _onnx.TensorArray) -> str:
+    def constant(self, suffix: str, array: onnx_writer.TensorArray) -> str:
         name = self._name("const") + "." + suffix
-        self.initializers.append(_onnx.tensor(name, array))
+        self.initializers.append(onnx_writer.tensor(name, array))
         return name
 
 
@@ -819,7 +819,7 @@ class _Int8:
         )
 
     def _dequantised(
-        self, name: str, values: _onnx.TensorArray, scale: npt.NDArray[np.float32]
+        self, name: str, values: onnx_writer.TensorArray, scale: npt.NDArray[np.float32]
     ) -> str:
         """A per-output-channel DequantizeLinear of ``values`` (zero point 0)."""
         builder = self._builder
@@ -954,7 +954,7 @@ def _pool(
             f"dlib model: a {pool.size}x{pool.size} pool empties its input"
         )
     op_type = "MaxPool" if pool.kind == "max_pool" else "AveragePool"
-    attributes: dict[str, _onnx.AttributeValue] = {
+    attributes: dict[str, onnx_writer.AttributeValue] = {
         "kernel_shape": [pool.size, pool.size],
         "pads": [pool.pad] * 4,
         "strides": [pool.stride, pool.stride],
@@ -1083,12 +1083,16 @@ def convert_resnet(data: bytes, *, int8: bool = False) -> bytes:
         if int8
         else ""
     )
-    graph = _onnx.graph(
+    graph = onnx_writer.graph(
         name + ("_int8" if int8 else ""),
         builder.nodes,
         builder.initializers,
-        [_onnx.value_info("input", _onnx.FLOAT, ["N", 3, rows, cols])],
-        [_onnx.value_info("embedding", _onnx.FLOAT, ["N", output.channels])],
+        [onnx_writer.value_info("input", onnx_writer.FLOAT, ["N", 3, rows, cols])],
+        [
+            onnx_writer.value_info(
+                "embedding", onnx_writer.FLOAT, ["N", output.channels]
+            )
+        ],
         doc_string=(
             "dlib_face_recognition_resnet_model_v1 (CC0), converted by lfr."
             f"{quantised} "
@@ -1096,4 +1100,4 @@ def convert_resnet(data: bytes, *, int8: bool = False) -> bytes:
             "Output: dlib's raw 128-D descriptor (Euclidean distance < 0.6 = same)."
         ),
     )
-    return _onnx.model(graph, opset=13, ir_version=8, producer_name="lfr")
+    return onnx_writer.model(graph, opset=13, ir_version=8, producer_name="lfr")

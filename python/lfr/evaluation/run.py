@@ -1,4 +1,4 @@
-"""``lfr.evaluation``: 1:N open-set accuracy and fairness of the live pipeline.
+"""The evaluation run: embed a dataset as live operation would, then analyse it.
 
 Runs the same detector, quality gate, alignment, embedder and :class:`lfr.Matcher`
 as live operation over a dataset laid out as ``identities/<name>/*.jpg`` (plus
@@ -20,7 +20,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from lfr._eval_data import (
+from lfr.detect import FaceDetector
+from lfr.embed import FaceEmbedder
+from lfr.evaluation.dataset import (
     Embedded,
     EmbeddingCache,
     embed_dataset,
@@ -29,7 +31,7 @@ from lfr._eval_data import (
     scan,
     stderr_progress,
 )
-from lfr._eval_metrics import (
+from lfr.evaluation.error_rates import (
     det_curve,
     extrapolated_fpir,
     rate_at,
@@ -37,10 +39,8 @@ from lfr._eval_metrics import (
     threshold_for_size,
     wilson,
 )
-from lfr.detect import FaceDetector
-from lfr.embed import FaceEmbedder
+from lfr.evaluation.metrics import open_set_metrics, threshold_at_fpir
 from lfr.matcher import Matcher
-from lfr.metrics import open_set_metrics, threshold_at_fpir
 from lfr.quality import QualityGate
 
 __all__ = ["PROTOCOL", "EvalReport", "analyse", "embeddings", "evaluate", "read_groups"]
@@ -228,7 +228,7 @@ def evaluate(
         cached=cached,
     )
     if out is not None:
-        from lfr._eval_report import write_outputs
+        from lfr.evaluation.outputs import write_outputs
 
         write_outputs(report, Path(out))
     return report

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from lfr.evaluation import EvalReport
+from lfr.evaluation.run import EvalReport
 
 __all__ = ["markdown", "write_outputs"]
 

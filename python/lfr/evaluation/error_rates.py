@@ -1,7 +1,8 @@
 """Metric helpers of ``lfr eval``: DET curves, Wilson intervals, watchlist size.
 
-Pure numpy on score arrays; :mod:`lfr.metrics` holds rank-1, TPIR and
-:func:`~lfr.metrics.threshold_at_fpir`. Terms as in ISO/IEC 19795-1 and NIST FRTE:
+Pure numpy on score arrays; :mod:`lfr.evaluation.metrics` holds rank-1, TPIR and
+:func:`~lfr.evaluation.metrics.threshold_at_fpir`. Terms as in ISO/IEC 19795-1 and
+NIST FRTE:
 
 - FNIR(T): share of mated searches whose right identity is not returned first with
   a score of at least ``T`` (1 - TPIR);
@@ -17,7 +18,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from lfr.metrics import threshold_at_fpir
+from lfr.evaluation.metrics import threshold_at_fpir
 
 __all__ = [
     "comparison_fmr_for",

@@ -5,17 +5,11 @@ regression trees, Kazemi and Sullivan 2014) and ``get_face_chip``. This module r
 ``shape_predictor_5_face_landmarks.dat`` (CC0) and reproduces the predictor exactly,
 without dlib at run time:
 
-* :class:`ShapePredictor` parses the file (:meth:`ShapePredictor.from_bytes`) and
-  predicts landmarks in a grey or colour image for dlib-style face rectangles
-  (:meth:`ShapePredictor.predict`) with lfr's native core (``lfr._core.ShapeModel``,
-  ``rust/shape/``).
-* :data:`DLIB_CHIP_TEMPLATE` is where ``get_face_chip(img, shape, 150, 0.25)`` puts
-  the five points in the 150 x 150 chip; :func:`chip_transform` is that chip's
-  exact image-to-chip map.
-* :func:`box_from_yunet` maps YuNet detections to the rectangles dlib's HOG frontal
-  face detector gives, on which the predictor was trained.
-* :func:`dlib_grey` converts a BGR frame to grey the way dlib does, into a caller's
-  buffer.
+:class:`ShapePredictor` parses the file (:meth:`ShapePredictor.from_bytes`) and
+predicts landmarks in a grey or colour image for dlib-style face rectangles
+(:meth:`ShapePredictor.predict`) with lfr's native core (``lfr._core.ShapeModel``,
+``rust/shape/``). Using it to align faces (the rectangles for YuNet detections,
+dlib's chip geometry, its grey conversion) is :mod:`lfr.align.dlib`'s part.
 
 The algorithm (dlib ``image_processing/shape_predictor.h``): the shape starts as the
 model's mean shape in rectangle-normalised coordinates. Each cascade samples a fixed
@@ -31,7 +25,7 @@ landmarks equal dlib's.
 Face data: the image belongs to the caller and is read in place, never copied. The
 sampled pixel values and the shapes live only in native work vectors that are
 zeroized before :meth:`ShapePredictor.predict` returns. The file format is described in
-``shared/models/DLIB_FORMAT.md`` (same primitives as the ResNet file).
+``../shared/models/DLIB_FORMAT.md`` (same primitives as the ResNet file).
 """
 
 from __future__ import annotations
@@ -46,16 +40,9 @@ import numpy.typing as npt
 from lfr._core import ShapeModel
 from lfr.errors import ModelError
 
-__all__ = [
-    "DLIB_CHIP_TEMPLATE",
-    "ShapePredictor",
-    "box_from_yunet",
-    "chip_transform",
-    "dlib_grey",
-]
+__all__ = ["ShapePredictor"]
 
 F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
 
@@ -67,37 +54,6 @@ _MAX_DEPTH = 10
 _MAX_PIXELS = 1 << 20
 _MAX_INDEX = (1 << 31) - 1
 _FLOAT_SPECIAL = 32000  # exponents 32000..32002: +inf, -inf, NaN
-
-# ``get_face_chip_details``' 5-point template, in units of the face box
-# (dlib ``image_transforms/interpolation.h``).
-_DLIB_FACE_POINTS = np.array(
-    [
-        (0.8595674595992, 0.2134981538014),
-        (0.6460604764104, 0.2289674387677),
-        (0.1205750620789, 0.2137274526848),
-        (0.3340850613712, 0.2290642403242),
-        (0.4901123135679, 0.6277975316475),
-    ]
-)
-
-#: Where ``dlib.get_face_chip(img, shape, size=150, padding=0.25)`` puts the five
-#: predicted points, in chip pixels (x, y), in the predictor's order: image-right
-#: eye outer corner, its inner corner, image-left eye outer corner, its inner
-#: corner, nose base. dlib fits a least-squares similarity from its template
-#: ``(padding + p) / (1 + 2 padding) * size`` (here ``25 + 100 p``) onto the
-#: shape, then samples the chip so that its pixel centres ``0`` and ``size - 1``
-#: fall ``size * scale - 1`` image pixels apart around the template's centre
-#: (scale: image pixels per template unit). For faces of the chip's size
-#: (scale 1) that puts the points at the template shifted by -0.5 pixel: these
-#: values. Fit the similarity from this template onto the shape (dlib's
-#: direction; the reverse fit scales differently by the fit's residual, up to 5
-#: pixels at the chip's edge on LFW) and invert it: the chip then matches
-#: dlib's to within ``0.5 * |1 - 1 / scale|`` pixel at its edges and
-#: ``0.71 * |1 - 1 / scale|`` at its corners (0.2 pixel on average, 1.0 at most on
-#: LFW, where faces are 0.4 to 1 times the chip's size). :func:`chip_transform`
-#: gives dlib's geometry exactly.
-DLIB_CHIP_TEMPLATE: F32 = (25.0 + 100.0 * _DLIB_FACE_POINTS - 0.5).astype(np.float32)
-DLIB_CHIP_TEMPLATE.flags.writeable = False
 
 
 def _error(message: str, offset: int | None = None) -> ModelError:
@@ -323,7 +279,7 @@ class ShapePredictor:
     Agreement: the same integer landmarks as dlib-bin 20.0.1's
     ``shape_predictor`` on every face tried (LFW faces on dlib's detector boxes,
     about 1,000 random rectangles, partly outside the image too). Speed on one
-    core: about 0.17 ms per face (dlib: 0.15 ms). On :func:`box_from_yunet`
+    core: about 0.17 ms per face (dlib: 0.15 ms). On :func:`lfr.align.box_from_yunet`
     rectangles from YuNet detections the landmarks are within 0.39 pixel (1.1% of
     the eye distance) of dlib's on its own detector's boxes on average over 1,696
     ``lfw-dev`` faces (95th percentile 1.4 pixels, 3.5%; 24% of faces identical),
@@ -426,15 +382,15 @@ class ShapePredictor:
 
         Args:
             image: ``uint8[h, w]`` grey image, converted from colour the way dlib
-                does (:func:`dlib_grey`), or the ``uint8[h, w, 3]`` colour frame
-                itself: then dlib's grey value ``(r + g + b) // 3`` is computed
-                only at the sampled pixels. Any strides (a crop or other view of a
-                larger frame is fine); read in place, never copied.
+                does (:func:`lfr.align.dlib_grey`), or the ``uint8[h, w, 3]``
+                colour frame itself: then dlib's grey value ``(r + g + b) // 3`` is
+                computed only at the sampled pixels. Any strides (a crop or other
+                view of a larger frame is fine); read in place, never copied.
             boxes: ``[n, 4]`` dlib rectangles ``(left, top, right, bottom)``
                 in ``image``'s pixels; ``right``/``bottom`` are dlib's inclusive
                 corners (for a ``dlib.rectangle`` ``r``: ``r.right()``, not
-                ``r.left() + r.width()``). Use :func:`box_from_yunet` for YuNet
-                detections.
+                ``r.left() + r.width()``). Use :func:`lfr.align.box_from_yunet`
+                for YuNet detections.
             subpixel: Return the unrounded positions instead of dlib's integer
                 pixels.
 
@@ -462,200 +418,3 @@ class ShapePredictor:
         out = np.empty((rects.shape[0], self.num_parts, 2), dtype=np.float32)
         self._model.predict(image, rects, out, subpixel)
         return out
-
-
-def _points(values: npt.ArrayLike, name: str, shape: tuple[int, ...]) -> F64:
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.shape[1:] != shape[1:] or arr.ndim != len(shape):
-        expected = ", ".join(["n", *map(str, shape[1:])])
-        raise ValueError(f"{name} must have shape ({expected}), got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contain NaN or infinity")
-    return arr
-
-
-def box_from_yunet(boxes: npt.ArrayLike, landmarks: npt.ArrayLike) -> F32:
-    """The rectangles dlib's HOG frontal face detector would give for YuNet faces.
-
-    dlib's predictor was trained on that detector's rectangles, so it is most
-    accurate on them. The map, from YuNet's landmarks: with ``e`` the distance
-    between the eye centres, ``m`` the distance from their midpoint to the
-    mouth corners' midpoint and ``c`` the mean of the five points, the
-    rectangle is the square of side ``0.4635 e + 1.9079 m`` (dlib's
-    ``right - left``) centred on
-    ``c + (-0.0789 e - 0.0010 m, 0.2220 e - 0.2786 m)``.
-
-    Fitted by least squares on the 1,645 faces of ``lfw-dev`` where both
-    detectors find the face (IoU > 0.3) and YuNet's box is not clipped by the
-    frame. Residual (5-fold cross-validated): centre 5.1 pixels (5.0% of the
-    side) on average, 11.1 at the 95th percentile; side 6.8% on average, 15.5%
-    at the 95th percentile. Most of it is dlib's: its detector's sizes come in
-    steps of about 20% and its positions on a grid of its scale, and on these
-    photos it gives mostly 90 or 108 pixel squares. Landmarks predicted on these
-    rectangles match those dlib predicts on its own (mean 0.35 pixel, 0.9% of
-    the eye distance; see :class:`ShapePredictor`). A map from YuNet's box (side
-    ``0.5910 w + 0.3901 h``, centre moved by ``(-0.0351 w, 0.0358 h)``) does
-    worse (centre 7.3% of the side, landmarks 1.3% of the eye distance), fails
-    on boxes clipped by the frame, and is used only where the landmarks give a
-    side under a quarter of it (collapsed landmarks).
-
-    Args:
-        boxes: ``[n, 4]`` YuNet boxes ``(x1, y1, x2, y2)``.
-        landmarks: ``[n, 5, 2]`` YuNet landmarks (eyes, nose tip, mouth
-            corners), as :class:`lfr.detect.Detections` gives them.
-
-    Returns:
-        ``float32[n, 4]`` dlib rectangles ``(left, top, right, bottom)`` for
-        :meth:`ShapePredictor.predict`.
-
-    Raises:
-        ValueError: Shapes differ from the above or values are not finite.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lfr._shape import box_from_yunet
-        >>> points = [[[80, 100], [120, 100], [100, 120], [85, 140], [115, 140]]]
-        >>> box_from_yunet([[70, 70, 130, 160]], points).round(1)
-        array([[ 49.4,  70.3, 144.2, 165.2]], dtype=float32)
-    """
-    box = _points(boxes, "boxes", (0, 4))
-    points = _points(landmarks, "landmarks", (0, 5, 2))
-    if box.shape[0] != points.shape[0]:
-        raise ValueError(f"{box.shape[0]} boxes but {points.shape[0]} landmark sets")
-    eyes = points[:, :2]
-    eye = np.linalg.norm(eyes[:, 1] - eyes[:, 0], axis=1)
-    mouth = np.linalg.norm(points[:, 3:].mean(axis=1) - eyes.mean(axis=1), axis=1)
-    size = 0.4635 * eye + 1.9079 * mouth
-    centre = points.mean(axis=1)
-    centre[:, 0] += -0.0789 * eye - 0.0010 * mouth
-    centre[:, 1] += 0.2220 * eye - 0.2786 * mouth
-    width, height = box[:, 2] - box[:, 0], box[:, 3] - box[:, 1]
-    box_size = 0.5910 * width + 0.3901 * height
-    collapsed = size < 0.25 * box_size
-    if collapsed.any():
-        size[collapsed] = box_size[collapsed]
-        centre[collapsed, 0] = (box[collapsed, 0] + box[collapsed, 2]) / 2
-        centre[collapsed, 0] -= 0.0351 * width[collapsed]
-        centre[collapsed, 1] = (box[collapsed, 1] + box[collapsed, 3]) / 2
-        centre[collapsed, 1] += 0.0358 * height[collapsed]
-    half = (size / 2)[:, None]
-    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
-
-
-def chip_transform(shape: npt.ArrayLike, size: int = 150, padding: float = 0.25) -> F64:
-    """The affine map of dlib's ``get_face_chip_details(shape, size, padding)``.
-
-    Exactly the geometry of ``dlib.get_face_chip``: the least-squares similarity
-    from dlib's template (``(padding + p) / (1 + 2 padding) * size``) onto the
-    shape (this direction: the reverse fit scales differently wherever the five
-    points do not fit the template exactly, by up to 5 pixels at the chip's
-    edge on LFW), then a chip whose pixel centres ``0`` and ``size - 1`` span
-    ``size * scale - 1`` image pixels around the template's centre. dlib
-    samples faces over twice the chip's size from an image pyramid; downscale
-    such faces (area interpolation) before warping to match it.
-
-    Args:
-        shape: ``[5, 2]`` points from :meth:`ShapePredictor.predict`.
-        size: Chip side in pixels.
-        padding: dlib's padding around the face.
-
-    Returns:
-        ``float64[2, 3]`` image-to-chip matrix for ``cv2.warpAffine`` (bilinear)
-        or :func:`lfr.align.warp_face`-style use.
-
-    Raises:
-        ValueError: ``shape`` is not ``[5, 2]`` finite values, the points
-            coincide, the face is under a pixel wide, ``size < 2`` or
-            ``padding < 0``.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lfr._shape import DLIB_CHIP_TEMPLATE, chip_transform
-        >>> m = chip_transform(DLIB_CHIP_TEMPLATE + 0.5)
-        >>> np.allclose(m, [[1, 0, -0.5], [0, 1, -0.5]])
-        True
-    """
-    points = _points(shape, "shape", (5, 2))
-    if points.shape[0] != 5:
-        raise ValueError(f"shape must have shape (5, 2), got {points.shape}")
-    if size < 2 or not padding >= 0:
-        raise ValueError(f"size must be >= 2 and padding >= 0, got {size}, {padding}")
-    template = (padding + _DLIB_FACE_POINTS) / (1 + 2 * padding) * size
-    src = template - template.mean(axis=0)
-    dst = points - points.mean(axis=0)
-    var = (dst**2).sum()
-    if not var > 0:
-        raise ValueError("the shape's points coincide")
-    # find_similarity_transform(template, shape) = [[a, -b], [b, a]], t
-    a = (src * dst).sum() / (src**2).sum()
-    b = (src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]).sum() / (src**2).sum()
-    scale = float(np.hypot(a, b))
-    span = (size * scale - 1) / (size - 1)  # image pixels per chip pixel
-    if not span > 0:
-        raise ValueError("the face is too small for a chip")
-    rot = np.array([[a, -b], [b, a]]) / scale
-    centre = rot * scale @ (np.full(2, size / 2) - template.mean(axis=0))
-    centre += points.mean(axis=0)
-    out = np.empty((2, 3))
-    out[:, :2] = rot.T / span
-    out[:, 2] = (size - 1) / 2 - out[:, :2] @ centre
-    return out
-
-
-_STRIP = 64
-
-
-def dlib_grey(frame_bgr: U8, out: U8) -> U8:
-    """Converts a BGR frame to grey as dlib does: ``(r + g + b) // 3``.
-
-    dlib's ``rgb_pixel`` to ``unsigned char`` conversion (``assign_pixel``)
-    averages the channels with integer division; OpenCV's luma weights give
-    different pixels and so different landmarks. Works in strips of 64 rows
-    through a small uint16 scratch array that is zeroed before returning.
-
-    Args:
-        frame_bgr: ``uint8[h, w, 3]`` frame.
-        out: ``uint8[h, w]`` writable destination, normally a
-            :class:`~lfr.secure.SecureBuffer` view.
-
-    Returns:
-        ``out``.
-
-    Raises:
-        TypeError: An argument is not a uint8 array.
-        ValueError: Shapes do not match or ``out`` is read-only.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lfr._shape import dlib_grey
-        >>> frame = np.array([[[10, 20, 31], [255, 255, 255]]], np.uint8)
-        >>> dlib_grey(frame, np.empty((1, 2), np.uint8))
-        array([[ 20, 255]], dtype=uint8)
-    """
-    for name, arr in (("frame_bgr", frame_bgr), ("out", out)):
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint8:
-            raise TypeError(f"{name} must be a uint8 numpy array")
-    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
-        raise ValueError(f"frame_bgr must have shape (h, w, 3), got {frame_bgr.shape}")
-    if out.shape != frame_bgr.shape[:2]:
-        raise ValueError(f"out must have shape {frame_bgr.shape[:2]}, got {out.shape}")
-    if not out.flags.writeable:
-        raise ValueError("out must be writable")
-    height, width = out.shape
-    total = np.zeros((min(height, _STRIP), width), np.uint16)
-    channel = np.zeros_like(total)
-    try:
-        for top in range(0, height, _STRIP):
-            rows = slice(top, top + _STRIP)
-            acc = total[: min(_STRIP, height - top)]
-            part = channel[: acc.shape[0]]
-            np.copyto(acc, frame_bgr[rows, :, 0])
-            for c in (1, 2):
-                np.copyto(part, frame_bgr[rows, :, c])
-                acc += part
-            acc //= 3
-            np.copyto(out[rows], acc, casting="unsafe")
-    finally:
-        total.fill(0)
-        channel.fill(0)
-    return out

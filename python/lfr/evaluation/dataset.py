@@ -127,11 +127,7 @@ def labelled_face(detector: FaceDetector, frame: U8) -> Detections | None:
     h, w = frame.shape[:2]
     centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
     i = int(np.argmin(((centres - [w / 2, h / 2]) ** 2).sum(axis=1)))
-    return Detections(
-        faces.boxes[i : i + 1].copy(),
-        faces.scores[i : i + 1].copy(),
-        faces.landmarks[i : i + 1].copy(),
-    )
+    return faces[i : i + 1]
 
 
 def embed_dataset(
