@@ -328,11 +328,13 @@ p95 capture-to-alert at most 150 ms.
 def pipeline_section(data: dict[str, Any]) -> list[str]:
     """End-to-end frame rates, latencies and the memory run."""
     runs = []
-    memory = live = None
+    memory = live = callback = None
     for bench in data["benchmarks"]:
         e = bench["extra_info"]
         if e.get("op") == "pipeline":
             runs.append(e)
+        elif e.get("op") == "pipeline-callback":
+            callback = e
         elif e.get("op") == "pipeline-memory":
             memory = e
         elif e.get("op") == "pipeline-live":
@@ -372,6 +374,17 @@ def pipeline_section(data: dict[str, Any]) -> list[str]:
             f"capture to alert p95 {ms(live['alert_latency_p95_ms'])} (targets: "
             f"sustained 25 fps {'met' if kept_up else 'NOT met'}, p95 alert latency "
             f"at most 150 ms {'met' if fast else 'NOT met'}).",
+        ]
+    if callback is not None:
+        kept = callback["ratio"] >= 0.9
+        lines += [
+            "",
+            f"A slow `on_alert` ({callback['case']}, {callback['faces']} faces, "
+            f"{callback['alerts']} alerts, a callback sleeping 5 s per alert): "
+            f"{callback['fps_slow_callback']:.1f} fps against "
+            f"{callback['fps_plain']:.1f} fps without a callback in the same run "
+            f"({callback['ratio']:.0%}; target: at least 90%, "
+            f"{'met' if kept else 'NOT met'}).",
         ]
     if memory is not None:
         flat = abs(memory["growth_mib_per_hour"]) < 16

@@ -112,14 +112,16 @@ def setup(
     return tmp_path_factory.mktemp("runs"), lfr.FaceDetector(), lfr.FaceEmbedder()
 
 
-def watchlist(folder: Path, embedder: lfr.FaceEmbedder, key: lfr.Key) -> lfr.Watchlist:
-    """The first face of the videos, enrolled, plus nine random templates."""
+def watchlist(
+    folder: Path, embedder: lfr.FaceEmbedder, key: lfr.Key, enrol: int = 1
+) -> lfr.Watchlist:
+    """The first ``enrol`` faces of the videos, enrolled, plus nine random templates."""
     wl = lfr.Watchlist.create(folder / "w.lfrw", key, embedder=embedder, overwrite=True)
-    face = faces_from_lfw(1)[0]
-    photo = cv2.copyMakeBorder(
-        face, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=(90, 90, 90)
-    )
-    wl.enroll("S-1", [np.asarray(photo, np.uint8)], embedder=embedder)
+    for i, face in enumerate(faces_from_lfw(enrol)):
+        photo = cv2.copyMakeBorder(
+            face, 60, 60, 60, 60, cv2.BORDER_CONSTANT, value=(90, 90, 90)
+        )
+        wl.enroll(f"S-{i + 1}", [np.asarray(photo, np.uint8)], embedder=embedder)
     rng = np.random.default_rng(1)
     for i in range(9):
         wl.add(f"R-{i}", rng.standard_normal((1, embedder.dim), dtype=np.float32))
@@ -132,9 +134,12 @@ def run_once(
     embedder: lfr.FaceEmbedder,
     source: Any,
     tag: str,
+    *,
+    enrol: int = 1,
+    on_alert: Any = None,
 ) -> lfr.DeploymentStats:
     key = lfr.Key.generate()
-    wl = watchlist(folder, embedder, key)
+    wl = watchlist(folder, embedder, key, enrol)
     for old in folder.glob(f"{tag}.*"):
         old.unlink()
     store = lfr.AlertStore(folder / f"{tag}.db", key)
@@ -146,6 +151,8 @@ def run_once(
         signing_key=lfr.SigningKey.generate(),
         detector=detector,
         embedder=embedder,
+        on_alert=on_alert,
+        stop_timeout=1.0,  # a sleeping callback is not waited for at the end
     ) as dep:
         dep.wait()
         stats = dep.stats()
@@ -185,6 +192,52 @@ def test_pipeline(
         latency_p50_ms=stats.latency_p50_ms,
         latency_p95_ms=stats.latency_p95_ms,
         alert_latency_p95_ms=stats.alert_latency_p95_ms,
+    )
+
+
+def test_pipeline_slow_callback(
+    benchmark: Benchmark,
+    videos: dict[tuple[str, int], Path],
+    setup: tuple[Path, lfr.FaceDetector, lfr.FaceEmbedder],
+) -> None:
+    """An ``on_alert`` that sleeps 5 s per alert, against none, on the same file.
+
+    The 1280x720 video with 4 faces, all 4 enrolled: 4 alerts, 20 s of callbacks.
+    The callback runs on the announcer thread, so the frame rate must stay within
+    10% of the run without one (issue 13); both runs are in this one benchmark so
+    the comparison is on the same machine at the same time.
+    """
+    folder, detector, embedder = setup
+    video = videos[("1280x720", 4)]
+    called: list[float] = []
+
+    def sleepy(alert: lfr.Alert) -> None:
+        called.append(time.monotonic())
+        time.sleep(5.0)
+
+    plain: list[lfr.DeploymentStats] = []
+    slow: list[lfr.DeploymentStats] = []
+
+    def run() -> None:
+        plain.append(run_once(folder, detector, embedder, video, "cb-0", enrol=4))
+        slow.append(
+            run_once(
+                folder, detector, embedder, video, "cb-5", enrol=4, on_alert=sleepy
+            )
+        )
+
+    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    assert plain[-1].alerts == slow[-1].alerts == 4
+    assert called  # the callback ran (and slept)
+    benchmark.group = "pipeline callback"
+    benchmark.extra_info.update(
+        op="pipeline-callback",
+        case="1280x720",
+        faces=4,
+        alerts=slow[-1].alerts,
+        fps_plain=plain[-1].fps,
+        fps_slow_callback=slow[-1].fps,
+        ratio=slow[-1].fps / plain[-1].fps,
     )
 
 

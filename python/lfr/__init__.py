@@ -81,9 +81,9 @@ __all__ = [
     "WatchlistError",
     "WrongKeyError",
     "WrongWatchlistKeyError",
+    "__version__",
     "available_kernels",
     "evaluate",
     "harden_process",
     "open_source",
-    "__version__",
 ]

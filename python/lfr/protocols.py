@@ -15,6 +15,8 @@ The seams:
   (lfr's: :class:`~lfr.embed.FaceEmbedder`).
 * :class:`Source`: where frames come from, as the pipeline drives it
   (lfr's: :class:`~lfr.sources.FrameSource`, made by :func:`lfr.open_source`).
+* :class:`Renderer`: the operator preview, drawn with every passer-by blurred
+  (lfr's: :class:`~lfr.preview.Preview`).
 
 This module imports nothing of lfr at run time (the types in the signatures are
 for type checkers only), so any module can depend on it without an import cycle.
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from lfr.detect import Detections
     from lfr.sources import Frame, SourceStats
 
-__all__ = ["Detector", "Embedder", "Source"]
+__all__ = ["Detector", "Embedder", "Renderer", "Source"]
 
 
 @runtime_checkable
@@ -104,4 +106,28 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Stops and frees the capture and the frames' memory. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class Renderer(Protocol):
+    """Draws each processed frame for the operator (:class:`lfr.Preview`)."""
+
+    def render(
+        self,
+        frame: npt.NDArray[np.uint8],
+        boxes: npt.NDArray[np.float32],
+        keep: npt.NDArray[np.bool_],
+        labels: list[str | None],
+    ) -> None:
+        """Shows ``frame`` with every face whose ``keep`` is False blurred.
+
+        ``labels`` names the kept faces (watchlist subjects); implementations
+        must not keep ``frame`` or its pixels after returning, except in what
+        they draw with non-matching faces already blurred.
+        """
+        ...
+
+    def close(self) -> None:
+        """Finishes the preview (idempotent)."""
         ...

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from lfr.pipeline import Deployment, DeploymentError
 pytestmark = pytest.mark.data
 
 U8 = npt.NDArray[np.uint8]
+WAIT_S = 60.0  # limits on waits that must end; never a speed assertion
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +346,54 @@ def test_the_stored_crop_is_the_tracks_best_view(
         cv2.cvtColor(soft_crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F
     ).var()
     assert lap > soft_lap
+
+
+def test_a_blocked_on_alert_holds_up_neither_frames_nor_storage(
+    tmp_path: Path, lfw_dir: Path, models: tuple[lfr.FaceDetector, lfr.FaceEmbedder]
+) -> None:
+    """``on_alert`` blocks until every frame is processed: nothing waits for it."""
+    detector, embedder = models
+    person = sorted(p for p in (lfw_dir / "identities").iterdir())[0]
+    photos = sorted(person.glob("*.jpg"))
+    key = lfr.Key.generate()
+    wl = lfr.Watchlist.create(tmp_path / "w.lfrw", key, embedder=embedder)
+    wl.enroll("S-1", photos[:1], detector=detector, embedder=embedder)
+    frames = []
+    for x in range(0, 1000, 200):  # five far-apart tracks: five alerts
+        frames += [scene(photos[1], x)] * 3
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def blocked(alert: lfr.Alert) -> None:
+        calls.append(alert.alert_id)
+        entered.set()
+        release.wait(WAIT_S)  # bounded: the test cannot hang
+
+    store = lfr.AlertStore(tmp_path / "alerts.db", key)
+    dep = Deployment(
+        source=frames,
+        watchlist=wl,
+        store=store,
+        audit=tmp_path / "audit.log",
+        signing_key=lfr.SigningKey.generate(),
+        detector=detector,
+        embedder=embedder,
+        on_alert=blocked,
+    )
+    dep.start()
+    try:
+        assert entered.wait(WAIT_S), "no alert reached on_alert"
+        assert dep.wait(WAIT_S)  # every frame processed ...
+        streamed = list(dep.alerts(timeout=WAIT_S))
+        # ... and every alert stored and yielded, while the first callback still
+        # blocks (the negative control: it really is blocked).
+        assert not release.is_set()
+        assert calls == [streamed[0].alert_id]
+        assert dep.stats().frames == len(frames)
+        assert len(streamed) == dep.stats().alerts == 5
+        assert len(store) == 5
+    finally:
+        release.set()
+        dep.close()
+    assert calls == [a.alert_id for a in streamed]
+    store.close()

@@ -36,9 +36,9 @@ import pytest
 import lfr
 from lfr.audit import Record, read_log
 from lfr.demo import DemoTruth, compose_video, pick_people
-from lfr.pipeline import DEFAULT_THRESHOLD, Deployment, DeploymentError
 from lfr.detect import Detections
 from lfr.errors import EnrolmentError
+from lfr.pipeline import DEFAULT_THRESHOLD, Deployment, DeploymentError
 from lfr.tracking import TrackerConfig, iou_matrix
 from tests.support.stream_server import Server, free_port, listening
 

@@ -108,12 +108,25 @@ class Run:
         self.store, self.log = store, log
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "lfr", "run", "--source", url,
-                "--watchlist", str(site.folder / "w.lfrw"),
-                "--key-file", str(site.key_file), "--store", str(store),
-                "--audit", str(log), "--signing-key", str(site.signing_file),
-                "--camera-id", "cam-9",
-            ],  # fmt: skip
+                sys.executable,
+                "-m",
+                "lfr",
+                "run",
+                "--source",
+                url,
+                "--watchlist",
+                str(site.folder / "w.lfrw"),
+                "--key-file",
+                str(site.key_file),
+                "--store",
+                str(store),
+                "--audit",
+                str(log),
+                "--signing-key",
+                str(site.signing_file),
+                "--camera-id",
+                "cam-9",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -132,14 +145,17 @@ class Run:
 
     def alert_ids(self) -> list[str]:
         with self._new:
-            return [ln.rsplit(" ", 1)[-1] for ln in self.lines if ln.startswith("ALERT")]
+            return [
+                ln.rsplit(" ", 1)[-1] for ln in self.lines if ln.startswith("ALERT")
+            ]
 
     def wait_for_alerts(self, n: int = 1) -> list[str]:
         deadline = time.monotonic() + WAIT_S
         with self._new:
             while len(self.alert_ids()) < n:
                 left = deadline - time.monotonic()
-                assert left > 0 and self.process.poll() is None, self.stderr()
+                assert left > 0, "no alert in time"
+                assert self.process.poll() is None, self.stderr()
                 self._new.wait(min(left, 0.5))
         return self.alert_ids()
 

@@ -340,6 +340,7 @@ def test_purge_is_idempotent_and_opening_alone_never_purges(
         assert not store.purging
         with pytest.raises(RetentionError, match="expired"):
             store.get(c.alert_id)
+        assert store.alerts() == []
         assert "does not purge its 1 expired alert" in caplog.text
         assert store._purge() == [c.alert_id]
         with pytest.raises(RetentionError, match="purged"):

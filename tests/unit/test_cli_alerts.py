@@ -470,24 +470,24 @@ def short_site(tmp_path: Path, ttl: float) -> tuple[Site, lfr.Alert, lfr.Alert]:
         two_person_review=False,  # this site checks retention only
     )
     with lfr.Records.open(store_path, key, audit, signing, policy=policy) as records:
-        with records.log as log:
-            log.append(
-                "deployment_started", deployment_id="dep-1", camera_ids=["cam-1"],
-                location="here", purpose="test", authorised_by="Supt X",
-                watchlist_sha256="0" * 64, watchlist_size=1, model_id="m",
-                threshold=0.9, policy=policy, lfr_version=lfr.__version__,
-            )  # fmt: skip
-            alerts = [
-                records.raise_alert(
-                    subject_id=f"S-{i}",
-                    score=0.8,
-                    box=(0, 0, 40, 48),
-                    crop=random_crop(i),
-                    camera_id="cam-1",
-                    deployment_id="dep-1",
-                )  # fmt: skip
-                for i in range(2)
-            ]
+        log = records.log
+        log.append(
+            "deployment_started", deployment_id="dep-1", camera_ids=["cam-1"],
+            location="here", purpose="test", authorised_by="Supt X",
+            watchlist_sha256="0" * 64, watchlist_size=1, model_id="m",
+            threshold=0.9, policy=policy, lfr_version=lfr.__version__,
+        )  # fmt: skip
+        alerts = [
+            records.raise_alert(
+                subject_id=f"S-{i}",
+                score=0.8,
+                box=(0, 0, 40, 48),
+                crop=random_crop(i),
+                camera_id="cam-1",
+                deployment_id="dep-1",
+            )
+            for i in range(2)
+        ]
     key.destroy()
     site = Site(store_path, key_file, signing_key, audit, alerts, alerts[0])
     return site, alerts[0], alerts[1]
@@ -512,7 +512,8 @@ def test_an_audited_purge_and_a_cli_hold_leave_no_violation(tmp_path: Path) -> N
     # After expiry: list without the log destroys nothing ...
     out = lfr_cli("alerts", "list", *site.opts())
     assert out.returncode == 0, out.stderr
-    assert held.alert_id in out.stdout and plain.alert_id not in out.stdout
+    assert held.alert_id in out.stdout
+    assert plain.alert_id not in out.stdout
     assert not [e for e, _ in audit_events(site) if e == "alert_purged"]
     # ... and an audited purge before the deadline leaves no violation.
     out = lfr_cli("alerts", "purge", *site.opts(), *site.audit_opts())
@@ -534,9 +535,10 @@ def test_an_audited_purge_and_a_cli_hold_leave_no_violation(tmp_path: Path) -> N
                 log.append(record.event, **dict(record.fields))
     assert len(lines) > 3
     report = verify(forged, public, now=later)
-    assert [
-        v.kind for v in report.violations if held.alert_id in v.message
-    ] == ["alert_not_purged", "alert_not_reviewed"]
+    assert [v.kind for v in report.violations if held.alert_id in v.message] == [
+        "alert_not_purged",
+        "alert_not_reviewed",
+    ]
 
 
 def test_purge_after_a_short_ttl_reconciles_an_unaudited_store(tmp_path: Path) -> None:

@@ -31,9 +31,15 @@ class Site:
         self.signing = SigningKey.generate()
         self.policy = lfr.RetentionPolicy(**policy)  # type: ignore[arg-type]
 
-    def open(self, **kw: float) -> Records:
+    def open(self, lock_timeout: float = 10.0, compact_wait: float = 2.0) -> Records:
         return Records.open(
-            self.store, self.key, self.log, self.signing, policy=self.policy, **kw
+            self.store,
+            self.key,
+            self.log,
+            self.signing,
+            policy=self.policy,
+            lock_timeout=lock_timeout,
+            compact_wait=compact_wait,
         )
 
     def events(self) -> list[tuple[str, dict[str, object]]]:

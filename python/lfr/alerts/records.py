@@ -556,10 +556,10 @@ class Records(Closing):
                     )
                     counts["improved"] += 1
                 have = Counter(
-                    (r.reviewer, r.decision) for r in alert.reviews
+                    (r.reviewer, str(r.decision)) for r in alert.reviews
                 ) - logged.reviews.get(alert.alert_id, Counter())
                 for review in alert.reviews:
-                    pair = (review.reviewer, review.decision)
+                    pair = (review.reviewer, str(review.decision))
                     if have[pair] > 0:
                         have[pair] -= 1
                         plan.append(

@@ -221,7 +221,8 @@ class AlertStore(Closing):
     (format, version, key) without writing to it. A store opened on its own is for
     **reading**: it never purges (an unaudited purge would leave the audit log
     without its ``alert_purged`` records) and says so once, in a logged warning,
-    when it holds expired alerts; :attr:`purging` is ``False``. Every change to an
+    when it lists its alerts while it holds expired ones; :attr:`purging` is
+    ``False``. Every change to an
     alert (raise, better view, review, hold, release, purge) and every export of a
     crop goes through :class:`lfr.alerts.Records`, which pairs it with its audit
     record. One connection is shared by all threads, behind a lock.
@@ -321,7 +322,6 @@ class AlertStore(Closing):
                     "journal_size_limit=0",
                 ):
                     conn.execute(f"PRAGMA {pragma}")
-            self._warn_if_unpurged()
         except BaseException:
             self.close()
             raise
@@ -872,6 +872,7 @@ class AlertStore(Closing):
         Raises:
             AlertStoreError: A live alert has been altered.
         """
+        self._warn_if_unpurged()
         with self._session() as conn:
             now_us = _us(self._now())
             ids = [
@@ -885,6 +886,7 @@ class AlertStore(Closing):
         return out
 
     def __len__(self) -> int:
+        self._warn_if_unpurged()
         with self._session() as conn:
             now_us = _us(self._now())
             row = conn.execute(f"SELECT count(*){_LIVE}", {"now": now_us}).fetchone()
@@ -1109,7 +1111,12 @@ class AlertStore(Closing):
             return not self._compact_pending
 
     def _warn_if_unpurged(self) -> None:
-        """Says once per store file that expired alerts wait for an audited purge."""
+        """Says once per store file that expired alerts wait for an audited purge.
+
+        Called when a store that does not purge lists its alerts.
+        """
+        if self._purging or str(self._path.resolve()) in _WARNED:
+            return
         with self._session() as conn:
             now_us = _us(self._now())
             row = conn.execute(

@@ -362,8 +362,8 @@ def _demo(
     from lfr.audit import SigningKey, verify
     from lfr.audit.report import render_markdown, write_report
     from lfr.demo import compose_video
-    from lfr.pipeline import DEFAULT_THRESHOLD, Deployment
     from lfr.keys import Key
+    from lfr.pipeline import DEFAULT_THRESHOLD, Deployment
     from lfr.tracking import TrackerConfig
     from lfr.watchlist import Watchlist
 

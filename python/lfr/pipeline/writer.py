@@ -20,6 +20,7 @@ only later callbacks, never frames or storage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -125,10 +126,8 @@ class AlertWriter:
 
     def request_purge(self) -> None:
         """Asks for a purge (skipped if the queue is full: the next one runs)."""
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(_PURGE)
-        except queue.Full:
-            pass
 
     def close(self, timeout: float) -> bool:
         """Finishes the queued work and ends the thread; whether it ended in time.
