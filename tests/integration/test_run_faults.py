@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -106,6 +107,11 @@ class Run:
 
     def __init__(self, site: Site, url: str, store: Path, log: Path) -> None:
         self.store, self.log = store, log
+        # Not beside the log: that disk may be the one the test fills.
+        self._stderr = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in kill)
+            "w", prefix="lfr-run-", suffix=".stderr", delete=False
+        )
+        self._stderr_path = Path(self._stderr.name)
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -128,7 +134,7 @@ class Run:
                 "cam-9",
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
         )
         self.lines: list[str] = []
@@ -172,13 +178,20 @@ class Run:
     def stderr(self) -> str:
         if self.process.poll() is None:
             return "(still running)"
-        assert self.process.stderr is not None
-        return self.process.stderr.read()[-3000:]
+        return self._stderr_path.read_text()[-3000:]
 
     def kill(self) -> None:
+        """Ends the process (if it still runs) and closes the pipes."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=WAIT_S)
+        self._reader.join(WAIT_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._stderr.close()
+
+    def __del__(self) -> None:
+        self._stderr_path.unlink(missing_ok=True)
 
 
 def cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
@@ -298,13 +311,23 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
 def fill(folder: Path) -> Path:
     """Fills the file system of ``folder``; returns the filler file."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = b"\0" * 4096
+        while True:
+            try:
+                if os.write(fd, block) < len(block):
+                    break
+            except OSError:  # ENOSPC: full
+                break
+        for size in (512, 64, 1):  # the last partial page too
+            try:
+                while os.write(fd, b"\0" * size) == size:
+                    pass
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -345,3 +368,44 @@ def test_a_full_disk_stops_lfr_run_and_loses_nothing_silently(
     # The deployment whose stop could not be written is closed as crashed.
     stops = [r for r in records_ if r.event == "deployment_stopped"]
     assert len(stops) == 1
+
+
+def test_a_killed_lfr_run_is_closed_as_crashed_by_the_next_start(
+    site: Site, stream: str, tmp_path: Path
+) -> None:
+    store, log = tmp_path / "alerts.db", tmp_path / "audit.log"
+    run = Run(site, stream, store, log)
+    try:
+        run.wait_for_alerts(1)
+        run.process.kill()  # SIGKILL: nothing runs after it
+        assert run.wait() == -signal.SIGKILL
+    finally:
+        run.kill()
+    public = site.signing.public_key()
+    records, _ = read_log(log, public)
+    first = next(r for r in records if r.event == "deployment_started")
+    dep_id = first.fields["deployment_id"]
+    assert not [r for r in records if r.event == "deployment_stopped"]
+    # The negative control: until a next start, verify sees it still running.
+    assert any("still running" in n for n in verify(log, public).notices)
+    # The next start: lfr run on the video file (it ends by itself).
+    again = cli(
+        site, "run", "--source", str(site.video),
+        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--store", str(store), "--audit", str(log),
+        "--signing-key", str(site.signing_file),
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-2000:]
+    records, problems = read_log(log, public)
+    assert problems == []
+    stops = [r for r in records if r.event == "deployment_stopped"]
+    crashed = [r for r in stops if r.fields["deployment_id"] == dep_id]
+    assert [r.fields["reason"] for r in crashed] == ["crashed"]
+    second = [r for r in records if r.event == "deployment_started"][1]
+    assert crashed[0].seq < second.seq  # closed before the next one started
+    destroyed = [
+        r for r in records
+        if r.event == "watchlist_destroyed" and r.fields.get("deployment_id") == dep_id
+    ]  # fmt: skip
+    assert [r.fields.get("cause") for r in destroyed] == ["process_ended"]
+    assert invariant_breaks(store, site.key, log, public) == []

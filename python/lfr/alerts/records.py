@@ -27,7 +27,8 @@ How it holds through crashes and other processes:
 - **Lost alerts.** Alerts a failing pipeline decided but could not store are
   named with :meth:`Records.note_lost`: audited at once as ``alert_lost``
   anomalies, or, if the log cannot be written, kept (ids, camera and time only)
-  in ``<log>.lost`` and audited by the next :class:`Records` on that log.
+  in ``<log>.lost`` (or ``<store>.lost``) and audited by the next
+  :class:`Records` on that store and log.
 
 A store opened on its own (:class:`lfr.AlertStore`) is read-only for retention:
 it never purges. See docs/retention.md and docs/architecture.md.
@@ -506,15 +507,16 @@ class Records(Closing):
         """Audits alerts a pipeline decided but could not store (``alert_lost``).
 
         If the log cannot be written (or ``audit`` is False, for a caller whose
-        own write still holds the log), they are appended to ``<log>.lost`` (ids,
-        cameras and times only; mode 0600) and audited by the next
-        :class:`Records` on this log. Never raises for a failed write: the
+        own write still holds the log), they are appended to ``<log>.lost``, or
+        ``<store>.lost`` if that cannot be written either (ids, cameras and times
+        only; mode 0600), and audited by the next :class:`Records` on this store
+        and log. Never raises for a failed write: the
         caller names them in its error anyway.
         """
         if not lost:
             return
         if not audit:
-            _keep_lost(self._lost_path(), lost, deployment_id)
+            _keep_lost(self._lost_paths(), lost, deployment_id)
             return
         try:
             for item in lost:
@@ -526,7 +528,7 @@ class Records(Closing):
                     deployment_id=deployment_id,
                 )
         except (AuditError, ValueError, OSError):
-            _keep_lost(self._lost_path(), lost, deployment_id)
+            _keep_lost(self._lost_paths(), lost, deployment_id)
 
     # -- reconciliation ---------------------------------------------------------------
 
@@ -594,7 +596,7 @@ class Records(Closing):
                 if alert_id not in logged.purged:
                     plan.append(("alert_purged", {"alert_id": alert_id}))
                     counts["purged"] += 1
-            lost = _read_lost(self._lost_path())
+            lost = [e for path in self._lost_paths() for e in _read_lost(path)]
             counts["lost"] = len(lost)
             done = Reconciled(unreadable=len(state.unreadable), **counts)
             if plan or lost or state.unreadable:
@@ -611,7 +613,8 @@ class Records(Closing):
                         camera_id=camera_id,
                         deployment_id=deployment_id,
                     )
-                self._lost_path().unlink(missing_ok=True)
+                for path in self._lost_paths():
+                    path.unlink(missing_ok=True)
                 _log.warning("audit log %s: %s", self._log.path, done.describe())
             return done
 
@@ -674,8 +677,9 @@ class Records(Closing):
             )
         return records
 
-    def _lost_path(self) -> Path:
-        return Path(f"{self._log.path}.lost")
+    def _lost_paths(self) -> tuple[Path, Path]:
+        """Where lost alerts wait for the next open: beside the log, else the store."""
+        return Path(f"{self._log.path}.lost"), Path(f"{self._store.path}.lost")
 
 
 def _raised_fields(alert: Alert) -> dict[str, object]:
@@ -721,8 +725,17 @@ class _Logged:
         return out
 
 
-def _keep_lost(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> None:
-    """Appends lost alerts to ``<log>.lost`` for the next start (best effort)."""
+def _keep_lost(
+    paths: Sequence[Path], lost: Sequence[LostAlert], deployment_id: str
+) -> None:
+    """Appends lost alerts to the first of ``paths`` that can be written."""
+    for path in paths:
+        if _keep_lost_in(path, lost, deployment_id):
+            return
+
+
+def _keep_lost_in(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> bool:
+    """Appends lost alerts to ``path`` (mode 0600); whether it worked."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -740,10 +753,12 @@ def _keep_lost(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> Non
             os.close(fd)
     except OSError as exc:
         _log.error("cannot keep the lost alerts in %s: %s", path, exc.strerror)
+        return False
+    return True
 
 
 def _read_lost(path: Path) -> list[tuple[str, str, str]]:
-    """The lost alerts kept in ``<log>.lost`` (malformed lines are skipped)."""
+    """The lost alerts kept in ``path`` (malformed lines are skipped)."""
     try:
         text = path.read_text("utf-8", errors="replace")
     except FileNotFoundError:

@@ -58,11 +58,11 @@ from lfr.errors import DeploymentError, LfrError
 from lfr.pipeline.frame_step import FrameStep, Handover
 from lfr.pipeline.stats import Counts, DeploymentStats, Latencies, percentile
 from lfr.pipeline.writer import AlertWriter, Announcer
-from lfr.protocols import Detector, Embedder, Renderer
+from lfr.protocols import Detector, Embedder, Renderer, Source
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import memory_status
-from lfr.sources import Frame, FrameSource, open_source
+from lfr.sources import Frame, SourceSpec, open_source
 from lfr.sources.readahead import read_ahead
 from lfr.tracking import Tracker, TrackerConfig
 from lfr.watchlist import Watchlist
@@ -82,7 +82,8 @@ class Deployment:
 
     Args:
         source: What :func:`lfr.open_source` takes (camera index, file, URL,
-            folder, iterable of frames), or an open :class:`~lfr.FrameSource`.
+            folder, iterable of frames), or an open :class:`lfr.protocols.Source`
+            (an :class:`~lfr.FrameSource`, or an integrator's own).
         watchlist: The watchlist; its templates must come from ``embedder``.
         store: Where alerts go (changed only through :class:`lfr.alerts.Records`,
             which the deployment makes with the audit log).
@@ -126,7 +127,7 @@ class Deployment:
     def __init__(
         self,
         *,
-        source: Any,
+        source: Source | SourceSpec,
         watchlist: Watchlist,
         store: AlertStore,
         audit: AuditLog | str | os.PathLike[str],
@@ -187,7 +188,7 @@ class Deployment:
         self._log: AuditLog | None = None
         self._records: Records | None = None
         self._mark: RunningMark | None = None
-        self._source: FrameSource | None = None
+        self._source: Source | None = None
         self._step: FrameStep | None = None
         self._writer: AlertWriter | None = None
         self._announcer = Announcer(on_alert, f"lfr-announce-{camera_id}")
@@ -280,8 +281,8 @@ class Deployment:
             return AuditLog.open(path, key)
         return AuditLog.create(path, key)
 
-    def _open_source(self) -> FrameSource:
-        if isinstance(self._source_spec, FrameSource):
+    def _open_source(self) -> Source:
+        if isinstance(self._source_spec, Source):
             return self._source_spec
 
         def event(name: str, info: dict[str, Any]) -> None:

@@ -22,9 +22,11 @@ import stat
 from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
+from typing import Union
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from lfr.errors import SourceError
 from lfr.sources._base import (
@@ -49,11 +51,16 @@ __all__ = [
     "FrameSource",
     "IterableSource",
     "LiveSource",
+    "SourceSpec",
     "SourceStats",
     "VideoSource",
     "open_source",
     "redact_url",
 ]
+
+#: What :func:`open_source` opens: a camera index, a device path, a video file, a
+#: folder of images, a stream URL, or an iterable of ``uint8[h, w, 3]`` frames.
+SourceSpec = Union[int, str, os.PathLike[str], Iterable[npt.NDArray[np.uint8]]]
 
 #: URL schemes read as network streams, through OpenCV's FFmpeg backend.
 STREAM_SCHEMES = frozenset({"rtsp", "rtsps", "http", "https", "udp", "tcp"})

@@ -11,7 +11,8 @@ import queue
 import threading
 from collections.abc import Iterator
 
-from lfr.sources._base import Frame, FrameSource
+from lfr.protocols import Source
+from lfr.sources._base import Frame
 
 __all__ = ["read_ahead"]
 
@@ -19,9 +20,7 @@ __all__ = ["read_ahead"]
 AHEAD = 2
 
 
-def read_ahead(
-    source: FrameSource, stop: threading.Event, name: str
-) -> Iterator[Frame]:
+def read_ahead(source: Source, stop: threading.Event, name: str) -> Iterator[Frame]:
     """``source.frames()``, decoded by a capture thread while the caller works.
 
     Args:
