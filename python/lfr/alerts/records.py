@@ -468,22 +468,26 @@ class Records(Closing):
                 raise
             return image
 
-    def purge(self) -> list[str]:
+    def purge(self, *, lock_timeout: float | None = None) -> list[str]:
         """Destroys expired alerts no hold keeps, and audits each (``alert_purged``).
 
         A checkpoint that a reader blocks is retried for ``compact_wait``
         seconds; if the WAL still holds purged ciphertext then, an anomaly
         ``purge_incomplete`` is audited (the next purge tries again).
 
+        Args:
+            lock_timeout: How long to wait for another process's change
+                (seconds); the object's ``lock_timeout`` when None.
+
         Returns:
             The ids destroyed, oldest first.
 
         Raises:
-            AlertStoreError: The store cannot be written.
+            AlertStoreError: The store cannot be written, or is busy.
             AuditError: The log cannot be written (the next :class:`Records`
                 audits the purges).
         """
-        with self._changing():
+        with self._changing(lock_timeout):
             gone = self._store._purge()
             _step("purge:stored")
             for alert_id in gone:
@@ -635,13 +639,14 @@ class Records(Closing):
     # -- internals --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _changing(self) -> Iterator[None]:
+    def _changing(self, lock_timeout: float | None = None) -> Iterator[None]:
         """Holds the store's lock file for one change and its audit record."""
+        wait = self._lock_timeout if lock_timeout is None else max(0.0, lock_timeout)
         if self._closed:
             raise ValueError("the records are closed")
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = _time.monotonic() + self._lock_timeout
+            deadline = _time.monotonic() + wait
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -650,7 +655,7 @@ class Records(Closing):
                     if _time.monotonic() >= deadline:
                         raise AlertStoreError(
                             f"alert store {self._store.path} is busy: another process "
-                            f"held {self._lock_path.name} for {self._lock_timeout:g} s"
+                            f"held {self._lock_path.name} for {wait:g} s"
                         ) from None
                     _time.sleep(0.01)
             yield

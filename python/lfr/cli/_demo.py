@@ -544,7 +544,7 @@ def _demo(
         "--reviewer OFFICER --decision confirmed"
     )
     print(
-        f"  keep one for a case: lfr alerts hold ID {store_args} {audit_args} "
+        f"  hold for a case:    lfr alerts hold ID {store_args} {audit_args} "
         "--reason CASE --until 7d --by OFFICER"
     )
     print(f"  purge expired:      lfr alerts purge {store_args} {audit_args}")

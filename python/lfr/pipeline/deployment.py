@@ -392,7 +392,7 @@ class Deployment:
         lost = writer.lost() if writer is not None else []
         unaudited = writer.unaudited() if writer is not None else []
         try:
-            self._finish(lost, blocked=stuck)
+            self._finish(lost, blocked=stuck, deadline=deadline)
         finally:
             self._announcer.close(max(0.0, deadline - _time.monotonic()))
             if not stuck:
@@ -407,8 +407,12 @@ class Deployment:
                 _failure_message(self._error, lost, unaudited)
             ) from self._error
 
-    def _finish(self, lost: list[LostAlert], *, blocked: bool) -> None:
-        """Audits the end (unless a write is blocked), wipes the watchlist."""
+    def _finish(self, lost: list[LostAlert], *, blocked: bool, deadline: float) -> None:
+        """Audits the end (unless a write is blocked), wipes the watchlist.
+
+        The last purge runs only if there is time before ``deadline``, and
+        waits at most 2 s for another process (the next purge catches up).
+        """
         records = self._records
         if self._step is not None and not blocked:
             self._step.finish()
@@ -418,8 +422,9 @@ class Deployment:
             else:
                 records.note_lost(lost, self._deployment_id)
                 self._audit_counters()
-                if self._error is None:
-                    self._purge_safely(records)
+                left = deadline - _time.monotonic()
+                if self._error is None and left > 1.0:
+                    self._last_purge(records, min(2.0, left - 0.5))
                 reason = "error" if self._error is not None else "stopped"
                 self._audit_safely(
                     "deployment_stopped",
@@ -617,11 +622,11 @@ class Deployment:
         except (LfrError, OSError) as exc:
             self._fail(exc)
 
-    def _purge_safely(self, records: Records) -> None:
+    def _last_purge(self, records: Records, wait: float) -> None:
         try:
-            records.purge()
+            records.purge(lock_timeout=wait)
         except (LfrError, OSError) as exc:
-            self._fail(exc)
+            _log.warning("the last purge did not run: %s", type(exc).__name__)
 
 
 def _failure_message(
