@@ -17,6 +17,10 @@ The seams:
   (lfr's: :class:`~lfr.sources.FrameSource`, made by :func:`lfr.open_source`).
 * :class:`Renderer`: the operator preview, drawn with every passer-by blurred
   (lfr's: :class:`~lfr.preview.Preview`).
+* :class:`AlertRepository`: where :class:`lfr.AlertStore` keeps its rows,
+  ciphertext only, with no retention rule of its own (lfr's:
+  :class:`~lfr.alerts.repository.SqliteRepository`; a PostgreSQL one would
+  plug in here).
 
 This module imports nothing of lfr at run time (the types in the signatures are
 for type checkers only), so any module can depend on it without an import cycle.
@@ -24,17 +28,19 @@ for type checkers only), so any module can depend on it without an import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from lfr.alerts.rows import AlertRow, HoldRow, RetentionRow, ReviewRow
     from lfr.detect import Detections
     from lfr.sources import Frame, SourceStats
 
-__all__ = ["Detector", "Embedder", "Renderer", "Source"]
+__all__ = ["AlertRepository", "Detector", "Embedder", "Renderer", "Source"]
 
 
 @runtime_checkable
@@ -130,4 +136,113 @@ class Renderer(Protocol):
 
     def close(self) -> None:
         """Finishes the preview (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class AlertRepository(Protocol):
+    """Where an alert store keeps its rows: exactly what :class:`lfr.AlertStore` uses.
+
+    A repository stores the opaque rows of :mod:`lfr.alerts.rows` (ciphertext,
+    and the plaintext retention needs) and applies no rule: the store decides
+    what expires, what a hold keeps and what a purge destroys
+    (:mod:`lfr.alerts.rules`), and seals and opens every value
+    (:mod:`lfr.alerts.sealing`). Every method but :meth:`session`,
+    :meth:`close` and the properties runs inside a :meth:`session`; the ones
+    that write run inside a :meth:`transaction` (:meth:`compact` outside one).
+    Errors of the database surface as :class:`lfr.errors.AlertStoreError` from
+    the session.
+    """
+
+    @property
+    def meta(self) -> Mapping[str, str]:
+        """The store's metadata record (format, key id, store id, key check)."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        ...
+
+    @property
+    def compact_pending(self) -> bool:
+        """Whether deleted ciphertext may still be on disk (a compaction to redo)."""
+        ...
+
+    def session(self) -> AbstractContextManager[None]:
+        """Exclusive use of the repository by this thread, for one operation.
+
+        Raises ``ValueError`` when closed; re-entrant within a thread.
+        """
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """One write transaction, its write lock taken at once; rolled back on error."""
+        ...
+
+    def alert(self, alert_id: str) -> AlertRow | None:
+        """The alert's row, or ``None``."""
+        ...
+
+    def alerts(self) -> list[AlertRow]:
+        """Every alert row, shredded ones included, in insertion order."""
+        ...
+
+    def retention(self) -> list[RetentionRow]:
+        """Every alert's plaintext and latest hold entry, in insertion order."""
+        ...
+
+    def insert(self, row: AlertRow) -> None:
+        """Stores a new alert."""
+        ...
+
+    def replace_sealed(self, alert_id: str, record: bytes, crop: bytes) -> None:
+        """Replaces an alert's sealed record and crop."""
+        ...
+
+    def holds(self, alert_id: str) -> list[HoldRow]:
+        """The alert's hold history, by increasing seq."""
+        ...
+
+    def add_hold(self, row: HoldRow) -> None:
+        """Appends a hold-history entry."""
+        ...
+
+    def reviews(self, alert_id: str) -> list[ReviewRow]:
+        """The alert's reviews, by increasing seq."""
+        ...
+
+    def add_review(self, row: ReviewRow) -> None:
+        """Appends a review."""
+        ...
+
+    def next_seq(self, kind: Literal["holds", "reviews"]) -> int:
+        """The seq of the next hold entry or review (above every one so far)."""
+        ...
+
+    def shred(self, alert_ids: Sequence[str]) -> None:
+        """Destroys the alerts' wrapped keys (overwritten, then ``None``)."""
+        ...
+
+    def bury(self, purged_us: int) -> list[str]:
+        """Replaces every shredded alert, its holds and reviews, by a tombstone.
+
+        Returns the ids buried, in insertion order.
+        """
+        ...
+
+    def purged_at(self, alert_id: str) -> int | None:
+        """When the alert was buried (microseconds since the epoch), or ``None``."""
+        ...
+
+    def tombstones(self) -> list[str]:
+        """The ids of every buried alert, oldest burial first."""
+        ...
+
+    def compact(self) -> bool:
+        """Removes deleted ciphertext from disk if it can; whether it could."""
+        ...
+
+    def close(self) -> None:
+        """Releases the database (idempotent)."""
         ...

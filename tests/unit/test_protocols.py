@@ -9,9 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 import lfr
+from lfr.alerts.repository import SqliteRepository
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
-from lfr.protocols import Detector, Embedder, Source
+from lfr.protocols import AlertRepository, Detector, Embedder, Source
 from lfr.sources import Frame, FrameSource, SourceStats
 
 
@@ -20,6 +21,11 @@ def seams(
 ) -> tuple[Detector, Embedder, Source]:
     """Never called: ``mypy --strict`` checks that each class fits its protocol."""
     return detector, embedder, source
+
+
+def repository_seam(repository: SqliteRepository) -> AlertRepository:
+    """Never called: ``mypy --strict`` checks that the SQLite repository fits."""
+    return repository
 
 
 class Fixed:
@@ -76,3 +82,15 @@ def test_lfrs_sources_fit() -> None:
             count += 1
         assert count == 1
         assert source.stats.delivered == 1
+
+
+def test_the_sqlite_repository_fits(tmp_path: Path) -> None:
+    meta = {"key_id": "k", "store_id": "s", "created": "c", "key_check": "00"}
+    repository = SqliteRepository(tmp_path / "alerts.db", lambda: meta)
+    repository.connect()
+    try:
+        assert isinstance(repository, AlertRepository)
+    finally:
+        repository.close()
+    assert not isinstance(object(), AlertRepository)
+    assert not isinstance(Frames(), AlertRepository)

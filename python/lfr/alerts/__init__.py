@@ -4,8 +4,14 @@
   file, readable until they expire (on its own it only reads; it never purges).
 - :mod:`lfr.alerts.records`: :class:`Records`, the one path by which lfr changes
   or exports an alert, each change with its audit record.
-- :mod:`lfr.alerts.schema`: the SQLite layout; :mod:`lfr.alerts.values`: value
-  checks and conversions.
+- :mod:`lfr.alerts.repository`: :class:`~lfr.alerts.repository.SqliteRepository`,
+  the store's rows and every SQL statement (no key, no plaintext, no rule), with
+  :mod:`lfr.alerts.schema` (the SQLite layout) and :mod:`lfr.alerts.rows` (the
+  opaque rows any :class:`lfr.protocols.AlertRepository` stores).
+- :mod:`lfr.alerts.sealing`: :class:`~lfr.alerts.sealing.Sealer`, the envelope
+  encryption and the associated data.
+- :mod:`lfr.alerts.rules`: the retention rules, as pure functions.
+- :mod:`lfr.alerts.values`: value checks and conversions.
 """
 
 from __future__ import annotations

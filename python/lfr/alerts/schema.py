@@ -1,26 +1,26 @@
 """The alert store's SQLite layout: schema, creation and the read-only check on open.
 
-See :mod:`lfr.alerts` for what is stored and docs/retention.md for why.
+Used by :class:`lfr.alerts.repository.SqliteRepository`. It handles no key: the
+key fields of the metadata record (``key_id``, ``store_id``, ``created``,
+``key_check``) are made and checked by :class:`lfr.alerts.sealing.Sealer`. See
+:mod:`lfr.alerts` for what is stored and docs/retention.md for why.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from lfr.alerts.values import _wipe
-from lfr.errors import AlertStoreError, WrongKeyError
-from lfr.keys import KeyProvider, new_data_key
+from lfr.alerts.rows import FORMAT as _FORMAT
+from lfr.alerts.rows import FORMAT_VERSION
+from lfr.errors import AlertStoreError
 
-#: The alert store format this lfr reads and writes (SQLite ``user_version``).
-FORMAT_VERSION = 1
-_FORMAT = "lfr-alert-store"
+__all__ = ["FORMAT_VERSION"]
+
 _APPLICATION_ID = 0x4C465241  # "LFRA", SQLite header offset 68
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = ("meta", "alerts", "holds", "reviews", "tombstones")
@@ -41,40 +41,16 @@ _SCHEMA = (
     "CREATE TABLE tombstones (alert_id TEXT PRIMARY KEY, expires INTEGER NOT NULL,"
     " purged INTEGER NOT NULL)",
 )
-# Live: key not destroyed, and not expired or on a hold that has not ended (by the
-# plaintext columns; reads then authenticate the hold).
-_LIVE = (
-    " FROM alerts AS a WHERE a.wrapped_key IS NOT NULL AND (a.expires > :now OR"
-    " EXISTS (SELECT 1 FROM holds AS h WHERE h.seq = (SELECT max(seq) FROM holds"
-    " WHERE alert_id = a.alert_id) AND h.action = 'hold' AND h.until > :now))"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-_PNG = b"\x89PNG\r\n\x1a\n"
-_JPEG = b"\xff\xd8\xff"
-_SEAL_OVERHEAD = 12 + 16  # nonce + GCM tag
-#: How far an alert's time may be ahead of the store's clock (camera clock skew).
-_SKEW = timedelta(minutes=1)
 
 
-def _create(path: Path, key: KeyProvider, now: datetime) -> None:
-    """Writes an empty store beside ``path``, then links it into place."""
+def _create(path: Path, key_meta: Mapping[str, str]) -> None:
+    """Writes an empty store beside ``path``, then links it into place.
+
+    ``key_meta`` is the key part of the metadata record
+    (:meth:`lfr.alerts.sealing.Sealer.new_meta`), stored after the format.
+    """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    store_id = str(uuid.uuid4())
-    created = now.isoformat()
-    check = new_data_key()
-    try:
-        wrapped = key.wrap(check, _context(store_id, "check", created))
-    finally:
-        _wipe(check)
-    meta = {
-        "format": _FORMAT,
-        "version": str(FORMAT_VERSION),
-        "key_id": key.key_id,
-        "store_id": store_id,
-        "created": created,
-        "key_check": wrapped.hex(),
-    }
+    meta = {"format": _FORMAT, "version": str(FORMAT_VERSION), **key_meta}
     try:
         # Owner-only from the start; SQLite gives -wal and -shm the same mode.
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -113,8 +89,8 @@ def _create(path: Path, key: KeyProvider, now: datetime) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def _validate(path: Path, key: KeyProvider) -> str:
-    """Checks an existing store without writing to it; returns its store id."""
+def _validate(path: Path) -> dict[str, str]:
+    """Checks an existing store without writing to it; returns its metadata."""
     try:
         with open(path, "rb") as f:
             header = f.read(100)
@@ -159,40 +135,4 @@ def _validate(path: Path, key: KeyProvider) -> str:
         raise AlertStoreError(f"alert store {path} is damaged: {exc}") from None
     if meta.get("format") != _FORMAT or meta.get("version") != str(FORMAT_VERSION):
         raise AlertStoreError(f"alert store {path} is damaged (format record)")
-    stored_id = str(meta.get("key_id"))
-    if stored_id != key.key_id:
-        raise WrongKeyError(
-            f"alert store {path} was created with key {stored_id}, not with the "
-            f"key given ({key.key_id})"
-        )
-    store_id, created = str(meta.get("store_id")), str(meta.get("created"))
-    try:
-        check = key.unwrap(
-            bytes.fromhex(str(meta.get("key_check"))),
-            _context(store_id, "check", created),
-        )
-    except (WrongKeyError, ValueError):
-        raise AlertStoreError(
-            f"alert store {path} is damaged: its metadata was altered"
-        ) from None
-    _wipe(check)
-    return store_id
-
-
-def _context(store_id: str, label: str, *parts: object) -> bytes:
-    """Associated data binding a ciphertext to this store, its role and its row."""
-    return json.dumps(
-        [_FORMAT, FORMAT_VERSION, store_id, label, *parts], separators=(",", ":")
-    ).encode()
-
-
-def _hold_rows(conn: sqlite3.Connection, alert_id: str) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT seq, action, until, sealed FROM holds WHERE alert_id = ? ORDER BY seq",
-        (alert_id,),
-    ).fetchall()
-
-
-def _next_seq(conn: sqlite3.Connection, table: str) -> int:
-    row = conn.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {table}").fetchone()
-    return int(row[0])
+    return {str(name): str(value) for name, value in meta.items()}

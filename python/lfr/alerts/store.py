@@ -1,28 +1,35 @@
 """The alert store: encrypted alerts that expire for good.
 
-An :class:`AlertStore` is one SQLite file (WAL journal) holding the alerts of a
-deployment. Each alert (its face crop, subject, score, box, camera, deployment and
-time) is encrypted with its own random AES-256-GCM data key; only that key, wrapped
-by the store key (a :class:`lfr.keys.KeyProvider`), is stored beside it. In plaintext
-stay only what retention needs: the alert id and its expiry (authenticated), whether
-it is on hold and until when (authenticated), and, after purging, a tombstone.
+An :class:`AlertStore` holds the alerts of a deployment, by default in one SQLite
+file (WAL journal). Each alert (its face crop, subject, score, box, camera,
+deployment and time) is encrypted with its own random AES-256-GCM data key; only
+that key, wrapped by the store key (a :class:`lfr.keys.KeyProvider`), is stored
+beside it. In plaintext stay only what retention needs: the alert id and its
+expiry (authenticated), whether it is on hold and until when (authenticated), and,
+after purging, a tombstone.
 
-Expiry is final: an expired alert cannot be read even before it is purged, and
-:meth:`AlertStore.purge` destroys its wrapped data key first (crypto-shredding), then
-deletes its rows, then checkpoints the WAL and vacuums the file. docs/retention.md
-says what is stored where and what an operator must configure.
+Expiry is final: an expired alert cannot be read even before it is purged, and a
+purge destroys its wrapped data key first (crypto-shredding), then deletes its
+rows, then checkpoints the WAL and vacuums the file. docs/retention.md says what
+is stored where and what an operator must configure.
+
+The store composes three parts and adds the public API:
+
+- a repository (:class:`lfr.protocols.AlertRepository`; lfr's is
+  :class:`lfr.alerts.repository.SqliteRepository`): the rows, and every SQL
+  statement; it never sees a key or a plaintext;
+- a :class:`lfr.alerts.sealing.Sealer`: the envelope encryption and the
+  associated data that binds each ciphertext to its row;
+- :mod:`lfr.alerts.rules`: the retention rules, as pure functions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sqlite3
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,20 +38,12 @@ from typing import Any, Literal, get_args
 import cv2
 import numpy as np
 import numpy.typing as npt
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lfr._closing import Closing
-from lfr.alerts.schema import (
-    _LIVE,
-    _SEAL_OVERHEAD,
-    _SKEW,
-    _context,
-    _create,
-    _hold_rows,
-    _next_seq,
-    _validate,
-)
+from lfr.alerts import rules
+from lfr.alerts.repository import SqliteRepository
+from lfr.alerts.rows import AlertRow, HoldRow, ReviewRow
+from lfr.alerts.sealing import AlertKey, AlteredError, Sealer, plaintext_size
 from lfr.alerts.values import (
     _aware,
     _box,
@@ -58,15 +57,9 @@ from lfr.alerts.values import (
     _uuid,
     _wipe,
 )
-from lfr.errors import AlertStoreError, RetentionError, WrongKeyError
-from lfr.keys import (
-    KeyProvider,
-    data_cipher,
-    new_data_key,
-    open_sealed,
-    open_sealed_into,
-    seal,
-)
+from lfr.errors import AlertStoreError, RetentionError
+from lfr.keys import KeyProvider
+from lfr.protocols import AlertRepository
 from lfr.retention import RetentionPolicy
 
 __all__ = ["Alert", "AlertStore", "Decision", "Hold", "Review", "TrailState"]
@@ -208,7 +201,7 @@ class _Opened:
 
     alert_id: str
     expires: int
-    cipher: AESGCM
+    key: AlertKey
     record: bytes
     crop: bytes
     holds: tuple[Hold, ...]
@@ -225,7 +218,8 @@ class AlertStore(Closing):
     ``False``. Every change to an
     alert (raise, better view, review, hold, release, purge) and every export of a
     crop goes through :class:`lfr.alerts.Records`, which pairs it with its audit
-    record. One connection is shared by all threads, behind a lock.
+    record. The repository is shared by all threads: each operation holds its
+    session.
 
     Args:
         path: The store file. Its directory must exist; SQLite keeps ``-wal`` and
@@ -236,13 +230,19 @@ class AlertStore(Closing):
         policy: Retention rules; ``alert_ttl`` and ``max_hold`` are enforced here.
         clock: Returns the current time as an aware UTC datetime; defaults to
             ``datetime.now(timezone.utc)``. Tests pass their own to move time.
+        repository: Where the rows are kept, if not in the SQLite file at
+            ``path`` (:class:`lfr.alerts.repository.SqliteRepository`): any
+            :class:`lfr.protocols.AlertRepository`, already open; the store
+            checks ``key`` against its metadata and closes it on :meth:`close`.
+            ``path`` then only names the store.
 
     Raises:
         WrongKeyError: The store was created with another key (both key ids are
             named).
         AlertStoreError: The file is not an lfr alert store, is damaged, or has an
             unknown format version. In every error case the file is left as it was.
-        TypeError: ``key``, ``policy`` or ``clock`` has the wrong type.
+        TypeError: ``key``, ``policy``, ``clock`` or ``repository`` has the
+            wrong type.
 
     Examples:
         >>> import os, tempfile
@@ -273,6 +273,7 @@ class AlertStore(Closing):
         *,
         policy: RetentionPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        repository: AlertRepository | None = None,
     ) -> None:
         if not isinstance(key, KeyProvider):
             raise TypeError(
@@ -287,44 +288,29 @@ class AlertStore(Closing):
             )
         if clock is not None and not callable(clock):
             raise TypeError("clock must be a callable returning an aware datetime")
+        if repository is not None and not isinstance(repository, AlertRepository):
+            raise TypeError(
+                "repository must be an lfr.protocols.AlertRepository, got "
+                f"{type(repository).__name__}"
+            )
         self._path = Path(path)
         self._key = key
         self._policy = policy
         self._clock: Callable[[], datetime] = clock or _utcnow
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._compact_pending = False
         self._purging = False
-        if not os.path.lexists(self._path):
-            _create(self._path, key, self._now())
-        self._store_id = _validate(self._path, key)
-        try:
-            conn = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=30
+        where = f"alert store {self._path}"
+        if repository is None:
+            # Created (if new) and checked read-only; the key is checked before
+            # the file is opened for writing, so a wrong key leaves it as it was.
+            sqlite = SqliteRepository(
+                self._path, lambda: Sealer.new_meta(key, self._now().isoformat())
             )
-        except sqlite3.Error as exc:
-            raise AlertStoreError(
-                f"cannot open alert store {self._path}: {exc}"
-            ) from exc
-        self._conn = conn
-        try:
-            with self._session():
-                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise AlertStoreError(
-                        f"alert store {self._path}: SQLite refused the WAL journal"
-                    )
-                for pragma in (
-                    "synchronous=FULL",
-                    "secure_delete=ON",
-                    "temp_store=MEMORY",
-                    "cell_size_check=ON",
-                    "journal_size_limit=0",
-                ):
-                    conn.execute(f"PRAGMA {pragma}")
-        except BaseException:
-            self.close()
-            raise
+            self._sealer = Sealer(key, sqlite.meta, where)
+            sqlite.connect()
+            repository = sqlite
+        else:
+            self._sealer = Sealer(key, repository.meta, where)
+        self._repo: AlertRepository = repository
 
     # -- properties ----------------------------------------------------------------
 
@@ -359,12 +345,12 @@ class AlertStore(Closing):
         ``True`` after a purge whose checkpoint a reader blocked; the next
         :meth:`_compact_now` (or purge) tries again.
         """
-        return self._compact_pending
+        return self._repo.compact_pending
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
-        return self._conn is None
+        return self._repo.closed
 
     # -- writing -------------------------------------------------------------------
 
@@ -424,21 +410,10 @@ class AlertStore(Closing):
         new_id = str(uuid.uuid4()) if alert_id is None else _uuid(alert_id)
         encoded, fmt = _encode(crop, image_format)
         try:
-            with self._session() as conn:
+            with self._repo.session():
                 now = self._now()
                 when = now if when is None else when
-                expires = when + self._policy.alert_ttl
-                if expires <= now:
-                    raise ValueError(
-                        f"an alert at {when.isoformat()} would have expired at "
-                        f"{expires.isoformat()}; it is not stored"
-                    )
-                if when > now + _SKEW:
-                    # Else a future time would stretch retention past alert_ttl.
-                    raise ValueError(
-                        f"an alert time of {when.isoformat()} is more than {_SKEW} "
-                        f"ahead of the store's clock ({now.isoformat()})"
-                    )
+                expires = rules.check_alert_time(when, now, self._policy.alert_ttl)
                 alert_id = new_id
                 expires_us = _us(expires)
                 record = bytearray(
@@ -456,28 +431,16 @@ class AlertStore(Closing):
                     ).encode()
                 )
                 try:
-                    data_key = new_data_key()
-                    try:
-                        wrapped = self._key.wrap(
-                            data_key, self._context("key", alert_id, expires_us)
-                        )
-                        cipher = data_cipher(data_key)
-                    finally:
-                        _wipe(data_key)
-                    sealed_record = seal(
-                        cipher, record, self._context("record", alert_id, expires_us)
-                    )
-                    sealed_crop = seal(
-                        cipher, encoded, self._context("crop", alert_id, expires_us)
-                    )
+                    wrapped, alert_key = self._sealer.new_key(alert_id, expires_us)
+                    sealed_record = alert_key.seal_record(record)
+                    sealed_crop = alert_key.seal_crop(encoded)
                 finally:
                     _wipe(record)
-                with self._write(conn):
-                    conn.execute(
-                        "INSERT INTO alerts (alert_id, expires, wrapped_key, record,"
-                        " crop) VALUES (?, ?, ?, ?, ?)",
-                        (alert_id, expires_us, wrapped, sealed_record, sealed_crop),
-                    )
+                row = AlertRow(
+                    alert_id, expires_us, wrapped, sealed_record, sealed_crop
+                )
+                with self._repo.transaction():
+                    self._repo.insert(row)
         finally:
             if isinstance(encoded, np.ndarray):
                 encoded.fill(0)
@@ -530,10 +493,10 @@ class AlertStore(Closing):
             raise ValueError(
                 f"image_format must be 'png' or 'jpeg', got {image_format!r}"
             )
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            opened = self._open(conn, _id(alert_id), now_us)
-            current = self._alert(conn, opened, now_us)
+            opened = self._open(_id(alert_id), now_us)
+            current = self._alert(opened, now_us)
             if score <= current.score:
                 return current
             encoded, fmt = _encode(crop, image_format)
@@ -552,23 +515,15 @@ class AlertStore(Closing):
                 ).encode()
             )
             try:
-                expires = opened.expires
-                sealed_record = seal(
-                    opened.cipher, record, self._context("record", alert_id, expires)
-                )
-                sealed_crop = seal(
-                    opened.cipher, encoded, self._context("crop", alert_id, expires)
-                )
+                sealed_record = opened.key.seal_record(record)
+                sealed_crop = opened.key.seal_crop(encoded)
             finally:
                 _wipe(record)
                 if isinstance(encoded, np.ndarray):
                     encoded.fill(0)
-            with self._write(conn):
-                conn.execute(
-                    "UPDATE alerts SET record = ?, crop = ? WHERE alert_id = ?",
-                    (sealed_record, sealed_crop, alert_id),
-                )
-            return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
+            with self._repo.transaction():
+                self._repo.replace_sealed(alert_id, sealed_record, sealed_crop)
+            return self._alert(self._open(alert_id, now_us), now_us)
 
     def _hold(
         self, alert_id: str, reason: str, until: datetime, *, by: str | None = None
@@ -598,36 +553,20 @@ class AlertStore(Closing):
         reason = _text(reason, "reason")
         who = None if by is None else _text(by, "by")
         end = _aware(until, "until")
-        with self._session() as conn:
+        with self._repo.session():
             now = self._now()
-            if end <= now:
-                raise ValueError(
-                    f"a hold must end in the future: {end.isoformat()} is not after "
-                    f"{now.isoformat()}"
-                )
-            limit = now + self._policy.max_hold
-            if end > limit:
-                raise ValueError(
-                    f"a hold may last at most {self._policy.max_hold} (until "
-                    f"{limit.isoformat()}); renew it with a new hold before it ends"
-                )
+            rules.check_hold_end(end, now, self._policy.max_hold)
             now_us, end_us = _us(now), _us(end)
-            with self._write(conn):
-                opened = self._open(conn, _id(alert_id), now_us)
-                seq = _next_seq(conn, "holds")
+            with self._repo.transaction():
+                opened = self._open(_id(alert_id), now_us)
+                seq = self._repo.next_seq("holds")
                 entry = {"reason": reason, "by": who, "time": now_us}
-                sealed = seal(
-                    opened.cipher,
-                    json.dumps(entry).encode(),
-                    self._context("hold", alert_id, seq, "hold", end_us),
+                sealed = opened.key.seal_hold(
+                    seq, "hold", end_us, json.dumps(entry).encode()
                 )
-                conn.execute(
-                    "INSERT INTO holds (seq, alert_id, action, until, sealed)"
-                    " VALUES (?, ?, 'hold', ?, ?)",
-                    (seq, alert_id, end_us, sealed),
-                )
+                self._repo.add_hold(HoldRow(seq, alert_id, "hold", end_us, sealed))
             _log.info("alert %s held until %s", alert_id, end.isoformat())
-            return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
+            return self._alert(self._open(alert_id, now_us), now_us)
 
     def _release(self, alert_id: str, *, by: str | None = None) -> None:
         """Ends the hold on an alert (recorded); it then follows its own expiry.
@@ -641,23 +580,20 @@ class AlertStore(Closing):
             ValueError: The alert is not on hold.
         """
         who = None if by is None else _text(by, "by")
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            with self._write(conn):
-                opened = self._open(conn, _id(alert_id), now_us)
+            with self._repo.transaction():
+                opened = self._open(_id(alert_id), now_us)
                 if _active(opened.holds, now_us) is None:
                     raise ValueError(f"alert {alert_id} is not on hold")
-                seq = _next_seq(conn, "holds")
-                sealed = seal(
-                    opened.cipher,
+                seq = self._repo.next_seq("holds")
+                sealed = opened.key.seal_hold(
+                    seq,
+                    "release",
+                    None,
                     json.dumps({"reason": None, "by": who, "time": now_us}).encode(),
-                    self._context("hold", alert_id, seq, "release", None),
                 )
-                conn.execute(
-                    "INSERT INTO holds (seq, alert_id, action, until, sealed)"
-                    " VALUES (?, ?, 'release', NULL, ?)",
-                    (seq, alert_id, sealed),
-                )
+                self._repo.add_hold(HoldRow(seq, alert_id, "release", None, sealed))
             _log.info("hold on alert %s released", alert_id)
 
     def _review(
@@ -686,15 +622,15 @@ class AlertStore(Closing):
             RetentionError: The alert has expired or been purged.
             ValueError: Empty reviewer or unknown decision.
         """
-        with self._session() as conn:
+        with self._repo.session():
             now = self._now()
             entry = Review(reviewer, decision, now, note)
             now_us = _us(now)
-            with self._write(conn):
-                opened = self._open(conn, _id(alert_id), now_us)
-                seq = _next_seq(conn, "reviews")
-                sealed = seal(
-                    opened.cipher,
+            with self._repo.transaction():
+                opened = self._open(_id(alert_id), now_us)
+                seq = self._repo.next_seq("reviews")
+                sealed = opened.key.seal_review(
+                    seq,
                     json.dumps(
                         {
                             "reviewer": entry.reviewer,
@@ -703,14 +639,10 @@ class AlertStore(Closing):
                             "note": entry.note,
                         }
                     ).encode(),
-                    self._context("review", alert_id, seq),
                 )
-                conn.execute(
-                    "INSERT INTO reviews (seq, alert_id, sealed) VALUES (?, ?, ?)",
-                    (seq, alert_id, sealed),
-                )
+                self._repo.add_review(ReviewRow(seq, alert_id, sealed))
             _log.info("review recorded for alert %s", alert_id)
-            return self._alert(conn, self._open(conn, alert_id, now_us), now_us)
+            return self._alert(self._open(alert_id, now_us), now_us)
 
     def _purge(self) -> list[str]:
         """Destroys every expired alert that no hold keeps; safe to repeat.
@@ -721,7 +653,8 @@ class AlertStore(Closing):
         deleted, leaving a tombstone (id, expiry, purge time); then the WAL is
         checkpointed and truncated and the file vacuumed, so the ciphertext
         leaves the file too. A hold whose record fails authentication keeps
-        nothing (it is logged as a warning).
+        nothing (it is logged as a warning). Which alerts go is
+        :func:`lfr.alerts.rules.plan_purge`'s decision.
 
         Returns:
             The ids purged by this call, oldest first.
@@ -729,66 +662,28 @@ class AlertStore(Closing):
         Raises:
             AlertStoreError: The store cannot be written.
         """
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            kept = ignored = 0
-            with self._write(conn):
-                doomed: list[tuple[str]] = []
-                rows = conn.execute(
-                    "SELECT alert_id, expires, wrapped_key FROM alerts WHERE"
-                    " wrapped_key IS NOT NULL AND expires <= ? ORDER BY seq",
-                    (now_us,),
-                ).fetchall()
-                for alert_id, expires_us, wrapped in rows:
-                    holds = _hold_rows(conn, alert_id)
-                    if _claims_hold(holds, now_us):
-                        try:
-                            cipher = self._cipher(alert_id, expires_us, wrapped)
-                            self._holds(cipher, alert_id, holds)
-                        except AlertStoreError:
-                            ignored += 1
-                        else:
-                            kept += 1
-                            continue
-                    doomed.append((alert_id,))
-                conn.executemany(
-                    "UPDATE alerts SET wrapped_key = zeroblob(length(wrapped_key))"
-                    " WHERE alert_id = ?",
-                    doomed,
+            with self._repo.transaction():
+                plan = rules.plan_purge(
+                    self._repo.retention(), now_us, self._hold_authentic
                 )
-                conn.executemany(
-                    "UPDATE alerts SET wrapped_key = NULL WHERE alert_id = ?", doomed
-                )
-            with self._write(conn):
+                self._repo.shred(plan.doomed)
+            with self._repo.transaction():
                 # Also rows shredded by an earlier purge that stopped before this step.
-                gone = [
-                    row[0]
-                    for row in conn.execute(
-                        "SELECT alert_id FROM alerts WHERE wrapped_key IS NULL"
-                        " ORDER BY seq"
-                    )
-                ]
-                conn.execute(
-                    "INSERT OR IGNORE INTO tombstones (alert_id, expires, purged)"
-                    " SELECT alert_id, expires, ? FROM alerts"
-                    " WHERE wrapped_key IS NULL",
-                    (now_us,),
-                )
-                conn.execute("DELETE FROM alerts WHERE wrapped_key IS NULL")
-                for table in ("holds", "reviews"):
-                    conn.execute(
-                        f"DELETE FROM {table} WHERE alert_id NOT IN"
-                        " (SELECT alert_id FROM alerts)"
-                    )
-            if gone or self._compact_pending:
-                self._compact(conn)
-        if ignored:
+                gone = self._repo.bury(now_us)
+            if gone or self._repo.compact_pending:
+                self._repo.compact()
+        if plan.ignored:
             _log.warning(
-                "%d holds failed authentication and were ignored by purge", ignored
+                "%d holds failed authentication and were ignored by purge",
+                plan.ignored,
             )
-        if gone or kept:
+        if gone or plan.kept:
             _log.info(
-                "purge: %d expired alerts destroyed, %d kept by holds", len(gone), kept
+                "purge: %d expired alerts destroyed, %d kept by holds",
+                len(gone),
+                plan.kept,
             )
         return gone
 
@@ -803,9 +698,9 @@ class AlertStore(Closing):
                 :meth:`purge` has not run yet, or it has been purged.
             AlertStoreError: Its record has been altered.
         """
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            return self._alert(conn, self._open(conn, _id(alert_id), now_us), now_us)
+            return self._alert(self._open(_id(alert_id), now_us), now_us)
 
     def crop(self, alert_id: str) -> bytes:
         """The alert's face crop as stored: PNG or JPEG bytes.
@@ -815,12 +710,11 @@ class AlertStore(Closing):
             RetentionError: It has expired or been purged.
             AlertStoreError: Its crop has been altered.
         """
-        with self._session() as conn:
-            opened = self._open(conn, _id(alert_id), _us(self._now()))
-            aad = self._context("crop", alert_id, opened.expires)
+        with self._repo.session():
+            opened = self._open(_id(alert_id), _us(self._now()))
             try:
-                return open_sealed(opened.cipher, opened.crop, aad)
-            except InvalidTag:
+                return opened.key.open_crop(opened.crop)
+            except AlteredError:
                 raise AlertStoreError(
                     f"the crop of alert {alert_id} was altered"
                 ) from None
@@ -835,16 +729,19 @@ class AlertStore(Closing):
             RetentionError: It has expired or been purged.
             AlertStoreError: Its crop has been altered or cannot be decoded.
         """
-        with self._session() as conn:
-            opened = self._open(conn, _id(alert_id), _us(self._now()))
-            aad = self._context("crop", alert_id, opened.expires)
-            if len(opened.crop) < _SEAL_OVERHEAD:
-                raise AlertStoreError(f"the crop of alert {alert_id} was altered")
-            encoded = np.zeros(len(opened.crop) - _SEAL_OVERHEAD, np.uint8)
+        with self._repo.session():
+            opened = self._open(_id(alert_id), _us(self._now()))
+            try:
+                size = plaintext_size(opened.crop)
+            except AlteredError:
+                raise AlertStoreError(
+                    f"the crop of alert {alert_id} was altered"
+                ) from None
+            encoded = np.zeros(size, np.uint8)
             try:
                 try:
-                    open_sealed_into(opened.cipher, opened.crop, aad, encoded)
-                except InvalidTag:
+                    opened.key.open_crop_into(opened.crop, encoded)
+                except AlteredError:
                     raise AlertStoreError(
                         f"the crop of alert {alert_id} was altered"
                     ) from None
@@ -863,8 +760,8 @@ class AlertStore(Closing):
             RetentionError: It has expired or been purged.
             AlertStoreError: The history has been altered.
         """
-        with self._session() as conn:
-            return self._open(conn, _id(alert_id), _us(self._now())).holds
+        with self._repo.session():
+            return self._open(_id(alert_id), _us(self._now())).holds
 
     def alerts(self) -> list[Alert]:
         """Every live alert (not expired, or held), oldest first.
@@ -873,33 +770,28 @@ class AlertStore(Closing):
             AlertStoreError: A live alert has been altered.
         """
         self._warn_if_unpurged()
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
             ids = [
-                row[0]
-                for row in conn.execute(
-                    f"SELECT a.alert_id{_LIVE} ORDER BY a.seq", {"now": now_us}
-                )
+                row.alert_id
+                for row in self._repo.retention()
+                if rules.live(row, now_us)
             ]
-            out = [self._alert(conn, self._open(conn, i, now_us), now_us) for i in ids]
+            out = [self._alert(self._open(i, now_us), now_us) for i in ids]
         out.sort(key=lambda alert: alert.time)  # stable: ties in insertion order
         return out
 
     def __len__(self) -> int:
         self._warn_if_unpurged()
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            row = conn.execute(f"SELECT count(*){_LIVE}", {"now": now_us}).fetchone()
-            return int(row[0])
+            return sum(1 for row in self._repo.retention() if rules.live(row, now_us))
 
     # -- lifetime ------------------------------------------------------------------
 
     def close(self) -> None:
         """Closes the store (SQLite checkpoints and removes the WAL); idempotent."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+        self._repo.close()
 
     def __repr__(self) -> str:
         try:
@@ -910,109 +802,81 @@ class AlertStore(Closing):
 
     # -- internals -----------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[sqlite3.Connection]:
-        """Holds the lock on an open store; SQLite errors become AlertStoreError."""
-        with self._lock:
-            if self._conn is None:
-                raise ValueError("the alert store is closed")
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise AlertStoreError(f"alert store {self._path}: {exc}") from exc
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _write(conn: sqlite3.Connection) -> Iterator[None]:
-        """One write transaction, taken at once (BEGIN IMMEDIATE)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def _now(self) -> datetime:
         return _aware(self._clock(), "the clock's time")
 
-    def _context(self, label: str, *parts: object) -> bytes:
-        return _context(self._store_id, label, *parts)
-
-    def _cipher(self, alert_id: str, expires_us: int, wrapped: bytes) -> AESGCM:
+    def _unwrap(self, alert_id: str, expires_us: int, wrapped: bytes) -> AlertKey:
         try:
-            data_key = self._key.unwrap(
-                bytes(wrapped), self._context("key", alert_id, expires_us)
-            )
-        except WrongKeyError:
+            return self._sealer.open_key(alert_id, expires_us, wrapped)
+        except AlteredError:
             raise AlertStoreError(
                 f"alert {alert_id} was altered: its data key does not belong to it"
             ) from None
-        try:
-            return data_cipher(data_key)
-        finally:
-            _wipe(data_key)
 
-    def _open(self, conn: sqlite3.Connection, alert_id: str, now_us: int) -> _Opened:
+    def _open(self, alert_id: str, now_us: int) -> _Opened:
         """Loads a live alert, or raises KeyError / RetentionError / AlertStoreError."""
-        row = conn.execute(
-            "SELECT expires, wrapped_key, record, crop FROM alerts WHERE alert_id = ?",
-            (alert_id,),
-        ).fetchone()
+        row = self._repo.alert(alert_id)
         if row is None:
-            tomb = conn.execute(
-                "SELECT purged FROM tombstones WHERE alert_id = ?", (alert_id,)
-            ).fetchone()
-            if tomb is not None:
+            purged = self._repo.purged_at(alert_id)
+            if purged is not None:
                 raise RetentionError(
-                    f"alert {alert_id} was purged at {_dt(tomb[0]).isoformat()}"
+                    f"alert {alert_id} was purged at {_dt(purged).isoformat()}"
                 )
             raise KeyError(alert_id)
-        expires_us, wrapped, record, crop = row
-        if wrapped is None:
+        if row.wrapped_key is None:
             raise RetentionError(f"alert {alert_id} was purged (its key is destroyed)")
-        holds = _hold_rows(conn, alert_id)
-        if now_us >= expires_us and not _claims_hold(holds, now_us):
+        holds = self._repo.holds(alert_id)
+        last = holds[-1] if holds else None
+        if not rules.readable(
+            row.expires_us,
+            None if last is None else last.action,
+            None if last is None else last.until_us,
+            now_us,
+        ):
             raise RetentionError(
-                f"alert {alert_id} expired at {_dt(expires_us).isoformat()}"
+                f"alert {alert_id} expired at {_dt(row.expires_us).isoformat()}"
             )
-        cipher = self._cipher(alert_id, expires_us, wrapped)
-        verified = self._holds(cipher, alert_id, holds)
-        return _Opened(alert_id, expires_us, cipher, record, crop, verified)
+        key = self._unwrap(alert_id, row.expires_us, row.wrapped_key)
+        verified = self._holds(key, holds)
+        return _Opened(alert_id, row.expires_us, key, row.record, row.crop, verified)
 
-    def _holds(
-        self, cipher: AESGCM, alert_id: str, rows: list[tuple[Any, ...]]
-    ) -> tuple[Hold, ...]:
+    def _hold_authentic(self, alert_id: str) -> bool:
+        """Whether the alert's hold history authenticates (for a purge)."""
+        row = self._repo.alert(alert_id)
+        if row is None or row.wrapped_key is None:
+            return False
+        try:
+            key = self._unwrap(alert_id, row.expires_us, row.wrapped_key)
+            self._holds(key, self._repo.holds(alert_id))
+        except AlertStoreError:
+            return False
+        return True
+
+    def _holds(self, key: AlertKey, rows: list[HoldRow]) -> tuple[Hold, ...]:
         out = []
-        for seq, action, until, sealed in rows:
-            aad = self._context("hold", alert_id, seq, action, until)
+        for row in rows:
             try:
-                entry = json.loads(open_sealed(cipher, sealed, aad))
+                entry = json.loads(key.open_hold(row))
                 out.append(
                     Hold(
-                        action=action,
+                        action=row.action,
                         time=_dt(entry["time"]),
                         reason=entry["reason"],
-                        until=None if until is None else _dt(until),
+                        until=None if row.until_us is None else _dt(row.until_us),
                         by=entry["by"],
                     )
                 )
-            except (InvalidTag, ValueError, KeyError, TypeError):
+            except (AlteredError, ValueError, KeyError, TypeError):
                 raise AlertStoreError(
-                    f"the hold history of alert {alert_id} was altered"
+                    f"the hold history of alert {key.alert_id} was altered"
                 ) from None
         return tuple(out)
 
-    def _reviews(self, conn: sqlite3.Connection, opened: _Opened) -> tuple[Review, ...]:
+    def _reviews(self, opened: _Opened) -> tuple[Review, ...]:
         out = []
-        for seq, sealed in conn.execute(
-            "SELECT seq, sealed FROM reviews WHERE alert_id = ? ORDER BY seq",
-            (opened.alert_id,),
-        ):
-            aad = self._context("review", opened.alert_id, seq)
+        for row in self._repo.reviews(opened.alert_id):
             try:
-                entry = json.loads(open_sealed(opened.cipher, sealed, aad))
+                entry = json.loads(opened.key.open_review(row))
                 out.append(
                     Review(
                         reviewer=entry["reviewer"],
@@ -1021,16 +885,15 @@ class AlertStore(Closing):
                         note=entry["note"],
                     )
                 )
-            except (InvalidTag, ValueError, KeyError, TypeError):
+            except (AlteredError, ValueError, KeyError, TypeError):
                 raise AlertStoreError(
                     f"the reviews of alert {opened.alert_id} were altered"
                 ) from None
         return tuple(out)
 
-    def _alert(self, conn: sqlite3.Connection, opened: _Opened, now_us: int) -> Alert:
-        aad = self._context("record", opened.alert_id, opened.expires)
+    def _alert(self, opened: _Opened, now_us: int) -> Alert:
         try:
-            entry = json.loads(open_sealed(opened.cipher, opened.record, aad))
+            entry = json.loads(opened.key.open_record(opened.record))
             x1, y1, x2, y2 = (float(v) for v in entry["box"])
             held = _active(opened.holds, now_us)
             return Alert(
@@ -1044,27 +907,13 @@ class AlertStore(Closing):
                 expires=_dt(opened.expires),
                 held_until=None if held is None else held.until,
                 hold_reason=None if held is None else held.reason,
-                reviews=self._reviews(conn, opened),
+                reviews=self._reviews(opened),
                 views=int(entry.get("views", 1)),
             )
-        except (InvalidTag, ValueError, KeyError, TypeError):
+        except (AlteredError, ValueError, KeyError, TypeError):
             raise AlertStoreError(
                 f"the record of alert {opened.alert_id} was altered"
             ) from None
-
-    def _compact(self, conn: sqlite3.Connection) -> None:
-        """Moves the WAL into the file, truncates it, and vacuums the file."""
-        try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            conn.execute("VACUUM")
-            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        except sqlite3.OperationalError as exc:
-            self._compact_pending = True
-            _log.warning("purge could not compact the alert store yet: %s", exc)
-            return
-        self._compact_pending = bool(busy)
-        if busy:
-            _log.warning("purge could not truncate the WAL: a reader holds it")
 
     # -- what the records layer reconciles against the audit log -----------------------
 
@@ -1078,37 +927,31 @@ class AlertStore(Closing):
         An alert whose record does not authenticate is listed in ``unreadable``.
         """
         state = TrailState()
-        with self._session() as conn:
-            rows = conn.execute(
-                "SELECT alert_id, expires, wrapped_key, record, crop FROM alerts"
-                " ORDER BY seq"
-            ).fetchall()
-            for alert_id, expires_us, wrapped, record, crop in rows:
-                if wrapped is None:
+        with self._repo.session():
+            for row in self._repo.alerts():
+                alert_id = row.alert_id
+                if row.wrapped_key is None:
                     state.buried.append(alert_id)
                     continue
                 try:
-                    cipher = self._cipher(alert_id, expires_us, wrapped)
-                    holds = self._holds(cipher, alert_id, _hold_rows(conn, alert_id))
-                    opened = _Opened(alert_id, expires_us, cipher, record, crop, holds)
-                    state.alerts.append(self._alert(conn, opened, _us(self._now())))
+                    key = self._unwrap(alert_id, row.expires_us, row.wrapped_key)
+                    holds = self._holds(key, self._repo.holds(alert_id))
+                    opened = _Opened(
+                        alert_id, row.expires_us, key, row.record, row.crop, holds
+                    )
+                    state.alerts.append(self._alert(opened, _us(self._now())))
                     state.holds[alert_id] = holds
                 except AlertStoreError:
                     state.unreadable.append(alert_id)
-            state.buried.extend(
-                row[0]
-                for row in conn.execute(
-                    "SELECT alert_id FROM tombstones ORDER BY purged, alert_id"
-                )
-            )
+            state.buried.extend(self._repo.tombstones())
         return state
 
     def _compact_now(self) -> bool:
         """Tries the checkpoint a purge left pending; whether the WAL is clean now."""
-        with self._session() as conn:
-            if self._compact_pending:
-                self._compact(conn)
-            return not self._compact_pending
+        with self._repo.session():
+            if self._repo.compact_pending:
+                self._repo.compact()
+            return not self._repo.compact_pending
 
     def _warn_if_unpurged(self) -> None:
         """Says once per store file that expired alerts wait for an audited purge.
@@ -1117,13 +960,11 @@ class AlertStore(Closing):
         """
         if self._purging or str(self._path.resolve()) in _WARNED:
             return
-        with self._session() as conn:
+        with self._repo.session():
             now_us = _us(self._now())
-            row = conn.execute(
-                "SELECT count(*) FROM alerts WHERE wrapped_key IS NULL OR expires <= ?",
-                (now_us,),
-            ).fetchone()
-        waiting = int(row[0])
+            waiting = sum(
+                1 for row in self._repo.retention() if rules.awaits_purge(row, now_us)
+            )
         key = str(self._path.resolve())
         if waiting and key not in _WARNED:
             _WARNED.add(key)
@@ -1162,17 +1003,13 @@ _WARNED: set[str] = set()
 # -- helpers -----------------------------------------------------------------------
 
 
-def _claims_hold(rows: list[tuple[Any, ...]], now_us: int) -> bool:
-    """Whether the latest hold row (unverified) keeps the alert at ``now_us``."""
-    if not rows:
-        return False
-    _, action, until, _ = rows[-1]
-    return bool(action == "hold" and until is not None and until > now_us)
-
-
 def _active(holds: tuple[Hold, ...], now_us: int) -> Hold | None:
     """The hold in force at ``now_us`` (the latest entry, if a hold not yet ended)."""
     last = holds[-1] if holds else None
-    if last and last.action == "hold" and last.until and _us(last.until) > now_us:
+    if (
+        last is not None
+        and last.until is not None
+        and rules.hold_in_force(last.action, _us(last.until), now_us)
+    ):
         return last
     return None

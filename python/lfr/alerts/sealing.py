@@ -1,0 +1,242 @@
+"""The alert store's envelope encryption (no SQL, no retention rules).
+
+Each alert has its own random AES-256-GCM data key, wrapped by the store key (a
+:class:`lfr.keys.KeyProvider`); the wrapped key, the sealed record and crop, and
+each sealed hold and review entry are what a repository stores. Every ciphertext
+is bound, as associated data, to the store, its role and its row
+(:meth:`Sealer.context`): a ciphertext moved to another alert, another role or
+another store, or an edited expiry, hold end or sequence number, fails to open.
+
+The store's key check (a data key wrapped when the store was made) tells a wrong
+key from a damaged store on open.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from lfr.alerts.rows import FORMAT, FORMAT_VERSION, HoldAction, HoldRow, ReviewRow
+from lfr.alerts.values import _wipe
+from lfr.errors import AlertStoreError, WrongKeyError
+from lfr.keys import (
+    KeyProvider,
+    data_cipher,
+    new_data_key,
+    open_sealed,
+    open_sealed_into,
+    seal,
+)
+
+__all__ = [
+    "SEAL_OVERHEAD",
+    "AlertKey",
+    "AlteredError",
+    "Sealer",
+    "context",
+    "plaintext_size",
+]
+
+#: Bytes a sealed value has beyond its plaintext: nonce + GCM tag.
+SEAL_OVERHEAD = 12 + 16
+
+
+class AlteredError(Exception):
+    """A sealed value failed authentication (altered, moved, or another key's)."""
+
+
+def context(store_id: str, label: str, *parts: object) -> bytes:
+    """Associated data binding a ciphertext to this store, its role and its row."""
+    return json.dumps(
+        [FORMAT, FORMAT_VERSION, store_id, label, *parts], separators=(",", ":")
+    ).encode()
+
+
+def plaintext_size(sealed: bytes) -> int:
+    """The size of what ``sealed`` opens to.
+
+    Raises:
+        AlteredError: It is too short to be a sealed value.
+    """
+    if len(sealed) < SEAL_OVERHEAD:
+        raise AlteredError
+    return len(sealed) - SEAL_OVERHEAD
+
+
+class Sealer:
+    """Seals and opens one store's alerts with its store key.
+
+    Args:
+        key: The store key.
+        meta: The store's metadata record (``key_id``, ``store_id``,
+            ``created``, ``key_check``), as its repository read it.
+        where: Names the store in error messages (``"alert store PATH"``).
+
+    Raises:
+        WrongKeyError: The store was made with another key (both ids named).
+        AlertStoreError: The key check does not open: the metadata was altered.
+    """
+
+    def __init__(self, key: KeyProvider, meta: Mapping[str, str], where: str) -> None:
+        stored_id = str(meta.get("key_id"))
+        if stored_id != key.key_id:
+            raise WrongKeyError(
+                f"{where} was created with key {stored_id}, not with the "
+                f"key given ({key.key_id})"
+            )
+        store_id, created = str(meta.get("store_id")), str(meta.get("created"))
+        try:
+            check = key.unwrap(
+                bytes.fromhex(str(meta.get("key_check"))),
+                context(store_id, "check", created),
+            )
+        except (WrongKeyError, ValueError):
+            raise AlertStoreError(
+                f"{where} is damaged: its metadata was altered"
+            ) from None
+        _wipe(check)
+        self._key = key
+        self._store_id = store_id
+
+    @staticmethod
+    def new_meta(key: KeyProvider, created: str) -> dict[str, str]:
+        """The key part of a new store's metadata: a new store id and key check.
+
+        Args:
+            key: The store key.
+            created: When the store is made (ISO 8601).
+
+        Returns:
+            ``key_id``, ``store_id``, ``created`` and ``key_check`` (hex), in
+            that order.
+        """
+        store_id = str(uuid.uuid4())
+        check = new_data_key()
+        try:
+            wrapped = key.wrap(check, context(store_id, "check", created))
+        finally:
+            _wipe(check)
+        return {
+            "key_id": key.key_id,
+            "store_id": store_id,
+            "created": created,
+            "key_check": wrapped.hex(),
+        }
+
+    @property
+    def store_id(self) -> str:
+        """The store's random id, bound into every associated data."""
+        return self._store_id
+
+    def context(self, label: str, *parts: object) -> bytes:
+        """Associated data for a ciphertext of this store (see :func:`context`)."""
+        return context(self._store_id, label, *parts)
+
+    def new_key(self, alert_id: str, expires_us: int) -> tuple[bytes, AlertKey]:
+        """A fresh data key for a new alert: the wrapped key, and its cipher."""
+        data_key = new_data_key()
+        try:
+            wrapped = self._key.wrap(
+                data_key, self.context("key", alert_id, expires_us)
+            )
+            cipher = data_cipher(data_key)
+        finally:
+            _wipe(data_key)
+        return wrapped, AlertKey(self, alert_id, expires_us, cipher)
+
+    def open_key(self, alert_id: str, expires_us: int, wrapped: bytes) -> AlertKey:
+        """Unwraps an alert's data key.
+
+        Raises:
+            AlteredError: The wrapped key does not belong to this alert and expiry.
+        """
+        try:
+            data_key = self._key.unwrap(
+                bytes(wrapped), self.context("key", alert_id, expires_us)
+            )
+        except WrongKeyError:
+            raise AlteredError from None
+        try:
+            return AlertKey(self, alert_id, expires_us, data_cipher(data_key))
+        finally:
+            _wipe(data_key)
+
+
+class AlertKey:
+    """One alert's unwrapped data key: seals and opens its record, crop and entries.
+
+    Every ``open_*`` raises :class:`AlteredError` when the value does not authenticate.
+    """
+
+    __slots__ = ("_cipher", "_sealer", "alert_id", "expires_us")
+
+    def __init__(
+        self, sealer: Sealer, alert_id: str, expires_us: int, cipher: AESGCM
+    ) -> None:
+        self._sealer = sealer
+        self._cipher = cipher
+        self.alert_id = alert_id
+        self.expires_us = expires_us
+
+    def _aad(self, label: str) -> bytes:
+        return self._sealer.context(label, self.alert_id, self.expires_us)
+
+    def _open(self, sealed: bytes, aad: bytes) -> bytes:
+        try:
+            return open_sealed(self._cipher, sealed, aad)
+        except InvalidTag:
+            raise AlteredError from None
+
+    def seal_record(self, plaintext: Any) -> bytes:
+        """Seals the record (any bytes-like plaintext, which the caller wipes)."""
+        return seal(self._cipher, plaintext, self._aad("record"))
+
+    def open_record(self, sealed: bytes) -> bytes:
+        """Opens the record."""
+        return self._open(sealed, self._aad("record"))
+
+    def seal_crop(self, encoded: Any) -> bytes:
+        """Seals the encoded crop (any bytes-like, a numpy array included)."""
+        return seal(self._cipher, encoded, self._aad("crop"))
+
+    def open_crop(self, sealed: bytes) -> bytes:
+        """Opens the crop."""
+        return self._open(sealed, self._aad("crop"))
+
+    def open_crop_into(self, sealed: bytes, out: Any) -> None:
+        """Opens the crop straight into ``out`` (of :func:`plaintext_size` bytes)."""
+        try:
+            open_sealed_into(self._cipher, sealed, self._aad("crop"), out)
+        except InvalidTag:
+            raise AlteredError from None
+
+    def seal_hold(
+        self, seq: int, action: HoldAction, until_us: int | None, plaintext: bytes
+    ) -> bytes:
+        """Seals a hold-history entry, bound to its seq, action and end."""
+        aad = self._sealer.context("hold", self.alert_id, seq, action, until_us)
+        return seal(self._cipher, plaintext, aad)
+
+    def open_hold(self, row: HoldRow) -> bytes:
+        """Opens a hold-history entry (also checking its seq, action and end)."""
+        aad = self._sealer.context(
+            "hold", self.alert_id, row.seq, row.action, row.until_us
+        )
+        return self._open(row.sealed, aad)
+
+    def seal_review(self, seq: int, plaintext: bytes) -> bytes:
+        """Seals a review, bound to its seq."""
+        return seal(
+            self._cipher, plaintext, self._sealer.context("review", self.alert_id, seq)
+        )
+
+    def open_review(self, row: ReviewRow) -> bytes:
+        """Opens a review (also checking its seq)."""
+        return self._open(
+            row.sealed, self._sealer.context("review", self.alert_id, row.seq)
+        )
