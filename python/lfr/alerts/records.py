@@ -494,6 +494,11 @@ class Records(Closing):
                 self._log.append("alert_purged", alert_id=alert_id)
                 _step("purge:audited")
             if gone and not self._settle():
+                _log.warning(
+                    "alert store %s: a reader kept the WAL; purged ciphertext may "
+                    "remain in it until the next purge (audited)",
+                    self._store.path,
+                )
                 self._log.append(
                     "anomaly",
                     kind="purge_incomplete",

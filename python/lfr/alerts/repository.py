@@ -27,6 +27,10 @@ from lfr.errors import AlertStoreError
 
 __all__ = ["SqliteRepository"]
 
+#: How long a statement waits for another connection's lock (ms).
+_BUSY_MS = 30_000
+#: How long a purge's checkpoint waits for readers, per try (ms).
+_COMPACT_BUSY_MS = 100
 _log = logging.getLogger(__name__)
 
 _PRAGMAS = (
@@ -83,7 +87,10 @@ class SqliteRepository:
         """
         try:
             conn = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=30
+                self._path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=_BUSY_MS / 1000,
             )
         except sqlite3.Error as exc:
             raise AlertStoreError(
@@ -325,15 +332,21 @@ class SqliteRepository:
         again.
         """
         conn = self._connection()
+        # A reader that holds the WAL makes a checkpoint wait on SQLite's busy
+        # handler: not for the 30 s writes may wait, but briefly; the caller
+        # (lfr.alerts.Records) retries within its own bound.
+        conn.execute(f"PRAGMA busy_timeout={_COMPACT_BUSY_MS}")
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             conn.execute("VACUUM")
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.OperationalError as exc:
             self._compact_pending = True
-            _log.warning("purge could not compact the alert store yet: %s", exc)
+            _log.info("purge could not compact the alert store yet: %s", exc)
             return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
         self._compact_pending = bool(busy)
         if busy:
-            _log.warning("purge could not truncate the WAL: a reader holds it")
+            _log.info("purge could not truncate the WAL yet: a reader holds it")
         return not self._compact_pending
