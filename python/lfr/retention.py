@@ -2,7 +2,7 @@
 
 A :class:`RetentionPolicy` is the part of a deployment's policy that bounds what it
 keeps. The alert store (:class:`lfr.AlertStore`) enforces ``alert_ttl`` and
-``max_hold``; the pipeline calls :meth:`lfr.AlertStore.purge` every
+``max_hold``; the pipeline calls :meth:`lfr.alerts.Records.purge` every
 ``purge_interval``; the audit log checks ``watchlist_ttl_after_stop`` and
 ``two_person_review``. The defaults follow UK practice for live facial recognition:
 alerts deleted within 24 hours unless kept for a specific case, the watchlist
@@ -34,7 +34,7 @@ class RetentionPolicy:
             may last until ``now + max_hold`` at most. A case that needs longer
             places a new hold before the old one ends, so every extension is
             recorded with its reason.
-        purge_interval: How often a pipeline calls :meth:`lfr.AlertStore.purge`.
+        purge_interval: How often a pipeline calls :meth:`lfr.alerts.Records.purge`.
             Reads refuse expired alerts at once whatever this is; it bounds how long
             their ciphertext stays in the file.
         watchlist_ttl_after_stop: How soon after a deployment stops its watchlist

@@ -115,7 +115,7 @@ def test_sigkill_during_writes(tmp_path: Path) -> None:
             for alert in alerts:
                 index = int(alert.subject_id.split("-")[1])
                 np.testing.assert_array_equal(
-                    store.crop_image(alert.alert_id), crop_for(index)
+                    store._crop_image(alert.alert_id), crop_for(index)
                 )
         assert_no_plaintext(folder, attempted)
     key.destroy()

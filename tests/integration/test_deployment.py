@@ -245,7 +245,7 @@ def test_a_full_disk_stops_cleanly_and_keeps_what_was_stored(
         assert [a.alert_id for a in store.alerts()] == stored
         for alert_id in stored:
             assert (
-                cv2.imdecode(np.frombuffer(store.crop(alert_id), np.uint8), 1)
+                cv2.imdecode(np.frombuffer(store._crop(alert_id), np.uint8), 1)
                 is not None
             )
     report = lfr.audit.verify(tmp_path / "audit.log", signing.public_key())
@@ -338,7 +338,7 @@ def test_the_stored_crop_is_the_tracks_best_view(
     assert len(alerts) == 1
     stored = store.get(alerts[0].alert_id)
     assert stored.score > alerts[0].score  # replaced by a sharp frame's view
-    crop = store.crop_image(stored.alert_id)
+    crop = store._crop_image(stored.alert_id)
     x1, y1, x2, y2 = (int(v) for v in stored.box)
     lap = cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
     soft_crop = soft[max(0, y1 - 20) : y2 + 20, max(0, x1 - 20) : x2 + 20]

@@ -295,7 +295,7 @@ def check_audit(
 def check_crops(store: lfr.AlertStore) -> None:
     """Every stored alert's crop decrypts to an image around its face box."""
     for alert in store.alerts():
-        crop = store.crop_image(alert.alert_id)
+        crop = store._crop_image(alert.alert_id)
         x1, y1, x2, y2 = alert.box
         assert crop.ndim == 3
         assert crop.shape[2] == 3

@@ -194,7 +194,7 @@ class RetentionMachine(RuleBasedStateMachine):
             with pytest.raises(RetentionError, match=match):
                 self.store.get(alert_id)
             with pytest.raises(RetentionError):
-                self.store.crop(alert_id)
+                self.store._crop(alert_id)
 
     @invariant()
     def every_alert_reads_as_the_model_says(self) -> None:

@@ -131,9 +131,9 @@ def test_round_trip(store: lfr.AlertStore, clock: Clock) -> None:
     assert got.expires == got.time + TTL
     assert got.held_until is None
     assert got.reviews == ()
-    png = store.crop(added.alert_id)
+    png = store._crop(added.alert_id)
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    np.testing.assert_array_equal(store.crop_image(added.alert_id), crop)
+    np.testing.assert_array_equal(store._crop_image(added.alert_id), crop)
     assert store.alerts()[0] == added
     assert len(store) == 2
 
@@ -144,10 +144,10 @@ def test_encoded_bytes_and_jpeg(store: lfr.AlertStore) -> None:
     assert ok
     given_bytes = jpeg.tobytes()
     a = add(store, 1, crop=given_bytes)
-    assert store.crop(a.alert_id) == given_bytes
+    assert store._crop(a.alert_id) == given_bytes
     b = add(store, 2, crop=crop, image_format="jpeg")
-    assert store.crop(b.alert_id).startswith(b"\xff\xd8\xff")
-    assert store.crop_image(b.alert_id).shape == crop.shape
+    assert store._crop(b.alert_id).startswith(b"\xff\xd8\xff")
+    assert store._crop_image(b.alert_id).shape == crop.shape
 
 
 def test_alerts_are_oldest_first_and_persist(
@@ -311,13 +311,13 @@ def test_expired_is_refused_before_and_after_purge(
     store.get(old.alert_id)
     young = add(store, 2)
     clock.advance(timedelta(microseconds=1))
-    for read in (store.get, store.crop, store.crop_image, store.holds):
+    for read in (store.get, store._crop, store._crop_image, store.holds):
         with pytest.raises(RetentionError, match="expired"):
             read(old.alert_id)
     assert [a.alert_id for a in store.alerts()] == [young.alert_id]
     assert len(store) == 1
     assert store._purge() == [old.alert_id]
-    for read in (store.get, store.crop, store.crop_image, store.holds):
+    for read in (store.get, store._crop, store._crop_image, store.holds):
         with pytest.raises(RetentionError, match="purged"):
             read(old.alert_id)
     with pytest.raises(KeyError):
@@ -382,7 +382,7 @@ def test_hold_keeps_an_alert_and_is_recorded(
     clock.advance(timedelta(days=2))
     assert store._purge() == [a.alert_id]
     assert store.get(kept.alert_id).held_until == until
-    np.testing.assert_array_equal(store.crop_image(kept.alert_id), random_crop(2))
+    np.testing.assert_array_equal(store._crop_image(kept.alert_id), random_crop(2))
     (entry,) = store.holds(kept.alert_id)
     assert (entry.action, entry.reason, entry.until, entry.by) == (
         "hold",
@@ -534,7 +534,7 @@ def test_no_subject_id_in_messages_reprs_or_logs(
         messages.append(str(info.value))
     store._purge()
     with pytest.raises(RetentionError) as purged:
-        store.crop(a.alert_id)
+        store._crop(a.alert_id)
     messages.append(str(purged.value))
     messages.extend(r.getMessage() for r in caplog.records)
     assert any("purge" in m for m in messages)
@@ -557,7 +557,7 @@ def test_a_flipped_ciphertext_byte_is_detected(
         db, f"UPDATE alerts SET {name} = ? WHERE alert_id = ?", bytes(blob), a.alert_id
     )
     with lfr.AlertStore(db, key, clock=clock) as store:
-        read = store.crop if name == "crop" else store.get
+        read = store._crop if name == "crop" else store.get
         with pytest.raises(AlertStoreError, match="altered"):
             read(a.alert_id)
         assert store.get(b.alert_id) == b
@@ -709,7 +709,7 @@ def test_a_reader_thread_and_a_writer_thread(store: lfr.AlertStore) -> None:
         try:
             while not done.is_set():
                 for a in store.alerts():
-                    store.crop(a.alert_id)
+                    store._crop(a.alert_id)
         except BaseException as exc:
             errors.append(exc)
 
@@ -803,12 +803,12 @@ def test_improve_keeps_the_best_view(store: lfr.AlertStore, clock: Clock) -> Non
         a.subject_id,
     )
     assert [r.reviewer for r in got.reviews] == ["officer-1"]
-    np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
+    np.testing.assert_array_equal(store._crop_image(a.alert_id), better)
     worse = store._improve(
         a.alert_id, score=a.score, box=(0, 0, 9, 9), crop=random_crop(5)
     )
     assert worse == got  # a lower score changes nothing
-    np.testing.assert_array_equal(store.crop_image(a.alert_id), better)
+    np.testing.assert_array_equal(store._crop_image(a.alert_id), better)
     clock.now = a.expires + timedelta(seconds=1)
     with pytest.raises(RetentionError):
         store._improve(a.alert_id, score=0.99, box=(0, 0, 9, 9), crop=better)

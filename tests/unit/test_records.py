@@ -262,3 +262,35 @@ def test_the_store_lock_bounds_the_wait(site: Site) -> None:
             os.close(fd)
         raise_one(records)  # free again
         assert len(records.store) == 1
+
+
+def test_a_failed_audit_is_reconciled_before_the_next_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same Records goes on after an audit failed: nothing builds on the gap."""
+    import lfr.alerts.records as records_module
+
+    site = Site(tmp_path, alert_ttl=timedelta(seconds=1))
+
+    def fail(step: str) -> None:
+        if step == "raise:stored":
+            raise lfr.AuditError("injected: the log cannot be written")
+
+    with site.open() as records:
+        monkeypatch.setattr(records_module, "_fault", fail)
+        with pytest.raises(lfr.AuditError, match="injected"):
+            raise_one(records)
+        monkeypatch.setattr(records_module, "_fault", None)
+        assert site.breaks() != []  # stored, never raised in the log
+        time.sleep(1.2)
+        purged = records.purge()  # reconciles first, then purges
+    assert len(purged) == 1
+    events = site.events()
+    assert [e for e, _ in events] == [
+        "log_created",
+        "anomaly",  # trail_reconciled, before the purge
+        "alert_raised",
+        "alert_purged",
+    ]
+    assert events[1][1]["kind"] == "trail_reconciled"
+    assert site.breaks() == []

@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import time as _time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -54,9 +55,9 @@ import numpy.typing as npt
 
 from lfr._closing import Closing
 from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
-from lfr.audit.log import AuditLog, Record, read_log
+from lfr.audit.log import AuditLog, LogEnd, Record, read_log_from
 from lfr.audit.signing import SigningKey
-from lfr.errors import AlertStoreError, AuditError
+from lfr.errors import AlertStoreError, AuditError, RetentionError
 from lfr.keys import KeyProvider
 from lfr.retention import RetentionPolicy
 
@@ -198,8 +199,10 @@ class Records(Closing):
         self._lock_timeout = float(lock_timeout)
         self._compact_wait = float(compact_wait)
         self._owned: tuple[Closing, ...] = ()
-        self._lock_path = Path(f"{store.path}.lock")
+        # Resolved: two spellings of one store (a symlink) share one lock.
+        self._lock_path = Path(f"{store.path.resolve()}.lock")
         self._closed = False
+        self._dirty = False
         self._reconciled = self.reconcile()
         store._purging = True
 
@@ -449,7 +452,7 @@ class Records(Closing):
             AuditError: The log cannot be written (nothing is returned).
         """
         with self._changing():
-            data = self._store.crop(alert_id)
+            data = self._store._crop(alert_id)
             self._log.append("alert_exported", alert_id=alert_id, by=by)
             return data
 
@@ -460,7 +463,7 @@ class Records(Closing):
             As :meth:`export_crop`.
         """
         with self._changing():
-            image = self._store.crop_image(alert_id)
+            image = self._store._crop_image(alert_id)
             try:
                 self._log.append("alert_exported", alert_id=alert_id, by=by)
             except BaseException:
@@ -547,85 +550,95 @@ class Records(Closing):
         Returns:
             What was added (nothing, normally).
         """
-        with self._changing():
-            state = self._store._trail_state()
-            records = self._read_log()
-            logged = _Logged.of(records)
-            plan: list[tuple[str, dict[str, object]]] = []
-            counts = Counter[str]()
-            for alert in state.alerts:
-                if alert.alert_id not in logged.raised:
-                    plan.append(("alert_raised", _raised_fields(alert)))
-                    counts["raised"] += 1
-                missing = alert.views - 1 - logged.improved[alert.alert_id]
-                for _ in range(max(0, missing)):
+        # The log is verified up to now without the store's lock (a long log
+        # takes seconds, and a running deployment must not wait for it); under
+        # the lock, only what was appended since is read.
+        early, end = self._read_log(None)
+        with self._changing(reconciling=True):
+            return self._reconcile_locked(early, end)
+
+    def _reconcile_locked(self, early: list[Record], end: LogEnd) -> Reconciled:
+        """Reconciliation under the store's lock: ``early`` was read up to ``end``."""
+        state = self._store._trail_state()
+        late, _ = self._read_log(end)
+        records = early + late
+        logged = _Logged.of(records)
+        plan: list[tuple[str, dict[str, object]]] = []
+        counts = Counter[str]()
+        for alert in state.alerts:
+            if alert.alert_id not in logged.raised:
+                plan.append(("alert_raised", _raised_fields(alert)))
+                counts["raised"] += 1
+            missing = alert.views - 1 - logged.improved[alert.alert_id]
+            for _ in range(max(0, missing)):
+                plan.append(
+                    (
+                        "alert_improved",
+                        {"alert_id": alert.alert_id, "score": alert.score},
+                    )
+                )
+                counts["improved"] += 1
+            have = Counter(
+                (r.reviewer, str(r.decision)) for r in alert.reviews
+            ) - logged.reviews.get(alert.alert_id, Counter())
+            for review in alert.reviews:
+                pair = (review.reviewer, str(review.decision))
+                if have[pair] > 0:
+                    have[pair] -= 1
                     plan.append(
                         (
-                            "alert_improved",
-                            {"alert_id": alert.alert_id, "score": alert.score},
+                            "alert_reviewed",
+                            {
+                                "alert_id": alert.alert_id,
+                                "reviewer": review.reviewer,
+                                "decision": review.decision,
+                            },
                         )
                     )
-                    counts["improved"] += 1
-                have = Counter(
-                    (r.reviewer, str(r.decision)) for r in alert.reviews
-                ) - logged.reviews.get(alert.alert_id, Counter())
-                for review in alert.reviews:
-                    pair = (review.reviewer, str(review.decision))
-                    if have[pair] > 0:
-                        have[pair] -= 1
-                        plan.append(
-                            (
-                                "alert_reviewed",
-                                {
-                                    "alert_id": alert.alert_id,
-                                    "reviewer": review.reviewer,
-                                    "decision": review.decision,
-                                },
-                            )
-                        )
-                        counts["reviewed"] += 1
-                history = state.holds.get(alert.alert_id, ())
-                for action, event in (
-                    ("hold", "alert_held"),
-                    ("release", "alert_released"),
-                ):
-                    entries = [h for h in history if h.action == action]
-                    extra = len(entries) - logged.holds[(alert.alert_id, event)]
-                    for entry in entries[len(entries) - max(0, extra) :]:
-                        fields: dict[str, object] = {
-                            "alert_id": alert.alert_id,
-                            "by": entry.by or "unknown",
-                        }
-                        if action == "hold":
-                            fields["reason"] = entry.reason or "unknown"
-                            fields["until"] = entry.until
-                        plan.append((event, fields))
-                        counts["held" if action == "hold" else "released"] += 1
-            for alert_id in state.buried:
-                if alert_id not in logged.purged:
-                    plan.append(("alert_purged", {"alert_id": alert_id}))
-                    counts["purged"] += 1
-            lost = [e for path in self._lost_paths() for e in _read_lost(path)]
-            counts["lost"] = len(lost)
-            done = Reconciled(unreadable=len(state.unreadable), **counts)
-            if plan or lost or state.unreadable:
+                    counts["reviewed"] += 1
+            history = state.holds.get(alert.alert_id, ())
+            for action, event in (
+                ("hold", "alert_held"),
+                ("release", "alert_released"),
+            ):
+                entries = [h for h in history if h.action == action]
+                extra = len(entries) - logged.holds[(alert.alert_id, event)]
+                for entry in entries[len(entries) - max(0, extra) :]:
+                    fields: dict[str, object] = {
+                        "alert_id": alert.alert_id,
+                        "by": entry.by or "unknown",
+                    }
+                    if action == "hold":
+                        fields["reason"] = entry.reason or "unknown"
+                        fields["until"] = entry.until
+                    plan.append((event, fields))
+                    counts["held" if action == "hold" else "released"] += 1
+        for alert_id in state.buried:
+            if alert_id not in logged.purged:
+                plan.append(("alert_purged", {"alert_id": alert_id}))
+                counts["purged"] += 1
+        claimed = [c for path in self._lost_paths() for c in _claim_lost(path)]
+        lost = [e for path in claimed for e in _read_lost(path)]
+        counts["lost"] = len(lost)
+        done = Reconciled(unreadable=len(state.unreadable), **counts)
+        if plan or lost or state.unreadable:
+            self._log.append(
+                "anomaly", kind="trail_reconciled", detail=done.describe()[:500]
+            )
+            for event, fields in plan:
+                self._log.append(event, **fields)
+            for detail, camera_id, deployment_id in lost:
                 self._log.append(
-                    "anomaly", kind="trail_reconciled", detail=done.describe()[:500]
+                    "anomaly",
+                    kind="alert_lost",
+                    detail=detail,
+                    camera_id=camera_id,
+                    deployment_id=deployment_id,
                 )
-                for event, fields in plan:
-                    self._log.append(event, **fields)
-                for detail, camera_id, deployment_id in lost:
-                    self._log.append(
-                        "anomaly",
-                        kind="alert_lost",
-                        detail=detail,
-                        camera_id=camera_id,
-                        deployment_id=deployment_id,
-                    )
-                for path in self._lost_paths():
-                    path.unlink(missing_ok=True)
-                _log.warning("audit log %s: %s", self._log.path, done.describe())
-            return done
+            for path in claimed:
+                path.unlink(missing_ok=True)
+            _log.warning("audit log %s: %s", self._log.path, done.describe())
+        return done
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -644,8 +657,15 @@ class Records(Closing):
     # -- internals --------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _changing(self, lock_timeout: float | None = None) -> Iterator[None]:
-        """Holds the store's lock file for one change and its audit record."""
+    def _changing(
+        self, lock_timeout: float | None = None, *, reconciling: bool = False
+    ) -> Iterator[None]:
+        """Holds the store's lock file for one change and its audit record.
+
+        After a change failed between the store and the log (``_dirty``), the
+        next change first reconciles, so nothing later builds on a change the
+        log lacks (a purge of an alert whose raise was never audited).
+        """
         wait = self._lock_timeout if lock_timeout is None else max(0.0, lock_timeout)
         if self._closed:
             raise ValueError("the records are closed")
@@ -663,7 +683,18 @@ class Records(Closing):
                             f"held {self._lock_path.name} for {wait:g} s"
                         ) from None
                     _time.sleep(0.01)
-            yield
+            if self._dirty and not reconciling:
+                self._reconcile_locked(*self._read_log(None))
+                self._dirty = False
+            try:
+                yield
+            except (KeyError, TypeError, ValueError, RetentionError):
+                raise  # refused before anything changed
+            except BaseException:
+                self._dirty = True
+                raise
+            if reconciling:
+                self._dirty = False
         finally:
             os.close(fd)  # releases the lock
 
@@ -678,14 +709,17 @@ class Records(Closing):
             _time.sleep(0.05)
         return True
 
-    def _read_log(self) -> list[Record]:
-        records, problems = read_log(self._log.path, self._log.public_key)
+    def _read_log(self, start: LogEnd | None) -> tuple[list[Record], LogEnd]:
+        """The log's verified records from ``start`` on, and where they end."""
+        records, problems, end = read_log_from(
+            self._log.path, self._log.public_key, start
+        )
         bad = [p for p in problems if p.kind != "truncated"]
         if bad:
             raise AuditError(
                 f"cannot reconcile with audit log {self._log.path}: {bad[0].message}"
             )
-        return records
+        return records, end
 
     def _lost_paths(self) -> tuple[Path, Path]:
         """Where lost alerts wait for the next open: beside the log, else the store."""
@@ -745,10 +779,11 @@ def _keep_lost(
 
 
 def _keep_lost_in(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> bool:
-    """Appends lost alerts to ``path`` (mode 0600); whether it worked."""
+    """Appends lost alerts to ``path`` (0600, under its lock); whether it worked."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a reconciler claims it between writes
             for item in lost:
                 line = json.dumps(
                     {
@@ -765,6 +800,27 @@ def _keep_lost_in(path: Path, lost: Sequence[LostAlert], deployment_id: str) -> 
         _log.error("cannot keep the lost alerts in %s: %s", path, exc.strerror)
         return False
     return True
+
+
+def _claim_lost(path: Path) -> list[Path]:
+    """Takes ``path`` (renamed, so new lost alerts start a new file) to audit it.
+
+    Also returns files claimed by an earlier reconciliation that stopped before
+    it deleted them. A writer that opened the file before the rename finishes
+    first (the claimed file's lock is taken before it is read).
+    """
+    earlier = sorted(path.parent.glob(f"{path.name}.*.claimed"))
+    claimed = path.with_name(f"{path.name}.{uuid.uuid4().hex}.claimed")
+    try:
+        os.rename(path, claimed)
+    except FileNotFoundError:
+        return earlier
+    fd = os.open(claimed, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits for a writer still appending
+    finally:
+        os.close(fd)
+    return [*earlier, claimed]
 
 
 def _read_lost(path: Path) -> list[tuple[str, str, str]]:

@@ -702,7 +702,7 @@ class AlertStore(Closing):
             now_us = _us(self._now())
             return self._alert(self._open(_id(alert_id), now_us), now_us)
 
-    def crop(self, alert_id: str) -> bytes:
+    def _crop(self, alert_id: str) -> bytes:
         """The alert's face crop as stored: PNG or JPEG bytes.
 
         Raises:
@@ -719,7 +719,7 @@ class AlertStore(Closing):
                     f"the crop of alert {alert_id} was altered"
                 ) from None
 
-    def crop_image(self, alert_id: str) -> npt.NDArray[np.uint8]:
+    def _crop_image(self, alert_id: str) -> npt.NDArray[np.uint8]:
         """The alert's face crop decoded to a BGR ``uint8`` array ``(H, W, 3)``.
 
         The encoded plaintext is overwritten with zeros once decoded.

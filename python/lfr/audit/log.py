@@ -59,7 +59,15 @@ from lfr.audit.events import check_event, format_time, parse_time
 from lfr.audit.signing import SIGNATURE_SIZE, PublicKey, SigningKey
 from lfr.errors import AuditError
 
-__all__ = ["AuditLog", "ChainProblem", "ProblemKind", "Record", "read_log"]
+__all__ = [
+    "AuditLog",
+    "ChainProblem",
+    "LogEnd",
+    "ProblemKind",
+    "Record",
+    "read_log",
+    "read_log_from",
+]
 
 #: The kinds of :class:`ChainProblem`.
 ProblemKind = Literal[
@@ -162,6 +170,61 @@ def read_log(
     with open(path, "rb") as f:
         scan = _scan(f, public_key)
     return scan.records, scan.problems
+
+
+@dataclass(frozen=True)
+class LogEnd:
+    """Where a verified read of a log stopped: after its last complete record.
+
+    Attributes:
+        offset: Bytes up to the end of that record's line.
+        records: How many records came before (the next record's ``seq``).
+        last_hash: The SHA-256 of that record's line (64 zeros for none).
+    """
+
+    offset: int = 0
+    records: int = 0
+    last_hash: str = "0" * 64
+
+
+def read_log_from(
+    path: str | os.PathLike[str], public_key: PublicKey, start: LogEnd | None = None
+) -> tuple[list[Record], list[ChainProblem], LogEnd]:
+    """Reads and verifies the records of a log from ``start`` on.
+
+    For a reader that keeps up with a growing log without reading it all again:
+    pass the :class:`LogEnd` an earlier call returned, and only what was
+    appended since is read; it must follow that end (sequence and chain).
+
+    Args:
+        path: The log file.
+        public_key: The key the log must be signed with.
+        start: Where an earlier read ended; the start of the file when None.
+
+    Returns:
+        ``(records, problems, end)`` as :func:`read_log`, plus where this read
+        ended (after its last complete, verified record).
+
+    Raises:
+        TypeError: ``public_key`` is not a :class:`PublicKey`.
+        OSError: The file cannot be read.
+    """
+    if not isinstance(public_key, PublicKey):
+        raise TypeError(
+            f"public_key must be a PublicKey, got {type(public_key).__name__}"
+        )
+    start = start or LogEnd()
+    with open(path, "rb") as f:
+        f.seek(start.offset)
+        scan = _scan(
+            f,
+            public_key,
+            after_line=start.records,
+            prev=start.last_hash,
+            offset=start.offset,
+        )
+    count = start.records + len(scan.records)
+    return scan.records, scan.problems, LogEnd(scan.end, count, scan.last_hash)
 
 
 @dataclass
@@ -521,10 +584,12 @@ class AuditLog(Closing):
     ) -> AuditLog:
         """Continues an existing log after verifying it with ``key``'s public key.
 
-        The whole file is verified under the log's lock. A torn last line (a
-        writer stopped while writing it; it was never a complete record) is cut
-        off, and an ``anomaly`` record with kind ``log_recovered`` says how many
-        bytes were discarded. Other writers may keep appending to the log.
+        The whole file is verified: first without the log's lock (so other
+        writers are not held up), then what they appended meanwhile under it.
+        A torn last line (a writer stopped while writing it; it was never a
+        complete record) is cut off, and an ``anomaly`` record with kind
+        ``log_recovered`` says how many bytes were discarded. Other writers may
+        keep appending to the log.
 
         Args:
             path: The log file.
@@ -559,8 +624,12 @@ class AuditLog(Closing):
             os.close(fd)
             raise
         try:
-            with log._lock, log._file_lock():
-                log._catch_up()
+            with log._lock:
+                # Verified first without the lock (other writers go on meanwhile:
+                # a long log takes seconds), then only the rest under it.
+                log._read_ahead()
+                with log._file_lock():
+                    log._catch_up()
         except BaseException:
             log.close()
             raise
@@ -597,6 +666,15 @@ class AuditLog(Closing):
             raise ValueError("log_created is written only by AuditLog.create")
         return self._write(event, check_event(event, fields))
 
+    @property
+    def lock_timeout(self) -> float:
+        """How long an append waits for another writer's lock, in seconds."""
+        return self._lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self._lock_timeout = _check_timeout(seconds)
+
     def records(self) -> list[Record]:
         """Every verified record of the log as it stands now, in log order.
 
@@ -614,11 +692,28 @@ class AuditLog(Closing):
         """
         with self._lock:
             self._check_usable()
+            # The whole file, read without the lock, then checked against the
+            # head caught up under it (other writers are held up only briefly).
+            with open(self._fd, "rb", closefd=False) as f:
+                f.seek(0)
+                scan = _scan(f, self._key.public_key())
+            if all(p.kind == "truncated" for p in scan.problems):
+                scan.problems = []  # a line still being written: read below
             with self._file_lock():
                 self._catch_up()
-                with open(self._fd, "rb", closefd=False) as f:
-                    f.seek(0)
-                    scan = _scan(f, self._key.public_key())
+                if not scan.problems and scan.end < self._size:
+                    with open(self._fd, "rb", closefd=False) as f:
+                        f.seek(scan.end)
+                        more = _scan(
+                            f,
+                            self._key.public_key(),
+                            after_line=len(scan.records),
+                            prev=scan.last_hash,
+                            offset=scan.end,
+                        )
+                    scan.records += more.records
+                    scan.problems += more.problems
+                    scan.end = more.end
         if scan.problems or scan.end != self._size:
             message = (
                 scan.problems[0].message
@@ -671,6 +766,31 @@ class AuditLog(Closing):
             yield
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _read_ahead(self) -> None:
+        """Verifies the complete records from the head on, without the file lock.
+
+        Moves the head past them; writes nothing. A torn or still-growing last
+        line is left for :meth:`_catch_up` (under the lock) to judge.
+        """
+        with open(self._fd, "rb", closefd=False) as f:
+            f.seek(self._size)
+            scan = _scan(
+                f,
+                self._key.public_key(),
+                after_line=self._seq + 1,
+                prev=self._prev,
+                offset=self._size,
+            )
+        bad = [p for p in scan.problems if p.kind != "truncated"]
+        if bad:
+            raise AuditError(
+                f"cannot continue audit log {self._path}: {bad[0].message}"
+            )
+        if scan.records:
+            self._seq = scan.records[-1].seq
+            self._prev = scan.last_hash
+            self._size = scan.end
 
     def _catch_up(self) -> None:
         """Reads and verifies what was appended after the head; moves the head.

@@ -67,5 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if module is None:
         parser.print_help(sys.stdout)
         return 0
-    status: int = module.run(args, parser)
+    try:
+        status: int = module.run(args, parser)
+    except KeyboardInterrupt:
+        print(f"lfr {args.command}: interrupted", file=sys.stderr)
+        return 130
     return status

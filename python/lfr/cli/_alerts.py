@@ -281,6 +281,8 @@ def _list_audited(args: argparse.Namespace, records: Records) -> int:
 
 
 def _show(args: argparse.Namespace, records: Records) -> int:
+    import os
+
     import cv2
     import numpy as np
 
@@ -289,29 +291,40 @@ def _show(args: argparse.Namespace, records: Records) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise FileExistsError(f"{out} exists; refusing to overwrite it (--force)")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise FileNotFoundError(f"cannot write into {folder}: no such writable folder")
     suffix = out.suffix.lower()
     wanted = _STORED_AS.get(suffix)
-    store = records.store
-    stored = store.crop(args.alert_id)  # checks it is live before auditing
-    stored_as = "png" if stored.startswith(_PNG) else "jpeg"
-    if wanted == stored_as or (wanted is None and not cv2.haveImageWriter(str(out))):
-        data = bytearray(records.export_crop(args.alert_id, by=args.by))
-    else:
-        if not cv2.haveImageWriter(str(out)):
-            raise ValueError(f"cannot encode the crop as {suffix}")
-        image = records.export_image(args.alert_id, by=args.by)
-        try:
-            ok, encoded = cv2.imencode(suffix, image)
-        except cv2.error:
-            ok = False
-        finally:
-            image.fill(0)
-        if not ok:
-            raise ValueError(f"cannot encode the crop as {suffix}")
-        data = bytearray(np.asarray(encoded, np.uint8).tobytes())
-        encoded.fill(0)
+    writable = cv2.haveImageWriter(str(out))
+    # The one decryption of the crop, audited (alert_exported) before it returns.
+    data = bytearray(records.export_crop(args.alert_id, by=args.by))
     try:
+        stored_as = "png" if data.startswith(_PNG) else "jpeg"
+        if wanted != stored_as and writable:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ValueError("the stored crop cannot be decoded")
+            try:
+                ok, encoded = cv2.imencode(suffix, image)
+            except cv2.error:
+                ok, encoded = False, None
+            finally:
+                image.fill(0)
+            if not ok or encoded is None:
+                raise ValueError(f"cannot encode the crop as {suffix}")
+            data[:] = bytes(len(data))
+            data = bytearray(np.asarray(encoded, np.uint8).tobytes())
+            encoded.fill(0)
         write_file(out, data, 0o600, overwrite=args.force)
+    except BaseException as exc:
+        records.log.append(
+            "anomaly",
+            kind="other",
+            detail=f"the export of alert {args.alert_id} by {args.by} was not "
+            f"written to a file: {type(exc).__name__}",
+        )
+        raise
     finally:
         data[:] = bytes(len(data))
     print(f"wrote the crop of alert {args.alert_id} to {out} (export audited)")

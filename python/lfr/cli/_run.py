@@ -120,6 +120,26 @@ class _Status:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs ``lfr run``."""
+    stopping = threading.Event()
+    running: list[Any] = []  # the deployment, once made
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for deployment in running:
+            deployment.stop()
+
+    # From the first moment: a signal while the models load stops at once too.
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args, stopping, running)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run(
+    args: argparse.Namespace, stopping: threading.Event, running: list[Any]
+) -> int:
     from lfr.alerts import AlertStore
     from lfr.embed import FaceEmbedder
     from lfr.keys import Passphrase
@@ -165,16 +185,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)
-    stopping = threading.Event()
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-        deployment.stop()
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    if stopping.is_set():
+        store.close()
+        print("stopped before the deployment started", file=sys.stderr)
+        return 0
+    running.append(deployment)
     status = _Status()
     try:
-        deployment.start()
+        try:
+            deployment.start()  # checks for a stop between its steps
+        except LfrError:
+            if stopping.is_set():  # the signal ended the start: no error
+                print(
+                    "stopped while starting; audit log " + args.audit, file=sys.stderr
+                )
+                return 0
+            raise
         # Short waits, so a signal is acted on at once (close is bounded).
         while not stopping.is_set() and not deployment.wait(_POLL_S):
             status.tick(deployment.stats())
@@ -183,9 +209,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except LfrError as exc:
         return fail("run", exc)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        store.close()
+        if not deployment.abandoned:  # else a blocked write may still hold it
+            store.close()
     print(
         f"stopped{' (interrupted)' if stopping.is_set() else ''}; audit log "
         f"{args.audit}",

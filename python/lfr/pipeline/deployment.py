@@ -193,6 +193,8 @@ class Deployment:
         self._writer: AlertWriter | None = None
         self._announcer = Announcer(on_alert, f"lfr-announce-{camera_id}")
         self._closed = False
+        self._started_audited = False
+        self._abandoned = False
 
     # -- properties --------------------------------------------------------------------
 
@@ -234,6 +236,7 @@ class Deployment:
             self._records = Records(self._store, self._log)
             close_crashed(self._log)
             self._mark = RunningMark.hold(self._log.path, self._deployment_id)
+            self._check_stop()
             self._audit_start()
             matcher = self._watchlist.matcher(allow_unlocked=self._allow_unlocked)
             self._step = FrameStep(
@@ -247,7 +250,9 @@ class Deployment:
                 hand_over=self._hand_over,
                 preview=self._preview,
             )
+            self._check_stop()
             self._records.purge()  # before the source opens: a live one starts at once
+            self._check_stop()
             self._source = self._open_source()
         except (LfrError, OSError, ValueError) as exc:
             self._abort(exc)
@@ -267,6 +272,11 @@ class Deployment:
         )
         self._thread.start()
         return self
+
+    def _check_stop(self) -> None:
+        """A :meth:`stop` during :meth:`start` ends the start at the next step."""
+        if self._stop.is_set():
+            raise DeploymentError("stopped while starting")
 
     def _open_log(self) -> AuditLog:
         if isinstance(self._audit_spec, AuditLog):
@@ -303,6 +313,7 @@ class Deployment:
 
     def _audit_start(self) -> None:
         wl = self._watchlist
+        self._started_audited = True  # from here on a failed start is closed
         self._audit(
             "deployment_started",
             deployment_id=self._deployment_id,
@@ -335,18 +346,20 @@ class Deployment:
 
     def _abort(self, exc: BaseException) -> None:
         """Undoes a failed start: audits it if the log is open, closes what opened."""
-        if self._mark is not None:
+        if self._log is not None:
             self._audit_safely(
                 "anomaly",
                 kind="other",
                 detail=f"start failed: {type(exc).__name__}",
                 deployment_id=self._deployment_id,
             )
+        if self._started_audited:
             self._audit_safely(
                 "deployment_stopped",
                 deployment_id=self._deployment_id,
                 reason="start failed",
             )
+        if self._mark is not None:
             self._mark.close()
         if self._step is not None:
             self._step.finish()
@@ -384,6 +397,7 @@ class Deployment:
         writer = self._writer
         if writer is not None and not writer.close(deadline - _time.monotonic()):
             stuck = True
+        self._abandoned = stuck
         if stuck and self._error is None:
             self._error = DeploymentError(
                 f"the deployment did not stop within {self._stop_timeout:g} s "
@@ -410,12 +424,20 @@ class Deployment:
     def _finish(self, lost: list[LostAlert], *, blocked: bool, deadline: float) -> None:
         """Audits the end (unless a write is blocked), wipes the watchlist.
 
-        The last purge runs only if there is time before ``deadline``, and
-        waits at most 2 s for another process (the next purge catches up).
+        Every audit record waits for the log's lock only until ``deadline``;
+        the last purge runs only if there is time, and waits at most 2 s for
+        another process (the next purge catches up). The watchlist's
+        destruction is audited before the stop, so a kill in between still
+        leaves it recorded.
         """
         records = self._records
         if self._step is not None and not blocked:
             self._step.finish()
+        log = self._log
+        if log is not None and not blocked:
+            log.lock_timeout = max(
+                0.0, min(log.lock_timeout, deadline - _time.monotonic())
+            )
         if records is not None:
             if blocked:  # a write holds the log: leave them for the next start
                 records.note_lost(lost, self._deployment_id, audit=False)
@@ -425,12 +447,6 @@ class Deployment:
                 left = deadline - _time.monotonic()
                 if self._error is None and left > 1.0:
                     self._last_purge(records, min(2.0, left - 0.5))
-                reason = "error" if self._error is not None else "stopped"
-                self._audit_safely(
-                    "deployment_stopped",
-                    deployment_id=self._deployment_id,
-                    reason=reason,
-                )
         if self._source is not None:
             self._source.close()
         if self._preview is not None:
@@ -444,6 +460,11 @@ class Deployment:
                     watchlist_sha256=sha,
                     deployment_id=self._deployment_id,
                 )
+        if records is not None and not blocked:
+            reason = "error" if self._error is not None else "stopped"
+            self._audit_safely(
+                "deployment_stopped", deployment_id=self._deployment_id, reason=reason
+            )
 
     def __enter__(self) -> Deployment:
         return self.start()
@@ -471,6 +492,15 @@ class Deployment:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def abandoned(self) -> bool:
+        """Whether :meth:`close` gave up on a blocked write (see ``stop_timeout``).
+
+        The store may then still be in use by that write: leave it to the
+        process's exit rather than closing it.
+        """
+        return self._abandoned
 
     @property
     def error(self) -> BaseException | None:

@@ -40,6 +40,8 @@ _log = logging.getLogger(__name__)
 
 #: Alerts waiting for the writer thread at most (then processing waits).
 CAPACITY = 16
+#: Alerts :meth:`lfr.Deployment.alerts` keeps for an iterator at most (oldest go).
+KEPT = 1024
 _PURGE = "purge"
 _END = "end"
 
@@ -276,8 +278,19 @@ class Announcer:
         self._thread.start()
 
     def put(self, alert: Alert) -> None:
-        """Hands an alert to the iterator and queues its callback (never blocks)."""
-        self._outbox.put(alert)
+        """Hands an alert to the iterator and queues its callback (never blocks).
+
+        The iterator's queue keeps the latest :data:`KEPT` alerts: a caller that
+        never iterates :meth:`lfr.Deployment.alerts` does not keep every alert
+        (with its subject) in memory for the whole run.
+        """
+        with self._ending:
+            while self._outbox.qsize() >= KEPT:
+                try:
+                    self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+            self._outbox.put(alert)
         self._inbox.put(alert)
 
     def end(self) -> None:
