@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["fsync_dir", "write_file"]
+__all__ = ["fsync_dir", "lock_within", "write_file"]
+
+#: The first and the longest pause between tries of :func:`lock_within` (s).
+_POLL_FIRST, _POLL_MAX = 0.001, 0.01
+
+
+def lock_within(fd: int, timeout: float) -> bool:
+    """Takes ``flock(LOCK_EX)`` on ``fd``, trying for at most ``timeout`` seconds.
+
+    Polls without blocking (a blocking ``flock`` cannot be given a time limit
+    or interrupted by a stop request), pausing 1 ms at first, then up to 10 ms.
+
+    Returns:
+        Whether the lock is held.
+    """
+    deadline = time.monotonic() + max(0.0, timeout)
+    pause = _POLL_FIRST
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, _POLL_MAX)
 
 
 def write_file(

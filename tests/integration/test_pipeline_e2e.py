@@ -37,9 +37,9 @@ import lfr
 from lfr.audit import Record, read_log
 from lfr.demo import DemoTruth, compose_video, pick_people
 from lfr.detect import Detections
-from lfr.errors import EnrolmentError
 from lfr.pipeline import DEFAULT_THRESHOLD, Deployment, DeploymentError
 from lfr.tracking import TrackerConfig, iou_matrix
+from tests.support.enrol import enrol_usable
 from tests.support.stream_server import Server, free_port, listening
 
 pytestmark = pytest.mark.data
@@ -108,18 +108,8 @@ def cast(
     key = lfr.Key.generate()
     wl = lfr.Watchlist.create(folder / "w.lfrw", key, embedder=embedder)
     for name, photos in chosen.enrol.items():
-        # LFW news photos often show other people too: an enrolment photo must show
-        # exactly one usable face, so the photos that do not are left out.
-        usable = list(photos)
-        try:
-            wl.enroll(name, usable, detector=detector, embedder=embedder)
-        except EnrolmentError as exc:
-            bad = {index for index, _ in exc.failures}
-            usable = [p for i, p in enumerate(photos) if i not in bad]
-        else:
-            continue
-        assert usable, f"no enrolment photo of {name} shows exactly one usable face"
-        wl.enroll(name, usable, detector=detector, embedder=embedder)
+        enrolled = enrol_usable(wl, name, photos, detector, embedder)
+        assert enrolled, f"no enrolment photo of {name} shows exactly one usable face"
     assert len(wl) == ENROLLED
     wl.save()
     wl.destroy()
@@ -282,8 +272,8 @@ def check_audit(
     ]
     assert records[1].fields["threshold"] == dep.threshold
     assert [r.event for r in records[-2:]] == [
-        "deployment_stopped",
         "watchlist_destroyed",
+        "deployment_stopped",
     ]
     raised = [r.fields["alert_id"] for r in records if r.event == "alert_raised"]
     assert raised == [a.alert_id for a in store.alerts()]

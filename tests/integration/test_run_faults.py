@@ -33,7 +33,7 @@ from lfr.alerts import Records
 from lfr.audit import AuditLog, SigningKey, read_log, verify
 from lfr.audit.liveness import close_crashed
 from lfr.demo import compose_video, pick_people
-from lfr.errors import EnrolmentError
+from tests.support.enrol import enrol_usable
 from tests.support.stream_server import Server, free_port, listening
 from tests.support.trail import invariant_breaks
 
@@ -70,14 +70,7 @@ def site(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
     signing.save(folder / "audit.key")
     wl = lfr.Watchlist.create(folder / "w.lfrw", key, embedder=embedder)
     for name, photos in chosen.enrol.items():
-        usable = list(photos)
-        try:
-            wl.enroll(name, usable, detector=detector, embedder=embedder)
-        except EnrolmentError as exc:
-            bad = {index for index, _ in exc.failures}
-            usable = [p for i, p in enumerate(photos) if i not in bad]
-            if usable:
-                wl.enroll(name, usable, detector=detector, embedder=embedder)
+        enrol_usable(wl, name, photos, detector, embedder)
     assert len(wl) >= 2
     wl.save()
     wl.destroy()

@@ -54,6 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lfr._closing import Closing
+from lfr._files import lock_within
 from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
 from lfr.audit.log import AuditLog, LogEnd, Record, read_log_from
 from lfr.audit.signing import SigningKey
@@ -671,18 +672,11 @@ class Records(Closing):
             raise ValueError("the records are closed")
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = _time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if _time.monotonic() >= deadline:
-                        raise AlertStoreError(
-                            f"alert store {self._store.path} is busy: another process "
-                            f"held {self._lock_path.name} for {wait:g} s"
-                        ) from None
-                    _time.sleep(0.01)
+            if not lock_within(fd, wait):
+                raise AlertStoreError(
+                    f"alert store {self._store.path} is busy: another change held "
+                    f"{self._lock_path.name} for {wait:g} s"
+                )
             if self._dirty and not reconciling:
                 self._reconcile_locked(*self._read_log(None))
                 self._dirty = False

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from typing import Any, Callable, Literal
 
 from lfr._closing import Closing
 from lfr._core import __version__
-from lfr._files import fsync_dir
+from lfr._files import fsync_dir, lock_within
 from lfr.audit.events import check_event, format_time, parse_time
 from lfr.audit.signing import SIGNATURE_SIZE, PublicKey, SigningKey
 from lfr.errors import AuditError
@@ -439,8 +438,6 @@ def public_key_path(path: str | os.PathLike[str]) -> Path:
 #: How long an append (or :meth:`AuditLog.open`) waits for another writer's lock
 #: on the log file before giving up, in seconds.
 LOCK_TIMEOUT = 10.0
-_POLL_FIRST = 0.001
-_POLL_MAX = 0.01
 
 # Private test hook. When set, appends take no lock on the file and call it between
 # re-reading the head and writing: the tests use it to show that the lock is what
@@ -747,21 +744,11 @@ class AuditLog(Closing):
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
         """Holds flock(LOCK_EX) on the file, waiting at most the lock timeout."""
-        deadline = time.monotonic() + self._lock_timeout
-        pause = _POLL_FIRST
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AuditError(
-                        f"audit log {self._path} stayed locked by another writer "
-                        f"for {self._lock_timeout:g} s; nothing was written"
-                    ) from None
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, _POLL_MAX)
+        if not lock_within(self._fd, self._lock_timeout):
+            raise AuditError(
+                f"audit log {self._path} stayed locked by another writer "
+                f"for {self._lock_timeout:g} s; nothing was written"
+            )
         try:
             yield
         finally:
