@@ -46,8 +46,12 @@ __all__ = [
 SEAL_OVERHEAD = 12 + 16
 
 
-class AlteredError(Exception):
-    """A sealed value failed authentication (altered, moved, or another key's)."""
+class AlteredError(AlertStoreError):
+    """A sealed value failed authentication (altered, moved, or another key's).
+
+    Internal to the store, which turns it into an :class:`AlertStoreError` that
+    names the alert; an :class:`AlertStoreError` itself should one ever escape.
+    """
 
 
 def context(store_id: str, label: str, *parts: object) -> bytes:
