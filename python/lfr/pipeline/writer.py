@@ -95,11 +95,6 @@ class AlertWriter:
         """The error that stopped the writer, if any."""
         return self._error
 
-    @property
-    def alive(self) -> bool:
-        """Whether the thread is still running."""
-        return self._thread.is_alive()
-
     def lost(self) -> list[LostAlert]:
         """Alerts decided but not stored (so far)."""
         with self._lock:
