@@ -27,11 +27,13 @@ apt_install() {
 }
 
 # 1. System packages: a C toolchain (the linker for the extension), Python's venv, and
-#    ffmpeg (the network-stream tests serve a video over HTTP with it).
+#    ffmpeg (the network-stream tests serve a video over HTTP with it) and faketime
+#    (a test sets the clock back).
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v make >/dev/null || missing+=(make)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v faketime >/dev/null || missing+=(faketime)  # tests: a clock set back
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 

@@ -220,6 +220,14 @@ class AlertRepository(Protocol):
         """The seq of the next hold entry or review (above every one so far)."""
         ...
 
+    def high_water(self) -> int | None:
+        """The latest time (µs since the epoch) a write was made at, if any."""
+        ...
+
+    def raise_high_water(self, now_us: int) -> None:
+        """Moves that mark up to ``now_us``, never down (in a write transaction)."""
+        ...
+
     def shred(self, alert_ids: Sequence[str]) -> None:
         """Destroys the alerts' wrapped keys (overwritten, then ``None``)."""
         ...

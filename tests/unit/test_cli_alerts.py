@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -580,3 +581,61 @@ def test_purge_after_a_short_ttl_reconciles_an_unaudited_store(tmp_path: Path) -
         ("alert_purged", alert.alert_id),
     ]
     assert records[1].fields["kind"] == "trail_reconciled"
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime not installed")
+def test_a_clock_set_back_with_faketime_reads_no_expired_alert(tmp_path: Path) -> None:
+    """``lfr alerts`` under a clock 10 days back (libfaketime, the real process)."""
+    site, old, _ = short_site(tmp_path, ttl=2)
+    deadline = old.expires + timedelta(seconds=20)
+    while datetime.now(timezone.utc) <= old.expires:
+        assert datetime.now(timezone.utc) < deadline
+        time.sleep(0.1)
+    key = lfr.Key.from_file(site.key_file)
+    signing = SigningKey.load(site.signing_key)
+    with lfr.Records.open(site.store, key, site.audit, signing) as records:
+        later = records.raise_alert(
+            subject_id="S-9",
+            score=0.8,
+            box=(0, 0, 40, 48),
+            crop=random_crop(9),
+            camera_id="cam-1",
+            deployment_id="dep-1",
+        )  # fmt: skip  (a write after the expiry: the store's high-water mark)
+    key.destroy()
+
+    def back(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["faketime", "-f", "-10d", sys.executable, "-m", "lfr", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    out = back("alerts", "list", *site.opts())
+    assert out.returncode == 0, out.stderr
+    assert later.alert_id in out.stdout
+    assert old.alert_id not in out.stdout  # expired, whatever the clock says
+    out = back("alerts", "list", *site.opts(), *site.audit_opts())
+    assert out.returncode == 0, out.stderr
+    kinds = [f["kind"] for e, f in audit_events(site) if e == "anomaly"]
+    assert "clock_went_back" in kinds
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="faketime not installed")
+def test_faketime_really_sets_the_clock_back(tmp_path: Path) -> None:
+    """Negative control: with no write after the expiry, the set-back clock reads
+    the expired alert (so the mark, not faketime failing, is what refuses it)."""
+    site, old, _ = short_site(tmp_path, ttl=2)
+    deadline = old.expires + timedelta(seconds=20)
+    while datetime.now(timezone.utc) <= old.expires:
+        assert datetime.now(timezone.utc) < deadline
+        time.sleep(0.1)
+    out = subprocess.run(
+        ["faketime", "-f", "-10d", sys.executable, "-m", "lfr", "alerts", "list",
+         *site.opts()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert old.alert_id in out.stdout

@@ -294,3 +294,33 @@ def test_a_failed_audit_is_reconciled_before_the_next_change(
     ]
     assert events[1][1]["kind"] == "trail_reconciled"
     assert site.breaks() == []
+
+
+def test_a_clock_set_back_reads_no_expired_alert_and_is_audited(tmp_path: Path) -> None:
+    now = [datetime(2026, 12, 1, tzinfo=timezone.utc)]
+    site = Site(tmp_path, alert_ttl=timedelta(hours=24))
+
+    def clock() -> datetime:
+        return now[0]
+
+    with Records.open(
+        site.store, site.key, site.log, site.signing, policy=site.policy, clock=clock
+    ) as records:
+        old = raise_one(records, 1)
+        now[0] += timedelta(hours=30)  # old has expired
+        young = raise_one(records, 2)  # a write: the high-water mark moves up
+    now[0] -= timedelta(days=10)  # the clock is set back
+    with lfr.AlertStore(site.store, site.key, policy=site.policy, clock=clock) as store:
+        with pytest.raises(lfr.RetentionError, match="expired"):
+            store.get(old.alert_id)
+        assert [a.alert_id for a in store.alerts()] == [young.alert_id]
+        assert store.clock_behind is not None
+    with Records.open(
+        site.store, site.key, site.log, site.signing, policy=site.policy, clock=clock
+    ) as records:
+        assert records.purge() == [old.alert_id]  # the mark's time, not the clock's
+    anomalies = [f for e, f in site.events() if e == "anomaly"]
+    assert [a["kind"] for a in anomalies] == ["clock_went_back"]
+    # Negative control: without the mark (a store never written since), the
+    # same clock would have read the alert: the mark is what refuses it.
+    assert old.expires > now[0]

@@ -204,6 +204,7 @@ class Records(Closing):
         self._lock_path = Path(f"{store.path.resolve()}.lock")
         self._closed = False
         self._dirty = False
+        self._clock_reported: datetime | None = None
         self._reconciled = self.reconcile()
         store._purging = True
 
@@ -683,14 +684,32 @@ class Records(Closing):
             try:
                 yield
             except (KeyError, TypeError, ValueError, RetentionError):
+                self._audit_clock()
                 raise  # refused before anything changed
             except BaseException:
                 self._dirty = True
                 raise
             if reconciling:
                 self._dirty = False
+            self._audit_clock()
         finally:
             os.close(fd)  # releases the lock
+
+    def _audit_clock(self) -> None:
+        """Audits a clock found behind the store's high-water mark (once each)."""
+        behind = self._store.clock_behind
+        if behind is None or behind[1] == self._clock_reported:
+            return
+        clock, mark = behind
+        self._log.append(
+            "anomaly",
+            kind="clock_went_back",
+            detail=f"the clock read {clock.isoformat()}, "
+            f"{(mark - clock).total_seconds():.0f} s behind the store's latest write "
+            f"({mark.isoformat()}); expiry and purges used the latter",
+        )
+        self._clock_reported = mark
+        _log.warning("alert store %s: the clock went back", self._store.path)
 
     def _audit_raised(self, alert: Alert) -> None:
         self._log.append("alert_raised", **_raised_fields(alert))

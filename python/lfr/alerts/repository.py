@@ -27,6 +27,8 @@ from lfr.errors import AlertStoreError
 
 __all__ = ["SqliteRepository"]
 
+#: The meta entry that holds the clock's high-water mark (µs since the epoch).
+_HIGH_WATER = "clock_high_water"
 #: How long a statement waits for another connection's lock (ms).
 _BUSY_MS = 30_000
 #: How long a purge's checkpoint waits for readers, per try (ms).
@@ -173,6 +175,31 @@ class SqliteRepository:
         if self._conn is None:
             raise ValueError("the alert store is closed")
         return self._conn
+
+    # -- the clock's high-water mark ------------------------------------------------
+
+    def high_water(self) -> int | None:
+        """The latest time (µs since the epoch) any write to the store was made at."""
+        with self._lock:
+            row = (
+                self._connection()
+                .execute("SELECT value FROM meta WHERE name = ?", (_HIGH_WATER,))
+                .fetchone()
+            )
+        try:
+            return None if row is None else int(row[0])
+        except ValueError:
+            return None
+
+    def raise_high_water(self, now_us: int) -> None:
+        """Moves the mark up to ``now_us`` (never down); in a write transaction."""
+        conn = self._connection()
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET value = excluded.value"
+            " WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            (_HIGH_WATER, str(int(now_us))),
+        )
 
     # -- alerts ------------------------------------------------------------------
 

@@ -298,6 +298,7 @@ class AlertStore(Closing):
         self._policy = policy
         self._clock: Callable[[], datetime] = clock or _utcnow
         self._purging = False
+        self._clock_behind: tuple[datetime, datetime] | None = None
         where = f"alert store {self._path}"
         if repository is None:
             # Created (if new) and checked read-only; the key is checked before
@@ -440,6 +441,7 @@ class AlertStore(Closing):
                     alert_id, expires_us, wrapped, sealed_record, sealed_crop
                 )
                 with self._repo.transaction():
+                    self._mark_time()
                     self._repo.insert(row)
         finally:
             if isinstance(encoded, np.ndarray):
@@ -522,6 +524,7 @@ class AlertStore(Closing):
                 if isinstance(encoded, np.ndarray):
                     encoded.fill(0)
             with self._repo.transaction():
+                self._mark_time()
                 self._repo.replace_sealed(alert_id, sealed_record, sealed_crop)
             return self._alert(self._open(alert_id, now_us), now_us)
 
@@ -558,6 +561,7 @@ class AlertStore(Closing):
             rules.check_hold_end(end, now, self._policy.max_hold)
             now_us, end_us = _us(now), _us(end)
             with self._repo.transaction():
+                self._mark_time()
                 opened = self._open(_id(alert_id), now_us)
                 seq = self._repo.next_seq("holds")
                 entry = {"reason": reason, "by": who, "time": now_us}
@@ -583,6 +587,7 @@ class AlertStore(Closing):
         with self._repo.session():
             now_us = _us(self._now())
             with self._repo.transaction():
+                self._mark_time()
                 opened = self._open(_id(alert_id), now_us)
                 if _active(opened.holds, now_us) is None:
                     raise ValueError(f"alert {alert_id} is not on hold")
@@ -627,6 +632,7 @@ class AlertStore(Closing):
             entry = Review(reviewer, decision, now, note)
             now_us = _us(now)
             with self._repo.transaction():
+                self._mark_time()
                 opened = self._open(_id(alert_id), now_us)
                 seq = self._repo.next_seq("reviews")
                 sealed = opened.key.seal_review(
@@ -665,11 +671,13 @@ class AlertStore(Closing):
         with self._repo.session():
             now_us = _us(self._now())
             with self._repo.transaction():
+                self._mark_time()
                 plan = rules.plan_purge(
                     self._repo.retention(), now_us, self._hold_authentic
                 )
                 self._repo.shred(plan.doomed)
             with self._repo.transaction():
+                self._mark_time()
                 # Also rows shredded by an earlier purge that stopped before this step.
                 gone = self._repo.bury(now_us)
             if gone or self._repo.compact_pending:
@@ -803,7 +811,36 @@ class AlertStore(Closing):
     # -- internals -----------------------------------------------------------------
 
     def _now(self) -> datetime:
-        return _aware(self._clock(), "the clock's time")
+        """The store's time: the clock, never earlier than the high-water mark.
+
+        The mark is the latest time a write to this store was made at. A clock
+        more than :data:`lfr.alerts.rules.SKEW` behind it (set back, by mistake
+        or to read expired alerts again) does not move expiry back: the mark is
+        used instead, and :attr:`clock_behind` says so (the records layer audits
+        it as an ``anomaly`` of kind ``clock_went_back``).
+        """
+        now = _aware(self._clock(), "the clock's time")
+        repo = getattr(self, "_repo", None)
+        mark = None if repo is None or repo.closed else repo.high_water()
+        if mark is None:
+            return now
+        marked = _dt(mark)
+        if now < marked - rules.SKEW:
+            self._clock_behind = (now, marked)
+        return max(now, marked)
+
+    def _mark_time(self) -> None:
+        """Raises the high-water mark to the clock (inside a write transaction)."""
+        self._repo.raise_high_water(_us(_aware(self._clock(), "the clock's time")))
+
+    @property
+    def clock_behind(self) -> tuple[datetime, datetime] | None:
+        """``(clock, mark)`` the last time the clock was found behind the mark.
+
+        ``None`` if it never was since the store was opened. Reads and purges
+        then used the mark, not the clock.
+        """
+        return self._clock_behind
 
     def _unwrap(self, alert_id: str, expires_us: int, wrapped: bytes) -> AlertKey:
         try:

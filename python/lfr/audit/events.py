@@ -70,6 +70,7 @@ ANOMALY_KINDS = (
     "purge_incomplete",
     "alert_lost",
     "trail_reconciled",
+    "clock_went_back",
     "other",
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
