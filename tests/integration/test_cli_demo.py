@@ -90,11 +90,12 @@ def test_demo_leaves_its_files_and_no_face_image(
         "alerts.db",
         "audit.log",
         "audit.pub",
-        "site.key",
-        "audit.key",
+        "keys",  # site.key and audit.key: not in the audit log's folder
         "deployment-record.json",
         "deployment-record.md",
     } <= names
+    assert {p.name for p in (out / "keys").iterdir()} == {"site.key", "audit.key"}
+    assert "audit.key" not in names
     for path in out.rglob("*"):
         if path.is_dir():  # audit.log.live/: the running deployments' lock files
             continue

@@ -263,6 +263,10 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
     photos = sorted((lfw_dir / "unknowns").glob("*.jpg"))[:20]
     frames = tmp_path / "frames"
     frames.mkdir()
+    keys = tmp_path / "keys"  # not the log's folder: lfr run refuses that
+    keys.mkdir()
+    signing = lfr.SigningKey.generate()
+    signing.save(keys / "audit.key")
     for i, photo in enumerate(photos):
         cv2.imwrite(str(frames / f"{i:04d}.jpg"), scene(photo, 100 + (i % 5) * 200))
     for i in range(20, 3000):  # long enough to be interrupted (status every 5 s)
@@ -283,6 +287,8 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
             str(tmp_path / "a.db"),
             "--audit",
             str(tmp_path / "audit.log"),
+            "--signing-key",
+            str(keys / "audit.key"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -300,7 +306,7 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "interrupted" in err
-    public = lfr.audit.PublicKey.load(tmp_path / "audit.log.key.pub")
+    public = signing.public_key()
     records, problems = lfr.audit.read_log(tmp_path / "audit.log", public)
     assert problems == []
     # The watchlist's destruction first: a kill between the two leaves it recorded.

@@ -427,3 +427,38 @@ def test_a_killed_lfr_run_is_closed_as_crashed_by_the_next_start(
     ]  # fmt: skip
     assert [r.fields.get("cause") for r in destroyed] == ["process_ended"]
     assert invariant_breaks(store, site.key, log, public) == []
+
+
+def test_lfr_run_refuses_a_signing_key_beside_the_log(
+    site: Site, tmp_path: Path
+) -> None:
+    beside = tmp_path / "audit.key"
+    site.signing.save(beside)
+    args = [
+        "run", "--source", str(site.video),
+        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--store", str(tmp_path / "alerts.db"), "--audit", str(tmp_path / "audit.log"),
+        "--signing-key", str(beside),
+    ]  # fmt: skip
+    out = cli(site, *args)
+    assert out.returncode == 1
+    assert "audit log's folder" in out.stderr
+    assert not (tmp_path / "audit.log").exists()  # nothing started
+    # Allowed explicitly: it runs, and the log says so.
+    out = cli(site, *args, "--allow-key-beside-log")
+    assert out.returncode == 0, out.stderr[-2000:]
+    records, problems = read_log(tmp_path / "audit.log", site.signing.public_key())
+    assert problems == []
+    kinds = [r.fields["kind"] for r in records if r.event == "anomaly"]
+    assert "key_beside_log" in kinds
+    # The control: a key in another folder runs with no such anomaly.
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    out = cli(
+        site, *args[:-1], str(site.signing_file), "--audit", str(elsewhere / "a.log")
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    records, _ = read_log(elsewhere / "a.log", site.signing.public_key())
+    assert "key_beside_log" not in [
+        r.fields["kind"] for r in records if r.event == "anomaly"
+    ]

@@ -71,6 +71,7 @@ ANOMALY_KINDS = (
     "alert_lost",
     "trail_reconciled",
     "clock_went_back",
+    "key_beside_log",
     "other",
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")

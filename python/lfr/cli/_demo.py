@@ -37,8 +37,8 @@ __all__ = ["add_parsers", "find_data", "run"]
 #: The photo sets a data directory may hold, in the order they are looked for.
 _DATA_SETS = ("lfw-dev",)
 _VIDEO = "demo-video.avi"
-_KEY = "site.key"
-_SIGNING_KEY = "audit.key"
+_KEY = "keys/site.key"
+_SIGNING_KEY = "keys/audit.key"  # never in the audit log's folder
 _PUBLIC_KEY = "audit.pub"
 _WATCHLIST = "watchlist.lfrw"
 _STORE = "alerts.db"
@@ -377,6 +377,7 @@ def _demo(
 
     # Keys: one for the watchlist and the alerts, one to sign the audit log.
     key = Key.generate()
+    (out / _KEY).parent.mkdir(mode=0o700, exist_ok=True)
     key.save(out / _KEY)
     signing = SigningKey.generate()
     signing.save(out / _SIGNING_KEY)
@@ -385,6 +386,10 @@ def _demo(
     print(f"\n1. Keys: {_KEY} (AES-256: encrypts the watchlist and every alert)")
     print(
         f"   and {_SIGNING_KEY} (Ed25519: signs the audit log; public: {_PUBLIC_KEY})"
+    )
+    print(
+        "   (in keys/, not beside the log; on a real site the signing key lives off "
+        "the machine or in a token)"
     )
 
     watchlist = Watchlist.create(out / _WATCHLIST, key, embedder=embedder)

@@ -52,8 +52,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument(
         "--signing-key",
         metavar="S",
-        help="audit signing key (`lfr keys create --signing S`); default: AUDIT.key, "
-        "made with its .pub on first use",
+        required=True,
+        help="audit signing key (`lfr keys create --signing S`); keep it off this "
+        "machine's data directory: a key in the log's folder is refused, since "
+        "whoever can rewrite the log could then re-sign it",
+    )
+    run.add_argument(
+        "--allow-key-beside-log",
+        action="store_true",
+        help="run although the signing key is in the audit log's folder (recorded "
+        "in the log as an anomaly, key_beside_log)",
     )
     run.add_argument("--threshold", type=float, help="match threshold (cosine)")
     run.add_argument(
@@ -74,21 +82,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _signing_key(args: argparse.Namespace) -> Any:
+    """The signing key, refused in the log's folder unless explicitly allowed."""
     from lfr.audit import SigningKey
 
-    path = Path(args.signing_key or f"{args.audit}.key")
-    if path.exists():
-        return SigningKey.load(path)
-    if args.signing_key:
-        raise FileNotFoundError(f"no signing key at {path}")
-    key = SigningKey.generate()
-    key.save(path)
-    key.public_key().save(Path(f"{path}.pub"))
-    print(
-        f"made audit signing key {key.key_id}: {path} (public: {path}.pub)",
-        file=sys.stderr,
-    )
-    return key
+    path = Path(args.signing_key)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no signing key at {path}; make one with `lfr keys create --signing "
+            f"{path}`, outside the folder of the audit log"
+        )
+    if _beside(path, Path(args.audit)) and not args.allow_key_beside_log:
+        raise ValueError(
+            f"the signing key {path} is in the audit log's folder: whoever can "
+            "rewrite the log could re-sign it. Keep the key elsewhere (another "
+            "volume, a token), or pass --allow-key-beside-log (recorded in the log)"
+        )
+    return SigningKey.load(path)
+
+
+def _beside(key: Path, log: Path) -> bool:
+    """Whether the key file is in the log's folder."""
+    return key.resolve().parent == log.resolve().parent
 
 
 class _Status:
@@ -147,6 +161,7 @@ def _run(
     from lfr.watchlist import Watchlist
 
     try:
+        signing = _signing_key(args)  # refused before anything loads
         key = key_from(args)
         embedder = FaceEmbedder()
         watchlist = Watchlist.open(args.watchlist, key, model_id=embedder.model_id)
@@ -172,7 +187,7 @@ def _run(
             watchlist=watchlist,
             store=store,
             audit=args.audit,
-            signing_key=_signing_key(args),
+            signing_key=signing,
             threshold=args.threshold,
             camera_id=args.camera_id,
             location=args.location,
@@ -201,6 +216,18 @@ def _run(
                 )
                 return 0
             raise
+        if args.allow_key_beside_log and _beside(
+            Path(args.signing_key), Path(args.audit)
+        ):
+            log = deployment.audit_log
+            if log is not None:
+                log.append(
+                    "anomaly",
+                    kind="key_beside_log",
+                    detail="the operator ran with the signing key in the audit "
+                    "log's folder (--allow-key-beside-log)",
+                    deployment_id=deployment.deployment_id,
+                )
         # Short waits, so a signal is acted on at once (close is bounded).
         while not stopping.is_set() and not deployment.wait(_POLL_S):
             status.tick(deployment.stats())
