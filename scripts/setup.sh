@@ -27,13 +27,14 @@ apt_install() {
 }
 
 # 1. System packages: a C toolchain (the linker for the extension), Python's venv, and
-#    ffmpeg (the network-stream tests serve a video over HTTP with it) and faketime
-#    (a test sets the clock back).
+#    ffmpeg (the network-stream tests serve a video over HTTP with it), faketime (a
+#    test sets the clock back) and SoftHSM2 (the audit key in a PKCS#11 token).
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v make >/dev/null || missing+=(make)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v faketime >/dev/null || missing+=(faketime)  # tests: a clock set back
+command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # tests: an HSM token
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 

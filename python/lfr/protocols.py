@@ -37,10 +37,11 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from lfr.alerts.rows import AlertRow, HoldRow, RetentionRow, ReviewRow
+    from lfr.audit.signing import PublicKey
     from lfr.detect import Detections
     from lfr.sources import Frame, SourceStats
 
-__all__ = ["AlertRepository", "Detector", "Embedder", "Renderer", "Source"]
+__all__ = ["AlertRepository", "Detector", "Embedder", "Renderer", "Signer", "Source"]
 
 
 @runtime_checkable
@@ -253,4 +254,27 @@ class AlertRepository(Protocol):
 
     def close(self) -> None:
         """Releases the database (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Signs audit records with an Ed25519 key.
+
+    lfr's: :class:`lfr.SigningKey` (a key file) and
+    :class:`lfr.audit.token.TokenSigner` (a key in a PKCS#11 token that never
+    leaves it).
+    """
+
+    @property
+    def key_id(self) -> str:
+        """The public key's fingerprint."""
+        ...
+
+    def public_key(self) -> PublicKey:
+        """The public key that verifies the signatures."""
+        ...
+
+    def sign(self, data: bytes) -> bytes:
+        """The Ed25519 signature (64 bytes) of ``data``."""
         ...

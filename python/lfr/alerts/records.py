@@ -57,9 +57,9 @@ from lfr._closing import Closing
 from lfr._files import lock_within
 from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
 from lfr.audit.log import AuditLog, LogEnd, Record, read_log_from
-from lfr.audit.signing import SigningKey
 from lfr.errors import AlertStoreError, AuditError, RetentionError
 from lfr.keys import KeyProvider
+from lfr.protocols import Signer
 from lfr.retention import RetentionPolicy
 
 __all__ = ["Action", "LostAlert", "Reconciled", "Records"]
@@ -214,7 +214,7 @@ class Records(Closing):
         store: str | os.PathLike[str],
         key: KeyProvider,
         log: str | os.PathLike[str],
-        signing_key: SigningKey,
+        signing_key: Signer,
         *,
         policy: RetentionPolicy | None = None,
         clock: Callable[[], datetime] | None = None,

@@ -55,8 +55,9 @@ from lfr._closing import Closing
 from lfr._core import __version__
 from lfr._files import fsync_dir, lock_within
 from lfr.audit.events import check_event, format_time, parse_time
-from lfr.audit.signing import SIGNATURE_SIZE, PublicKey, SigningKey
+from lfr.audit.signing import SIGNATURE_SIZE, PublicKey
 from lfr.errors import AuditError
+from lfr.protocols import Signer
 
 __all__ = [
     "AuditLog",
@@ -485,7 +486,7 @@ class AuditLog(Closing):
         *,
         _fd: int,
         _path: Path,
-        _key: SigningKey,
+        _key: Signer,
         _clock: Callable[[], datetime],
         _lock_timeout: float,
     ) -> None:
@@ -505,7 +506,7 @@ class AuditLog(Closing):
     def create(
         cls,
         path: str | os.PathLike[str],
-        key: SigningKey,
+        key: Signer,
         *,
         clock: Callable[[], datetime] | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
@@ -528,7 +529,7 @@ class AuditLog(Closing):
 
         Raises:
             FileExistsError: ``path`` exists (continue it with :meth:`open`).
-            TypeError: ``key`` is not a :class:`SigningKey`.
+            TypeError: ``key`` is not a :class:`lfr.protocols.Signer`.
             ValueError: ``lock_timeout`` is negative or not finite.
             OSError: The files cannot be written (nothing is left behind).
         """
@@ -574,7 +575,7 @@ class AuditLog(Closing):
     def open(
         cls,
         path: str | os.PathLike[str],
-        key: SigningKey,
+        key: Signer,
         *,
         clock: Callable[[], datetime] | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
@@ -601,7 +602,7 @@ class AuditLog(Closing):
             AuditError: The log does not verify (changed, another key's, not a
                 log, no complete first record), or another writer held its lock
                 for longer than ``lock_timeout``; the file is left as it was.
-            TypeError: ``key`` is not a :class:`SigningKey`.
+            TypeError: ``key`` is not a :class:`lfr.protocols.Signer`.
             ValueError: ``lock_timeout`` is negative or not finite.
             OSError: The file cannot be opened.
         """
@@ -929,8 +930,11 @@ class AuditLog(Closing):
 
 
 def _check_key(key: Any) -> None:
-    if not isinstance(key, SigningKey):
-        raise TypeError(f"key must be a SigningKey, got {type(key).__name__}")
+    if not isinstance(key, Signer):
+        raise TypeError(
+            "key must be a SigningKey or another lfr.protocols.Signer (a token "
+            f"key), got {type(key).__name__}"
+        )
 
 
 def _check_timeout(value: Any) -> float:

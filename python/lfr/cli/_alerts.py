@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lfr.cli._common import fail, parse_time
+from lfr.cli._common import fail, parse_time, signer_from
 from lfr.errors import LfrError
 
 if TYPE_CHECKING:
@@ -234,14 +234,13 @@ def _read_only(args: argparse.Namespace) -> Iterator[AlertStore]:
 def _records(args: argparse.Namespace) -> Iterator[Records]:
     """The store and its log, through the records layer (the log is opened first)."""
     from lfr.alerts import Records
-    from lfr.audit.signing import SigningKey
     from lfr.keys import Key
 
     store_path = _store_path(args)
     audit = Path(args.audit)
     if not audit.is_file():
         raise FileNotFoundError(f"no audit log at {audit}")
-    signing = SigningKey.load(args.signing_key)
+    signing = signer_from(args.signing_key)
     key = Key.from_file(args.key_file)
     try:
         with Records.open(store_path, key, audit, signing) as records:

@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from lfr.keys import Key, Passphrase
+from lfr.protocols import Signer
 
 #: Environment variable a script can set instead of typing a passphrase.
 PASSPHRASE_ENV = "LFR_PASSPHRASE"
@@ -37,6 +38,22 @@ def key_from(args: argparse.Namespace, *, confirm: bool = False) -> Key | Passph
         if confirm and getpass.getpass("again: ") != secret:
             raise ValueError("the passphrases differ")
     return Passphrase(secret)
+
+
+def signer_from(spec: str) -> Signer:
+    """The audit signer a ``--signing-key`` names.
+
+    A key file's path, or ``pkcs11:token=LABEL;object=LABEL`` for a key in a
+    PKCS#11 token (``$LFR_PKCS11_MODULE``, ``$LFR_PKCS11_PIN``; see
+    :mod:`lfr.audit.token`).
+    """
+    from lfr.audit.signing import SigningKey
+    from lfr.audit.token import TokenSigner, parse_spec
+
+    named = parse_spec(spec)
+    if named is not None:
+        return TokenSigner.open(*named)
+    return SigningKey.load(spec)
 
 
 def fail(command: str, error: object) -> int:

@@ -24,7 +24,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Keep it away from the data it protects, and back it up: without it, "
         "watchlists and alerts encrypted with it cannot be read. With --signing, "
         "writes instead a new Ed25519 key that signs audit logs to PATH (mode "
-        "0600) and its public key to PATH.pub, for auditors.",
+        "0600) and its public key to PATH.pub, for auditors; with --signing and "
+        "PATH pkcs11:token=T;object=O, makes the key inside that PKCS#11 token "
+        "($LFR_PKCS11_MODULE, $LFR_PKCS11_PIN), where it stays, and writes its "
+        "public key to --public-key.",
     )
     create.add_argument("path", metavar="PATH")
     create.add_argument(
@@ -33,10 +36,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="make an audit-log signing key (PATH) and its public key (PATH.pub)",
     )
     create.add_argument("--force", action="store_true", help="overwrite PATH")
+    create.add_argument(
+        "--public-key",
+        metavar="PUB",
+        help="with a pkcs11: PATH, where to write the public key (for auditors)",
+    )
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs ``keys create``."""
+    if args.signing and args.path.startswith("pkcs11:"):
+        return _create_in_token(args.path, args.public_key, overwrite=args.force)
     if args.signing:
         return _create_signing(Path(args.path), overwrite=args.force)
     try:
@@ -48,6 +58,30 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (LfrError, OSError) as exc:
         return fail("keys create", exc)
     print(f"wrote key {key.key_id} to {path}")
+    return 0
+
+
+def _create_in_token(spec: str, public: str | None, *, overwrite: bool) -> int:
+    """Makes a signing key inside a PKCS#11 token; writes its public key."""
+    from lfr.audit.token import TokenSigner, parse_spec
+
+    if public is None:
+        return fail("keys create", "a token key needs --public-key PUB for auditors")
+    try:
+        named = parse_spec(spec)
+        if named is None:  # pragma: no cover (checked by the caller)
+            raise ValueError(spec)
+        pub = Path(public)
+        if pub.exists() and not overwrite:
+            raise FileExistsError(f"{pub} exists; refusing to overwrite (--force)")
+        with TokenSigner.generate(*named) as signer:
+            signer.public_key().save(pub, overwrite=overwrite)
+    except (LfrError, OSError, ValueError) as exc:
+        return fail("keys create", exc)
+    print(
+        f"made signing key {signer.key_id} in token {named[0]!r} as {named[1]!r} "
+        f"(it never leaves the token); public key: {pub}"
+    )
     return 0
 
 

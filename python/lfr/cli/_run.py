@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lfr.cli._common import add_key_options, fail, key_from
+from lfr.cli._common import add_key_options, fail, key_from, signer_from
 from lfr.errors import LfrError
 
 #: How often the main thread looks for a stop signal or the end, in seconds.
@@ -82,9 +82,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _signing_key(args: argparse.Namespace) -> Any:
-    """The signing key, refused in the log's folder unless explicitly allowed."""
-    from lfr.audit import SigningKey
+    """The signer, a key file refused in the log's folder unless allowed."""
+    from lfr.audit.token import parse_spec
 
+    if parse_spec(args.signing_key) is not None:
+        return signer_from(args.signing_key)  # in a token: never beside the log
     path = Path(args.signing_key)
     if not path.exists():
         raise FileNotFoundError(
@@ -97,7 +99,7 @@ def _signing_key(args: argparse.Namespace) -> Any:
             "rewrite the log could re-sign it. Keep the key elsewhere (another "
             "volume, a token), or pass --allow-key-beside-log (recorded in the log)"
         )
-    return SigningKey.load(path)
+    return signer_from(str(path))
 
 
 def _beside(key: Path, log: Path) -> bool:
@@ -216,8 +218,10 @@ def _run(
                 )
                 return 0
             raise
-        if args.allow_key_beside_log and _beside(
-            Path(args.signing_key), Path(args.audit)
+        if (
+            args.allow_key_beside_log
+            and not args.signing_key.startswith("pkcs11:")
+            and _beside(Path(args.signing_key), Path(args.audit))
         ):
             log = deployment.audit_log
             if log is not None:

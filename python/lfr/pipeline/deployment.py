@@ -58,7 +58,7 @@ from lfr.errors import DeploymentError, LfrError
 from lfr.pipeline.frame_step import FrameStep, Handover
 from lfr.pipeline.stats import Counts, DeploymentStats, Latencies, percentile
 from lfr.pipeline.writer import AlertWriter, Announcer
-from lfr.protocols import Detector, Embedder, Renderer, Source
+from lfr.protocols import Detector, Embedder, Renderer, Signer, Source
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
 from lfr.secure import memory_status
@@ -96,8 +96,10 @@ class Deployment:
         location: Where (a label for the published record).
         purpose: Why (for example "wanted persons").
         authorised_by: The officer who authorised the deployment.
-        signing_key: The audit key (a :class:`~lfr.SigningKey` or its file) when
-            ``audit`` is a path.
+        signing_key: The audit key when ``audit`` is a path: a
+            :class:`lfr.protocols.Signer` (a :class:`~lfr.SigningKey`, or a
+            :class:`lfr.audit.token.TokenSigner` whose key stays in an HSM) or a
+            key file.
         deployment_id: Default: a new uuid.
         detector: Default: ``FaceDetector()`` (any :class:`lfr.protocols.Detector`).
         embedder: Default: ``FaceEmbedder()`` (any :class:`lfr.protocols.Embedder`).
@@ -137,7 +139,7 @@ class Deployment:
         location: str = "unspecified",
         purpose: str = "unspecified",
         authorised_by: str = "unspecified",
-        signing_key: SigningKey | str | os.PathLike[str] | None = None,
+        signing_key: Signer | str | os.PathLike[str] | None = None,
         deployment_id: str | None = None,
         detector: Detector | None = None,
         embedder: Embedder | None = None,
@@ -284,7 +286,7 @@ class Deployment:
         key = self._signing_key
         if key is None:
             raise DeploymentError("an audit log path needs signing_key=")
-        if not isinstance(key, SigningKey):
+        if not isinstance(key, Signer):
             key = SigningKey.load(key)
         path = Path(self._audit_spec)
         if path.exists():
