@@ -55,6 +55,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="audit signing key (`lfr keys create --signing S`); default: AUDIT.key, "
         "made with its .pub on first use",
     )
+    run.add_argument(
+        "--checkpoints",
+        metavar="PATH",
+        help="append signed checkpoints of the audit log (at the start, with every "
+        "counters record, at the end) to this file, or to <log_id>.checkpoints.jsonl "
+        "in this directory; keep it off this machine's data (docs/audit.md)",
+    )
     run.add_argument("--threshold", type=float, help="match threshold (cosine)")
     run.add_argument(
         "--preview",
@@ -182,6 +189,7 @@ def _run(
             on_alert=printed,
             preview=preview,
             every=args.every,
+            checkpoints=args.checkpoints,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)
