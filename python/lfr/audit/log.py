@@ -14,8 +14,8 @@ the line being written, which :func:`read_log` reports as a torn last line
 
 Removing, inserting, reordering or changing records breaks a signature, the
 sequence or the chain; the chain cannot show records cut from the end of the file
-at a line boundary (keep the record count elsewhere, e.g. in a deployment report,
-to catch that).
+at a line boundary, nor an older copy put back (keep signed checkpoints,
+:mod:`lfr.audit.checkpoint`, away from the log to catch that).
 
 Several writers (processes or :class:`AuditLog` objects) may append to one log,
 e.g. ``lfr run`` and a reviewer's ``lfr alerts review --audit LOG``. Each append
