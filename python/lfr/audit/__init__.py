@@ -10,6 +10,12 @@ the chain with a :class:`PublicKey` obtained independently of the log.
 
 from __future__ import annotations
 
+from lfr.audit.checkpoint import (
+    Checkpoint,
+    check_against,
+    load_checkpoints,
+    make_checkpoint,
+)
 from lfr.audit.log import AuditLog, ChainProblem, Record, read_log
 from lfr.audit.report import AuditReport, DeploymentSummary, Violation, verify
 from lfr.audit.signing import PublicKey, SigningKey
@@ -18,11 +24,15 @@ __all__ = [
     "AuditLog",
     "AuditReport",
     "ChainProblem",
+    "Checkpoint",
     "DeploymentSummary",
     "PublicKey",
     "Record",
     "SigningKey",
     "Violation",
+    "check_against",
+    "load_checkpoints",
+    "make_checkpoint",
     "read_log",
     "verify",
 ]

@@ -58,6 +58,7 @@ VIOLATION_KINDS = (
     "watchlist_not_destroyed",
     "counters_inconsistent",
     "biometric_content",
+    "checkpoint_mismatch",
 )
 
 _COUNTERS = ("faces_detected", "faces_wiped", "alerts", "faces_skipped")

@@ -14,8 +14,8 @@ the line being written, which :func:`read_log` reports as a torn last line
 
 Removing, inserting, reordering or changing records breaks a signature, the
 sequence or the chain; the chain cannot show records cut from the end of the file
-at a line boundary (keep the record count elsewhere, e.g. in a deployment report,
-to catch that).
+at a line boundary, nor an older copy put back (keep signed checkpoints,
+:mod:`lfr.audit.checkpoint`, away from the log to catch that).
 
 Several writers (processes or :class:`AuditLog` objects) may append to one log,
 e.g. ``lfr run`` and a reviewer's ``lfr alerts review --audit LOG``. Each append
@@ -63,6 +63,7 @@ __all__ = [
     "AuditLog",
     "ChainProblem",
     "LogEnd",
+    "LogHead",
     "ProblemKind",
     "Record",
     "read_log",
@@ -225,6 +226,22 @@ def read_log_from(
         )
     count = start.records + len(scan.records)
     return scan.records, scan.problems, LogEnd(scan.end, count, scan.last_hash)
+
+
+@dataclass(frozen=True)
+class LogHead:
+    """Where a log stands: what a checkpoint (:mod:`lfr.audit.checkpoint`) signs.
+
+    Attributes:
+        log_id: The ``log_id`` of its ``log_created`` record.
+        records: How many records it holds (the next record's ``seq``).
+        last_hash: The SHA-256 (hex) of its last record's line, without the
+            newline: what the next record's ``prev`` will be.
+    """
+
+    log_id: str
+    records: int
+    last_hash: str
 
 
 @dataclass
@@ -475,6 +492,7 @@ class AuditLog(Closing):
         "_key",
         "_lock",
         "_lock_timeout",
+        "_log_id",
         "_path",
         "_prev",
         "_seq",
@@ -501,6 +519,7 @@ class AuditLog(Closing):
         self._size = 0
         self._broken = False
         self._lock = threading.Lock()
+        self._log_id: str | None = None
 
     @classmethod
     def create(
@@ -720,6 +739,46 @@ class AuditLog(Closing):
             )
             raise AuditError(f"audit log {self._path} no longer verifies: {message}")
         return scan.records
+
+    def head(self) -> LogHead:
+        """The log's id, record count and last record's hash, as they stand now.
+
+        Caught up under the file's lock with what other writers appended (a
+        torn last line is recovered first, as by :meth:`append`), so the three
+        belong together: the count and hash of one moment of the file.
+
+        Raises:
+            ValueError: The log is closed.
+            AuditError: What other writers appended does not verify, an earlier
+                write failed, or another writer held the lock for longer than
+                the lock timeout.
+        """
+        with self._lock:
+            self._check_usable()
+            with self._file_lock():
+                self._catch_up()
+                return LogHead(self._read_log_id(), self._seq + 1, self._prev)
+
+    def _sign(self, data: bytes) -> bytes:
+        """Signs ``data`` with the log's key (for :mod:`lfr.audit.checkpoint`)."""
+        return self._key.sign(data)
+
+    def _read_log_id(self) -> str:
+        """The ``log_id`` of record 0 (verified when this object read or wrote it)."""
+        if self._log_id is None:
+            with open(self._fd, "rb", closefd=False) as f:
+                f.seek(0)
+                first = f.readline()
+            try:
+                log_id = json.loads(first)["fields"]["log_id"]
+            except (ValueError, TypeError, KeyError) as exc:
+                raise AuditError(
+                    f"audit log {self._path} has no readable log_id"
+                ) from exc
+            if not isinstance(log_id, str):
+                raise AuditError(f"audit log {self._path} has no readable log_id")
+            self._log_id = log_id
+        return self._log_id
 
     def _write(self, event: str, fields: dict[str, Any]) -> Record:
         """Catches up with other writers, then signs, writes and fsyncs a record."""

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 from lfr.audit import checks
 from lfr.audit._trail import DeploymentTrail, build, count, iso, text
+from lfr.audit.checkpoint import Checkpoint, check_against
 from lfr.audit.checks import Violation
 from lfr.audit.log import Record, read_log
 from lfr.audit.signing import PublicKey
@@ -193,6 +194,7 @@ def verify(
     public_key: PublicKey | str | os.PathLike[str],
     *,
     now: datetime | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
 ) -> AuditReport:
     """Verifies an audit log: its chain and signatures, then every promise.
 
@@ -201,12 +203,19 @@ def verify(
     reordered, or the wrong key) is one ``integrity`` violation naming the first
     bad line; the promises are then still checked over the records before it.
 
+    With ``checkpoints`` (:mod:`lfr.audit.checkpoint`), every checkpoint the log
+    does not match (records cut from its end, an older copy put back, another
+    log's checkpoint, a changed or forged checkpoint) is a
+    ``checkpoint_mismatch`` violation; a notice says how many matched.
+
     Args:
         path: The log file.
         public_key: The key the log must be signed with (or the path of its PEM
             file), obtained independently of the log (not from the ``.pub`` file
             beside it).
         now: The time to judge deadlines at (aware; default: the current time).
+        checkpoints: Checkpoints of the log, kept away from it
+            (:func:`lfr.audit.checkpoint.load_checkpoints`).
 
     Returns:
         The report; ``report.ok`` is whether there are no violations.
@@ -248,6 +257,27 @@ def verify(
             )
     violations.extend(checks.run_checks(records, now))
     notices.extend(checks.notices(records, now))
+    checkpoints = list(checkpoints)
+    if checkpoints:
+        mismatched = check_against(path, public_key, checkpoints)
+        violations.extend(
+            Violation("checkpoint_mismatch", p.record, p.line, p.message)
+            for p in mismatched
+        )
+        if len(mismatched) < len(checkpoints):
+            latest = max(
+                (
+                    c
+                    for c in checkpoints
+                    if all(p.checkpoint is not c for p in mismatched)
+                ),
+                key=lambda c: c.records,
+            )
+            notices.append(
+                f"the log matches {len(checkpoints) - len(mismatched)} of "
+                f"{len(checkpoints)} checkpoint(s); the latest matching one saw "
+                f"{latest.records} records at {iso(latest.time)}"
+            )
     return AuditReport(
         ok=not violations,
         path=str(path),

@@ -1,9 +1,11 @@
 """``lfr audit``: verify a signed audit log and write the deployment record.
 
 ``verify`` exits 1 when the log shows any violation (or cannot be read), 0 when
-it verifies and every promise was kept. ``report`` writes the publishable
-deployment record even when there are violations (they are listed in it), and
-then exits 1.
+it verifies and every promise was kept; with ``--checkpoint FILE`` (repeatable)
+a checkpoint the log does not match is a violation. ``report`` writes the
+publishable deployment record even when there are violations (they are listed
+in it), and then exits 1. ``checkpoint`` prints (or writes) a signed checkpoint
+of a log as it stands.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from lfr._files import write_file
+from lfr.audit.checkpoint import Checkpoint, load_checkpoints, make_checkpoint
+from lfr.audit.log import AuditLog
 from lfr.audit.report import AuditReport, verify, write_report
-from lfr.audit.signing import PublicKey
+from lfr.audit.signing import PublicKey, SigningKey
 from lfr.cli._common import fail, parse_time
 from lfr.errors import LfrError
 
@@ -41,6 +47,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.add_argument("log", metavar="LOG", help="the audit log file")
     check.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of checkpoints of the log (one JSON object a line), kept away "
+        "from it; the log must match each (repeatable)",
+    )
     _add_now(check)
 
     report = asub.add_parser(
@@ -57,6 +71,22 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     report.add_argument("--out", required=True, metavar="DIR", help="where to write")
     _add_now(report)
 
+    point = asub.add_parser(
+        "checkpoint",
+        help="sign a checkpoint of a log: its id, record count and last hash",
+        description="Signs, with the log's key, a checkpoint of LOG as it stands "
+        "(its log_id, how many records it holds and the hash of the last one) and "
+        "prints it as one JSON line, or writes it to FILE (mode 0644, replaced "
+        "atomically). Keep checkpoints where the log's operator cannot change "
+        "them; `lfr audit verify --checkpoint` then finds records cut from the "
+        "end of the log or an older copy put back.",
+    )
+    point.add_argument("log", metavar="LOG", help="the audit log file")
+    point.add_argument(
+        "--signing-key", required=True, metavar="SK", help="the log's signing key"
+    )
+    point.add_argument("--out", metavar="FILE", help="write it here, not to stdout")
+
 
 def _add_now(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -68,12 +98,17 @@ def _add_now(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Runs ``audit verify`` or ``audit report``."""
+    """Runs ``audit verify``, ``audit report`` or ``audit checkpoint``."""
     command = f"audit {args.audit_command}"
+    if args.audit_command == "checkpoint":
+        return _checkpoint(args, command)
     now: datetime | None = args.now
     try:
         public_key = PublicKey.load(args.public_key)
-        result = verify(args.log, public_key, now=now)
+        checkpoints: list[Checkpoint] = []
+        for path in getattr(args, "checkpoint", []):
+            checkpoints += load_checkpoints(path)
+        result = verify(args.log, public_key, now=now, checkpoints=checkpoints)
     except (LfrError, OSError, ValueError) as exc:
         return fail(command, exc)
     if args.audit_command == "report":
@@ -90,6 +125,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         _print(result, public_key)
     return 0 if result.ok else 1
+
+
+def _checkpoint(args: argparse.Namespace, command: str) -> int:
+    try:
+        key = SigningKey.load(args.signing_key)
+        with AuditLog.open(args.log, key) as log:
+            checkpoint = make_checkpoint(log)
+        text = checkpoint.to_json() + "\n"
+        if args.out:
+            write_file(Path(args.out), text.encode(), 0o644, overwrite=True)
+            print(f"wrote {args.out}")
+        else:
+            print(text, end="")
+    except (LfrError, OSError, ValueError) as exc:
+        return fail(command, exc)
+    return 0
 
 
 def _print(report: AuditReport, public_key: PublicKey) -> None:

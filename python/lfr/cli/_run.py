@@ -63,6 +63,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="run although the signing key is in the audit log's folder (recorded "
         "in the log as an anomaly, key_beside_log)",
     )
+    run.add_argument(
+        "--checkpoints",
+        metavar="PATH",
+        help="append signed checkpoints of the audit log (at the start, with every "
+        "counters record, at the end) to this file, or to <log_id>.checkpoints.jsonl "
+        "in this directory; keep it off this machine's data (docs/audit.md)",
+    )
     run.add_argument("--threshold", type=float, help="match threshold (cosine)")
     run.add_argument(
         "--preview",
@@ -199,6 +206,7 @@ def _run(
             on_alert=printed,
             preview=preview,
             every=args.every,
+            checkpoints=args.checkpoints,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)

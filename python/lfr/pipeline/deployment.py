@@ -49,8 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from lfr._core import __version__
+from lfr._files import fsync_dir
 from lfr.alerts import Alert, AlertStore, Decision, LostAlert, Records
 from lfr.audit import AuditLog, SigningKey
+from lfr.audit.checkpoint import Checkpoint, make_checkpoint
 from lfr.audit.liveness import RunningMark, close_crashed
 from lfr.detect import FaceDetector
 from lfr.embed import FaceEmbedder
@@ -117,6 +119,16 @@ class Deployment:
             anomaly).
         every: Process every n-th frame of file and folder sources.
         stop_timeout: The longest :meth:`close` waits for the threads (seconds).
+        checkpoints: Where signed checkpoints of the audit log go
+            (:mod:`lfr.audit.checkpoint`): after the start is audited, with
+            every counters record and after the stop. A path: a file, or a
+            directory (the file ``<log_id>.checkpoints.jsonl`` in it), to which
+            one JSON line per checkpoint is appended and fsynced; keep it off
+            the machine's data directory (see "Checkpoints" in docs/audit.md).
+            Or a callable, given each :class:`~lfr.audit.checkpoint.Checkpoint`
+            on the thread that made it. A failure (an exception from the
+            callable, a file that cannot be written) is logged, not fatal.
+            None (the default): no checkpoints.
 
     Raises:
         DeploymentError: From :meth:`start`, when it cannot start (a source that
@@ -152,6 +164,9 @@ class Deployment:
         allow_unlocked: bool = False,
         every: int = 1,
         stop_timeout: float = 8.0,
+        checkpoints: (
+            str | os.PathLike[str] | Callable[[Checkpoint], None] | None
+        ) = None,
     ) -> None:
         self._threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         if not -1.0 <= self._threshold <= 1.0:
@@ -197,6 +212,11 @@ class Deployment:
         self._closed = False
         self._started_audited = False
         self._abandoned = False
+        self._checkpoints = (
+            checkpoints
+            if checkpoints is None or callable(checkpoints)
+            else Path(checkpoints)
+        )
 
     # -- properties --------------------------------------------------------------------
 
@@ -240,6 +260,7 @@ class Deployment:
             self._mark = RunningMark.hold(self._log.path, self._deployment_id)
             self._check_stop()
             self._audit_start()
+            self._checkpoint()
             matcher = self._watchlist.matcher(allow_unlocked=self._allow_unlocked)
             self._step = FrameStep(
                 detector=detector,
@@ -467,6 +488,7 @@ class Deployment:
             self._audit_safely(
                 "deployment_stopped", deployment_id=self._deployment_id, reason=reason
             )
+            self._checkpoint()
 
     def __enter__(self) -> Deployment:
         return self.start()
@@ -575,6 +597,7 @@ class Deployment:
                 now = _time.monotonic()
                 if now - last_counters >= self._counters_interval.total_seconds():
                     self._audit_counters()
+                    self._checkpoint()
                     last_counters = now
                 if now - last_purge >= self._policy.purge_interval.total_seconds():
                     if self._writer is not None:
@@ -654,11 +677,47 @@ class Deployment:
         except (LfrError, OSError) as exc:
             self._fail(exc)
 
+    def _checkpoint(self) -> None:
+        """Sends a checkpoint of the log where ``checkpoints`` says; never raises.
+
+        A failure is logged (by type only) and the deployment goes on: a
+        missing checkpoint shows as a gap in the checkpoints, not in the log.
+        """
+        target, log = self._checkpoints, self._log
+        if target is None or log is None:
+            return
+        try:
+            checkpoint = make_checkpoint(log)
+            if isinstance(target, Path):
+                _append_checkpoint(target, checkpoint)
+            else:
+                target(checkpoint)
+        except Exception as exc:
+            _log.error("cannot write an audit checkpoint: %s", type(exc).__name__)
+
     def _last_purge(self, records: Records, wait: float) -> None:
         try:
             records.purge(lock_timeout=wait)
         except (LfrError, OSError) as exc:
             _log.warning("the last purge did not run: %s", type(exc).__name__)
+
+
+def _append_checkpoint(target: Path, checkpoint: Checkpoint) -> None:
+    """Appends ``checkpoint`` as one line to ``target`` (or a file in it); fsyncs."""
+    path = (
+        target / f"{checkpoint.log_id}.checkpoints.jsonl" if target.is_dir() else target
+    )
+    new = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        data = memoryview((checkpoint.to_json() + "\n").encode())
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        fsync_dir(path.parent)
 
 
 def _failure_message(
