@@ -20,8 +20,8 @@ from lfr._files import write_file
 from lfr.audit.checkpoint import Checkpoint, load_checkpoints, make_checkpoint
 from lfr.audit.log import AuditLog
 from lfr.audit.report import AuditReport, verify, write_report
-from lfr.audit.signing import PublicKey, SigningKey
-from lfr.cli._common import fail, parse_time
+from lfr.audit.signing import PublicKey
+from lfr.cli._common import fail, parse_time, signer_from
 from lfr.errors import LfrError
 
 _KEY_HELP = (
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _checkpoint(args: argparse.Namespace, command: str) -> int:
     try:
-        key = SigningKey.load(args.signing_key)
+        key = signer_from(args.signing_key)
         with AuditLog.open(args.log, key) as log:
             checkpoint = make_checkpoint(log)
         text = checkpoint.to_json() + "\n"
