@@ -61,6 +61,18 @@ def site(tmp_path: Path) -> Site:
     key_file = key.save(tmp_path / "alerts.key")
     store_path = tmp_path / "alerts.db"
     now = datetime.now(timezone.utc)
+    # First, by a store whose clock is 25 h behind: expired (24 h) by now but not
+    # yet purged when the CLI opens the store. (Made first: the store's clock
+    # high-water mark would not let a later write go back in time.)
+    with lfr.AlertStore(store_path, key, clock=lambda: now - timedelta(hours=25)) as s:
+        expired = s._add(
+            subject_id="S-old",
+            score=0.61,
+            box=(0, 0, 40, 48),
+            crop=random_crop(9),
+            camera_id="cam-2",
+            deployment_id="dep-1",
+        )
     with lfr.AlertStore(store_path, key) as s:
         live = [
             s._add(
@@ -75,17 +87,6 @@ def site(tmp_path: Path) -> Site:
             )
             for i in range(2)
         ]
-    # Added last, by a store whose clock is 25 h behind (so it does not purge the
-    # others): expired (24 h) by now but not yet purged when the CLI opens the store.
-    with lfr.AlertStore(store_path, key, clock=lambda: now - timedelta(hours=25)) as s:
-        expired = s._add(
-            subject_id="S-old",
-            score=0.61,
-            box=(0, 0, 40, 48),
-            crop=random_crop(9),
-            camera_id="cam-2",
-            deployment_id="dep-1",
-        )
     key.destroy()
     signing = SigningKey.generate()
     signing_key = signing.save(tmp_path / "audit.key")
