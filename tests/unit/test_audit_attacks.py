@@ -225,12 +225,13 @@ def test_expiry_within_a_microsecond_is_the_stores_rounding(tmp_path: Path) -> N
     ["alert_reviewed", "alert_held", "alert_actioned", "alert_exported"],
 )
 def test_a_record_after_expiry_is_flagged(tmp_path: Path, event: str) -> None:
-    fields: dict[str, object] = {
+    table: dict[str, dict[str, object]] = {
         "alert_reviewed": {"reviewer": "pc-9", "decision": "confirmed"},
         "alert_held": {"reason": "case 17", "until": T0 + 9 * DAY, "by": "sgt-4"},
         "alert_actioned": {"action": "engaged", "by": "pc-1"},
         "alert_exported": {"by": "dc-9"},
-    }[event]
+    }
+    fields = table[event]
 
     def body(log: AuditLog, clock: Clock) -> None:
         clock.now = T0 + H
