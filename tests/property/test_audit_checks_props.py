@@ -24,7 +24,7 @@ from lfr.audit import Record, checks
 from tests.support.audit_records import T0, Records
 
 MINUTE = timedelta(minutes=1)
-REVIEWERS = ("officer-1", "officer-2", "officer-3")
+REVIEWERS = ("officer-1", "officer-2", "officer-3", "Officer-1", " officer-2 ")
 
 
 def at(minute: int) -> datetime:
@@ -48,6 +48,7 @@ class Alert:
     minute: int
     expires: int
     actions: list[Action] = field(default_factory=list)
+    ahead: int = 0  # minutes its own time is ahead of its record's
 
 
 @dataclass
@@ -75,13 +76,17 @@ def actions(draw: st.DrawFn, start: int) -> list[Action]:
     out: list[Action] = []
     for _ in range(draw(st.integers(0, 6))):
         now += draw(st.integers(0, 3) | st.integers(0, 12))
-        kind = draw(st.sampled_from(["hold", "hold", "release", "review", "review"]))
+        kind = draw(
+            st.sampled_from(["hold", "hold", "release", "review", "review", "export"])
+        )
         out.append(
             Action(
                 now,
                 kind,
                 until=now + draw(st.integers(-4, 40)),
-                reason=draw(st.sampled_from(["case 17", "case 17", "", "  "])),
+                reason=draw(
+                    st.sampled_from(["case 17", "case 17", "", "  ", ".", "-", "7"])
+                ),
                 reviewer=draw(st.sampled_from(REVIEWERS)),
             )
         )
@@ -104,9 +109,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     alerts = []
     for i in range(draw(st.integers(0, 5))):
         minute = draw(st.integers(0, 60))
-        expires = minute + ttl + draw(st.integers(1 - ttl, 10))
+        ahead = draw(st.sampled_from([0, 0, 0, 0, 1, 2, 30]))
+        exact = draw(st.booleans())
+        expires = minute + ahead + ttl
+        if not exact:
+            expires += draw(st.integers(1 - ttl - ahead, 10))
         later = draw(actions(minute))
-        alerts.append(Alert(f"alert-{i}", minute, expires, later))
+        alerts.append(Alert(f"alert-{i}", minute, expires, later, ahead))
     stop = draw(st.none() | st.integers(0, 120))
     destroy = draw(st.none() | st.integers(0, 240))
     counters = []
@@ -139,7 +148,12 @@ def build(scenario: Scenario) -> list[Record]:
         when = at(minute)
         if kind == "raise":
             assert isinstance(payload, Alert)
-            log.alert(when, payload.alert_id, expires=at(payload.expires))
+            log.alert(
+                when,
+                payload.alert_id,
+                expires=at(payload.expires),
+                field_time=at(payload.minute + payload.ahead),
+            )
         elif kind == "stop":
             log.stop(when)
         elif kind == "destroy":
@@ -163,6 +177,8 @@ def build(scenario: Scenario) -> list[Record]:
                 log.release(when, alert.alert_id)
             elif kind == "review":
                 log.review(when, alert.alert_id, action.reviewer)
+            elif kind == "export":
+                log.add(when, "alert_exported", alert_id=alert.alert_id, by="dc-9")
             else:
                 log.purge(when, alert.alert_id)
     return log.records
@@ -213,7 +229,8 @@ def expected(scenario: Scenario, records: list[Record]) -> list[tuple[str, int]]
             raised[str(alert_id)] = record
         elif alert_id is not None:
             by_alert.setdefault(str(alert_id), []).append(record)
-        if record.event == "alert_held" and not str(record.fields["reason"]).strip():
+        reason = str(record.fields.get("reason", ""))
+        if record.event == "alert_held" and not any(c.isalnum() for c in reason):
             out.append(("hold_without_reason", record.seq))
         if record.event == "counters":
             f = record.fields
@@ -228,7 +245,17 @@ def expected(scenario: Scenario, records: list[Record]) -> list[tuple[str, int]]
         later = by_alert.get(alert.alert_id, [])
         purge = next((r for r in later if r.event == "alert_purged"), None)
         before = [r for r in later if purge is None or r.seq < purge.seq]
-        base = min(alert.expires, alert.minute + minutes(policy.alert_ttl))
+        ttl = minutes(policy.alert_ttl)
+        own = alert.minute + alert.ahead
+        # The alert's time may lead its record's by a minute and 2 s of skew.
+        forward = alert.ahead >= 2
+        if (
+            forward
+            or alert.expires != own + ttl
+            or alert.expires >= alert.minute + ttl + 2
+        ):
+            out.append(("event_time_inconsistent", raise_record.seq))
+        base = min(alert.expires, (alert.minute if forward else own) + ttl)
         events = [
             (
                 minute_of(r),
@@ -242,14 +269,19 @@ def expected(scenario: Scenario, records: list[Record]) -> list[tuple[str, int]]
         ]
         gone = gone_at(base, events, minutes(policy.max_hold), 5000)
         deadline = gone + pi
+        # The store refuses these once the alert is gone; the log's skew is 2 s,
+        # less than a minute, so a record at the minute it went is still in time.
+        live_only = ("alert_reviewed", "alert_held", "alert_released", "alert_exported")
+        for r in later:
+            if r.event in live_only and minute_of(r) > gone:
+                out.append(("after_expiry", r.seq))
         end_of_existence = minute_of(purge) if purge is not None else horizon
         if end_of_existence > deadline:
             evidence = next(
                 (
                     r.seq
                     for r in [*before, *([purge] if purge else [])]
-                    if r.event != "alert_reviewed"
-                    and r.event != "alert_actioned"
+                    if r.event in ("alert_held", "alert_released", "alert_purged")
                     and minute_of(r) > deadline
                 ),
                 raise_record.seq,
@@ -258,7 +290,9 @@ def expected(scenario: Scenario, records: list[Record]) -> list[tuple[str, int]]
         if purge is not None or horizon > deadline:
             where = purge.seq if purge is not None else raise_record.seq
             reviewers = {
-                r.fields["reviewer"] for r in before if r.event == "alert_reviewed"
+                " ".join(r.fields["reviewer"].casefold().split())
+                for r in before
+                if r.event == "alert_reviewed" and minute_of(r) <= gone
             }
             needed = 2 if policy.two_person_review else 1
             if not reviewers:

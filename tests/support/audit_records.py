@@ -76,8 +76,14 @@ class Records:
         ttl: timedelta = timedelta(hours=24),
         expires: datetime | None = None,
         subject: str = "SUBJECT-0001",
+        field_time: datetime | None = None,
     ) -> Record:
-        """An ``alert_raised`` record expiring at ``time + ttl`` unless given."""
+        """An ``alert_raised`` record expiring at ``time + ttl`` unless given.
+
+        ``field_time`` is the alert's own ``time`` field (default: ``time``, the
+        record's); ``expires`` then defaults to ``field_time + ttl``.
+        """
+        own = field_time if field_time is not None else time
         return self.add(
             time,
             "alert_raised",
@@ -86,8 +92,8 @@ class Records:
             camera_id="cam-1",
             subject_id=subject,
             score=0.71,
-            time=time,
-            expires=expires if expires is not None else time + ttl,
+            time=own,
+            expires=expires if expires is not None else own + ttl,
         )
 
     def review(

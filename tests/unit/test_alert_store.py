@@ -410,6 +410,9 @@ def test_hold_is_validated(store: lfr.AlertStore, clock: Clock) -> None:
         store._hold(a.alert_id, "  ", T0 + timedelta(days=1))
     with pytest.raises(TypeError, match="reason must be a str"):
         store._hold(a.alert_id, None, T0 + timedelta(days=1))  # type: ignore[arg-type]
+    for blank in (".", "-", " - ", "…"):
+        with pytest.raises(ValueError, match="reason in words"):
+            store._hold(a.alert_id, blank, T0 + timedelta(days=1))
     with pytest.raises(ValueError, match="in the future"):
         store._hold(a.alert_id, "case", T0)
     with pytest.raises(ValueError, match="at most"):

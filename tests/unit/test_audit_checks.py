@@ -53,9 +53,12 @@ def test_compliant_deployment_has_no_violations_or_notices() -> None:
 
 
 def test_every_check_is_run() -> None:
-    assert len(checks.CHECKS) == 6
+    assert len(checks.CHECKS) == 9
     names = {check.__name__ for check in checks.CHECKS}
     assert names == {
+        "times_in_order",
+        "alert_times_consistent",
+        "no_late_alert_records",
         "alerts_purged",
         "holds_have_reasons",
         "alerts_reviewed",
@@ -192,9 +195,9 @@ def test_hold_after_the_retention_ended_keeps_nothing() -> None:
     log.start(T0)
     reviewed_alert(log, T0)
     # Within the purge interval after expiry: the store refuses such a hold.
-    log.hold(T0 + DAY + 60 * S, "a1", until=T0 + 10 * DAY)
+    hold = log.hold(T0 + DAY + 60 * S, "a1", until=T0 + 10 * DAY)
     purge = log.purge(T0 + 2 * DAY, "a1")
-    assert found(log) == [("alert_not_purged", purge.seq)]
+    assert found(log) == [("after_expiry", hold.seq), ("alert_not_purged", purge.seq)]
     (violation,) = checks.alerts_purged(log.records, LATER)
     assert "cannot keep it" in violation.message
 
@@ -205,7 +208,10 @@ def test_hold_logged_after_the_deadline_is_the_evidence() -> None:
     reviewed_alert(log, T0)
     hold = log.hold(T0 + 2 * DAY, "a1", until=T0 + 10 * DAY)
     log.purge(T0 + 2 * DAY + S, "a1")
-    assert found(log) == [("alert_not_purged", hold.seq)]
+    assert found(log) == [
+        ("alert_not_purged", hold.seq),
+        ("after_expiry", hold.seq),
+    ]
 
 
 def test_hold_longer_than_max_hold_counts_up_to_max_hold() -> None:
@@ -224,7 +230,10 @@ def test_expiry_beyond_the_policy_counts_up_to_alert_ttl() -> None:
     log.alert(T0, "a1", expires=T0 + 30 * DAY)
     log.review(T0 + S, "a1", "officer-1")
     log.review(T0 + S, "a1", "officer-2")
-    assert found(log, T0 + DAY + PURGE + S) == [("alert_not_purged", 2)]
+    assert found(log, T0 + DAY + PURGE + S) == [
+        ("event_time_inconsistent", 2),
+        ("alert_not_purged", 2),
+    ]
 
 
 def test_deadline_follows_the_deployments_policy() -> None:
@@ -257,8 +266,9 @@ def test_records_after_the_purge_are_ignored() -> None:
     log.start(T0)
     reviewed_alert(log, T0)
     log.purge(T0 + H, "a1")
-    log.hold(T0 + 50 * DAY, "a1", until=T0 + 51 * DAY)
-    assert [kind for kind, _ in found(log)] == []
+    hold = log.hold(T0 + 50 * DAY, "a1", until=T0 + 51 * DAY)
+    # It does not move the purge deadline; it is a record the store refuses.
+    assert found(log) == [("after_expiry", hold.seq)]
 
 
 # -- holds have reasons -------------------------------------------------------------
@@ -475,7 +485,11 @@ def test_summary_and_markdown_name_a_crash() -> None:
 
 
 def test_export_of_an_alert_never_raised_gives_a_notice() -> None:
-    log = compliant()
+    log = Records()
+    log.start(T0)
+    reviewed_alert(log, T0 + H)
+    log.stop(T0 + 2 * H)
+    log.destroy(T0 + 3 * H)
     log.add(T0 + 5 * H, "alert_exported", alert_id="a1", by="dc-9")
     assert checks.notices(log.records, LATER) == []
     export = log.add(T0 + 5 * H, "alert_exported", alert_id="zz", by="dc-9")
@@ -483,7 +497,7 @@ def test_export_of_an_alert_never_raised_gives_a_notice() -> None:
         f"record {export.seq}, line {export.line} (alert_exported) refers to alert "
         "zz, which was not raised earlier in the log"
     ]
-    assert found(log) == []
+    assert found(log, T0 + 5 * H) == []
 
 
 def test_policy_ttl_zero_means_at_the_stop() -> None:

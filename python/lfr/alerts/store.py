@@ -50,6 +50,7 @@ from lfr.alerts.values import (
     _dt,
     _encode,
     _id,
+    _reason,
     _score,
     _text,
     _us,
@@ -549,11 +550,11 @@ class AlertStore(Closing):
         Raises:
             KeyError: Unknown alert.
             RetentionError: The alert has expired or been purged.
-            ValueError: Empty reason, a naive ``until``, or ``until`` not in the
-                future or beyond ``max_hold``.
+            ValueError: A reason with no letter or digit, a naive ``until``,
+                or ``until`` not in the future or beyond ``max_hold``.
             TypeError: ``until`` is not a datetime.
         """
-        reason = _text(reason, "reason")
+        reason = _reason(reason)
         who = None if by is None else _text(by, "by")
         end = _aware(until, "until")
         with self._repo.session():

@@ -61,6 +61,16 @@ def _text(value: object, name: str) -> str:
     return value
 
 
+def _reason(value: object) -> str:
+    """A hold's reason: a string with at least one letter or digit."""
+    reason = _text(value, "reason")
+    if not any(ch.isalnum() for ch in reason):
+        raise ValueError(
+            f"a hold needs a reason in words (a case reference), got {reason!r}"
+        )
+    return reason
+
+
 def _aware(value: object, name: str) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from lfr.audit.log import Record
@@ -27,6 +27,53 @@ ALERT_EVENTS = frozenset(
         "alert_purged",
     }
 )
+
+#: The events the alert store refuses once an alert's retention has ended: one
+#: logged after it (beyond :data:`CLOCK_SKEW`) is an ``after_expiry`` violation.
+LIVE_ONLY_EVENTS = frozenset(
+    {
+        "alert_reviewed",
+        "alert_held",
+        "alert_released",
+        "alert_actioned",
+        "alert_exported",
+    }
+)
+
+#: The events reconciliation writes after a ``trail_reconciled`` anomaly, late.
+RECONCILED_EVENTS = frozenset(
+    {
+        "alert_raised",
+        "alert_improved",
+        "alert_reviewed",
+        "alert_held",
+        "alert_released",
+        "alert_purged",
+    }
+)
+
+#: How much a writer's clock may wobble: a record dated more than this before an
+#: earlier record is ``time_went_back``; a record of an alert may be logged this
+#: long after its retention ended (the store decides, then the log stamps).
+CLOCK_SKEW = timedelta(seconds=2)
+
+#: How far an alert's own time may be ahead of the store's clock
+#: (:data:`lfr.alerts.rules.SKEW`, camera clock skew; not imported, to keep the
+#: audit package free of the alert store).
+ALERT_TIME_LEAD = timedelta(minutes=1)
+
+#: The store keeps times in whole microseconds.
+ROUNDING = timedelta(microseconds=1)
+
+
+def person(name: str) -> str:
+    """A person's id as the checks compare it: case-folded, blanks collapsed."""
+    return " ".join(name.casefold().split())
+
+
+def prose(value: object) -> bool:
+    """Whether ``value`` is a string with at least one letter or digit."""
+    return isinstance(value, str) and any(ch.isalnum() for ch in value)
 
 
 def text(fields: Mapping[str, Any], name: str) -> str | None:
@@ -78,6 +125,7 @@ class AlertTrail:
     raised: Record
     deployment_id: str | None
     events: list[Record] = field(default_factory=list)
+    reconciled: set[int] = field(default_factory=set)
 
     @property
     def purge(self) -> Record | None:
@@ -91,16 +139,34 @@ class AlertTrail:
             return list(self.events)
         return [r for r in self.events if r.seq < purge.seq]
 
-    def reviewers(self) -> dict[str, str]:
-        """Each reviewer's latest decision, from the reviews logged before the purge."""
+    def reviewers(self, end: datetime | None = None) -> dict[str, str]:
+        """Each reviewer's latest decision, from the reviews that count.
+
+        A review counts when it is logged before the purge and, given the alert's
+        retention ``end``, no later than ``end`` plus :data:`CLOCK_SKEW` (or was
+        written by reconciliation, whose times are its own). Reviewers are
+        compared as :func:`person` gives them: ``"PC 1"`` and ``" pc  1"`` are
+        one person.
+        """
         out: dict[str, str] = {}
         for record in self.before_purge():
             if record.event != "alert_reviewed":
                 continue
+            if end is not None and self.after(record, end):
+                continue
             reviewer = text(record.fields, "reviewer")
-            if reviewer is not None:
-                out[reviewer] = text(record.fields, "decision") or ""
+            if reviewer is not None and person(reviewer):
+                out[person(reviewer)] = text(record.fields, "decision") or ""
         return out
+
+    def after(self, record: Record, end: datetime) -> bool:
+        """Whether ``record`` was logged after the retention ``end`` (plus skew).
+
+        Records written by reconciliation (after a ``trail_reconciled`` anomaly)
+        carry the reconciliation's time, not the change's, and never count as
+        after it.
+        """
+        return record.seq not in self.reconciled and record.time > end + CLOCK_SKEW
 
 
 @dataclass
@@ -163,9 +229,17 @@ def build(records: Sequence[Record]) -> Trail:
     def deployment(deployment_id: str) -> DeploymentTrail:
         return deployments.setdefault(deployment_id, DeploymentTrail(deployment_id))
 
+    reconciling = False
+    reconciled: set[int] = set()
     for record in records:
         fields = record.fields
         event = record.event
+        if event == "anomaly":
+            reconciling = text(fields, "kind") == "trail_reconciled"
+        elif reconciling and event in RECONCILED_EVENTS:
+            reconciled.add(record.seq)
+        else:
+            reconciling = False
         if event == "deployment_started":
             deployment_id = text(fields, "deployment_id")
             if deployment_id is not None:
@@ -201,6 +275,7 @@ def build(records: Sequence[Record]) -> Trail:
                 )
                 continue
             alert = AlertTrail(alert_id, record, text(fields, "deployment_id"))
+            alert.reconciled = reconciled
             alerts[alert_id] = alert
             if alert.deployment_id is not None:
                 deployment(alert.deployment_id).alerts.append(alert)
@@ -268,30 +343,47 @@ class Deadline:
     """When an alert had to be purged, and the first record showing it was not.
 
     Attributes:
-        deadline: The purge deadline in force at ``late`` (or after all the
-            alert's records when ``late`` is ``None``).
+        end: The retention end in force at ``late`` (or after all the alert's
+            records when ``late`` is ``None``).
+        deadline: ``end`` plus the policy's ``purge_interval``.
         late: The first hold, release or purge of the alert logged after the
             deadline then in force, or ``None``.
         ignored: Holds and releases logged after the alert's retention had ended:
             the store refuses them, so they cannot keep the alert.
     """
 
+    end: datetime
     deadline: datetime
     late: Record | None
     ignored: tuple[Record, ...]
+
+
+def alert_time(raised: Record) -> datetime:
+    """The time an alert's retention runs from.
+
+    Its ``time`` field, unless that is missing or more than
+    :data:`ALERT_TIME_LEAD` plus :data:`CLOCK_SKEW` after the record's own time
+    (a forward-dated alert, ``event_time_inconsistent``): the record's time then,
+    so a forward date buys no retention.
+    """
+    field_time = when(raised.fields, "time")
+    if field_time is None or field_time > raised.time + ALERT_TIME_LEAD + CLOCK_SKEW:
+        return raised.time
+    return field_time
 
 
 def purge_deadline(alert: AlertTrail, policy: RetentionPolicy) -> Deadline:
     """When the alert had to be purged, following the alert store's rules.
 
     The alert is kept until its *retention end*: its ``expires``, but never later
-    than its time plus ``policy.alert_ttl``. A hold logged before the retention end
-    moves it to the hold's ``until`` (never later than the hold's time plus
-    ``policy.max_hold``, never earlier than the alert's own end or the hold's
-    time); a release logged before it moves it back to the alert's own end, or to
-    the release if that is later. The latest hold or release decides; one logged
-    at or after the retention end is ignored (the store refuses to hold an expired
-    alert). The purge deadline is the retention end plus ``policy.purge_interval``.
+    than its time (:func:`alert_time`) plus ``policy.alert_ttl``. A hold logged
+    before the retention end moves it to the hold's ``until`` (never later than the
+    hold's time plus ``policy.max_hold``, never earlier than the alert's own end or
+    the hold's time); a release logged before it moves it back to the alert's own
+    end, or to the release if that is later. The latest hold or release decides; one
+    logged at or after the retention end is ignored (the store refuses to hold an
+    expired alert). The purge deadline is the retention end plus
+    ``policy.purge_interval``.
 
     Records are taken in log order; records after the purge are ignored.
 
@@ -303,8 +395,7 @@ def purge_deadline(alert: AlertTrail, policy: RetentionPolicy) -> Deadline:
         The deadline and the first record logged after it.
     """
     raised = alert.raised
-    alert_time = when(raised.fields, "time") or raised.time
-    base = alert_time + policy.alert_ttl
+    base = alert_time(raised) + policy.alert_ttl
     expires = when(raised.fields, "expires")
     if expires is not None and expires < base:
         base = expires
@@ -315,7 +406,7 @@ def purge_deadline(alert: AlertTrail, policy: RetentionPolicy) -> Deadline:
             continue
         deadline = end + policy.purge_interval
         if record.time > deadline:
-            return Deadline(deadline, record, tuple(ignored))
+            return Deadline(end, deadline, record, tuple(ignored))
         if record.event == "alert_purged":
             break
         if record.time >= end:
@@ -325,4 +416,4 @@ def purge_deadline(alert: AlertTrail, policy: RetentionPolicy) -> Deadline:
             end = max(base, min(until, record.time + policy.max_hold), record.time)
         else:
             end = max(base, record.time)
-    return Deadline(end + policy.purge_interval, None, tuple(ignored))
+    return Deadline(end, end + policy.purge_interval, None, tuple(ignored))

@@ -23,13 +23,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lfr.audit._trail import (
+    ALERT_TIME_LEAD,
+    CLOCK_SKEW,
+    LIVE_ONLY_EVENTS,
+    ROUNDING,
     at,
     build,
     count,
     effective_now,
     iso,
+    prose,
     purge_deadline,
     text,
+    when,
 )
 from lfr.audit.events import biometric_fields
 from lfr.audit.log import Record
@@ -38,21 +44,27 @@ __all__ = [
     "CHECKS",
     "VIOLATION_KINDS",
     "Violation",
+    "alert_times_consistent",
     "alerts_purged",
     "alerts_reviewed",
     "counters_consistent",
     "holds_have_reasons",
     "no_biometric_content",
+    "no_late_alert_records",
     "notices",
     "run_checks",
+    "times_in_order",
     "watchlists_destroyed",
 ]
 
 #: Every kind of :class:`Violation`, in the order a report lists them.
 VIOLATION_KINDS = (
     "integrity",
+    "time_went_back",
+    "event_time_inconsistent",
     "alert_not_purged",
     "hold_without_reason",
+    "after_expiry",
     "alert_not_reviewed",
     "single_review",
     "watchlist_not_destroyed",
@@ -177,8 +189,9 @@ def alerts_purged(records: Sequence[Record], now: datetime) -> list[Violation]:
 def holds_have_reasons(records: Sequence[Record], now: datetime) -> list[Violation]:
     """Every hold gives a reason (``hold_without_reason``).
 
-    A reason that is missing, not a string, or only blanks is flagged on the
-    ``alert_held`` record. The hold still counts for the purge deadline.
+    A reason that is missing, not a string, or has no letter or digit (``""``,
+    ``"  "``, ``"."``, ``"-"``) is flagged on the ``alert_held`` record. The
+    hold still counts for the purge deadline.
 
     Args:
         records: The verified records, in log order.
@@ -192,8 +205,7 @@ def holds_have_reasons(records: Sequence[Record], now: datetime) -> list[Violati
     for record in records:
         if record.event != "alert_held":
             continue
-        reason = record.fields.get("reason")
-        if not isinstance(reason, str) or not reason.strip():
+        if not prose(record.fields.get("reason")):
             alert_id = text(record.fields, "alert_id") or "(no id)"
             out.append(
                 Violation.at(
@@ -208,8 +220,11 @@ def holds_have_reasons(records: Sequence[Record], now: datetime) -> list[Violati
 def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]:
     """Every alert is reviewed before its purge, by two people where required.
 
-    Only reviews logged before the alert's purge count; a reviewer who reviews an
-    alert twice counts once. An alert purged with no review is
+    Only reviews logged before the alert's purge and no later than its retention
+    end (plus :data:`lfr.audit._trail.CLOCK_SKEW`; later ones are
+    ``after_expiry``) count; a reviewer who reviews an alert twice counts once,
+    and reviewer ids are compared case-folded with blanks collapsed
+    (``"PC-1"``, ``"pc-1 "`` are one person). An alert purged with no review is
     ``alert_not_reviewed`` (on its purge); one purged with fewer distinct
     reviewers than its policy asks (two with ``two_person_review``, else one) is
     ``single_review`` (on its purge). An alert not yet purged is judged the same
@@ -228,19 +243,23 @@ def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]
     for alert in trail.alerts.values():
         policy = trail.policy_of(alert)
         purge = alert.purge
+        result = purge_deadline(alert, policy)
         if purge is not None:
             where, when_text = purge, f"before its purge ({at(purge)})"
-        elif horizon > purge_deadline(alert, policy).deadline:
+        elif horizon > result.deadline:
             where, when_text = alert.raised, "by its purge deadline"
         else:
             continue
         needed = 2 if policy.two_person_review else 1
-        reviewers = len(alert.reviewers())
+        reviewers = len(alert.reviewers(result.end))
         name = f"alert {alert.alert_id} ({at(alert.raised)})"
         if reviewers == 0:
             out.append(
                 Violation.at(
-                    "alert_not_reviewed", where, f"{name} was not reviewed {when_text}"
+                    "alert_not_reviewed",
+                    where,
+                    f"{name} was not reviewed {when_text} and before its retention "
+                    f"ended ({iso(result.end)})",
                 )
             )
         elif reviewers < needed:
@@ -410,10 +429,154 @@ def no_biometric_content(records: Sequence[Record], now: datetime) -> list[Viola
     return out
 
 
+def times_in_order(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """No record is dated before an earlier one (``time_went_back``).
+
+    The log's writer stamps each record with its clock under the log's lock, so
+    times never go backwards unless that clock was set back: a record dated more
+    than :data:`lfr.audit._trail.CLOCK_SKEW` (2 seconds) before the latest time
+    of the records before it is flagged, on that record. Every deadline the
+    checks judge rests on these times, so a clock set back (to make a late purge
+    look timely) must show.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    out: list[Violation] = []
+    latest: Record | None = None
+    for record in records:
+        if latest is not None and record.time < latest.time - CLOCK_SKEW:
+            out.append(
+                Violation.at(
+                    "time_went_back",
+                    record,
+                    f"{at(record)} ({record.event}) is dated {iso(record.time)}, "
+                    f"{latest.time - record.time} before {at(latest)} "
+                    f"({iso(latest.time)}): the writer's clock went back",
+                )
+            )
+        if latest is None or record.time > latest.time:
+            latest = record
+    return out
+
+
+def alert_times_consistent(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Every alert's own times agree with its record (``event_time_inconsistent``).
+
+    The alert store accepts an alert whose ``time`` is at most a minute ahead of
+    its clock, and sets ``expires`` to ``time + alert_ttl``. So an
+    ``alert_raised`` record is flagged (on itself) when its ``time`` is more than
+    :data:`lfr.audit._trail.ALERT_TIME_LEAD` plus ``CLOCK_SKEW`` after the
+    record's own time (forward-dated: it would move the purge deadline; the
+    checks then run retention from the record's time), when its ``expires`` is
+    not ``time`` plus its deployment's ``alert_ttl`` (within a microsecond), or
+    when ``expires`` is after the record's time plus ``alert_ttl``, the lead and
+    the skew. Missing or unreadable times are not judged here, nor ``expires``
+    when the deployment's start (so its policy) is not in the log.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    trail = build(records)
+    lead = ALERT_TIME_LEAD + CLOCK_SKEW
+    out: list[Violation] = []
+    for record in records:
+        if record.event != "alert_raised":
+            continue
+        deployment = trail.deployments.get(text(record.fields, "deployment_id") or "")
+        field_time = when(record.fields, "time")
+        expires = when(record.fields, "expires")
+        problems: list[str] = []
+        if field_time is not None and field_time > record.time + lead:
+            problems.append(
+                f"its time {iso(field_time)} is {field_time - record.time} after "
+                f"the record's own time {iso(record.time)}"
+            )
+        if deployment is not None and deployment.started is not None:
+            ttl = deployment.policy.alert_ttl
+            if (
+                field_time is not None
+                and expires is not None
+                and abs(expires - (field_time + ttl)) > ROUNDING
+            ):
+                problems.append(
+                    f"it expires at {iso(expires)}, not at its time plus the "
+                    f"policy's alert_ttl {ttl} ({iso(field_time + ttl)})"
+                )
+            if expires is not None and expires > record.time + ttl + lead:
+                problems.append(
+                    f"it expires at {iso(expires)}, after the record's time plus "
+                    f"alert_ttl {ttl} and {lead} of clock skew "
+                    f"({iso(record.time + ttl + lead)})"
+                )
+        if problems:
+            alert_id = text(record.fields, "alert_id") or "(no id)"
+            out.append(
+                Violation.at(
+                    "event_time_inconsistent",
+                    record,
+                    f"alert {alert_id} ({at(record)}): {'; '.join(problems)}",
+                )
+            )
+    return out
+
+
+def no_late_alert_records(records: Sequence[Record], now: datetime) -> list[Violation]:
+    """Nothing is done to an alert after its retention ended (``after_expiry``).
+
+    The alert store refuses to review, hold, release, action or export an alert
+    whose retention has ended (its expiry, or the end of a hold in force; see
+    :func:`lfr.audit._trail.purge_deadline`). Such a record logged more than
+    ``CLOCK_SKEW`` after the retention end is flagged on itself; a review so
+    flagged does not count for :func:`alerts_reviewed` or the deployment record.
+    Records written by reconciliation (right after a ``trail_reconciled``
+    anomaly) carry the reconciliation's time and are not judged (a notice names
+    them).
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    trail = build(records)
+    out: list[Violation] = []
+    for alert in trail.alerts.values():
+        end = purge_deadline(alert, trail.policy_of(alert)).end
+        for record in alert.events:
+            if record.event in LIVE_ONLY_EVENTS and alert.after(record, end):
+                out.append(
+                    Violation.at(
+                        "after_expiry",
+                        record,
+                        f"{at(record)} ({record.event}) of alert {alert.alert_id} "
+                        f"({at(alert.raised)}) is dated {iso(record.time)}, after "
+                        f"its retention ended at {iso(end)}: the alert store "
+                        "refuses this once an alert has expired",
+                    )
+                )
+    return _in_order(out)
+
+
 #: The promise checks :func:`run_checks` runs, in order.
 CHECKS: tuple[Check, ...] = (
+    times_in_order,
+    alert_times_consistent,
     alerts_purged,
     holds_have_reasons,
+    no_late_alert_records,
     alerts_reviewed,
     watchlists_destroyed,
     counters_consistent,
@@ -441,7 +604,8 @@ def notices(records: Sequence[Record], now: datetime) -> list[str]:
     Deployments still running when the log ends, deployments that were killed
     and closed as crashed by a later start, records that refer to an alert never
     raised, repeated starts, stops or alerts, unreadable policies, alerts judged
-    with the default policy, and stopped deployments whose counters report a
+    with the default policy, records reconciliation wrote after their alert's
+    retention ended, and stopped deployments whose counters report a
     different number of alerts than the log raised.
 
     Args:
@@ -454,6 +618,20 @@ def notices(records: Sequence[Record], now: datetime) -> list[str]:
     del now
     trail = build(records)
     out = list(trail.notices)
+    for alert in trail.alerts.values():
+        end = purge_deadline(alert, trail.policy_of(alert)).end
+        for record in alert.events:
+            if (
+                record.seq in alert.reconciled
+                and record.event in LIVE_ONLY_EVENTS
+                and record.time > end + CLOCK_SKEW
+            ):
+                out.append(
+                    f"{at(record)} ({record.event}) of alert {alert.alert_id} was "
+                    f"written by reconciliation after the alert's retention ended "
+                    f"({iso(end)}): its time is the reconciliation's, not the "
+                    "change's"
+                )
     for deployment in trail.deployments.values():
         if deployment.started is not None and deployment.stopped is None:
             out.append(

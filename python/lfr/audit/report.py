@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from lfr.audit import checks
-from lfr.audit._trail import DeploymentTrail, build, count, iso, text
+from lfr.audit._trail import (
+    DeploymentTrail,
+    build,
+    count,
+    iso,
+    purge_deadline,
+    text,
+)
 from lfr.audit.checkpoint import Checkpoint, check_against
 from lfr.audit.checks import Violation
 from lfr.audit.log import Record, read_log
@@ -473,7 +480,8 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
     )
     engagements = 0
     for alert in trail.alerts:
-        decisions = set(alert.reviewers().values())
+        end = purge_deadline(alert, trail.policy).end
+        decisions = set(alert.reviewers(end).values())
         if not decisions:
             outcomes["unreviewed"] += 1
         elif decisions == {"confirmed"}:
