@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lfr.cli._common import fail, parse_time, signer_from
 from lfr.errors import LfrError
@@ -245,7 +246,7 @@ def _records(args: argparse.Namespace) -> Iterator[Records]:
     try:
         with Records.open(store_path, key, audit, signing) as records:
             if records.reconciled.total or records.reconciled.unreadable:
-                print(f"note: {records.reconciled.describe()}", file=_stderr())
+                print(f"note: {records.reconciled.describe()}", file=sys.stderr)
             yield records
     finally:
         key.destroy()
@@ -275,7 +276,7 @@ def _list(args: argparse.Namespace, store: AlertStore) -> int:
 def _list_audited(args: argparse.Namespace, records: Records) -> int:
     gone = records.purge()
     if gone:
-        print(f"purged {len(gone)} expired alert(s) (audited)", file=_stderr())
+        print(f"purged {len(gone)} expired alert(s) (audited)", file=sys.stderr)
     return _list(args, records.store)
 
 
@@ -362,12 +363,6 @@ def _purge(args: argparse.Namespace, records: Records) -> int:
     gone = records.purge()
     print(f"purged {len(gone)} expired alert(s); {len(records.store)} live")
     return 0
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
 
 
 _ACTIONS_RUN = {
