@@ -225,6 +225,14 @@ class AlertRepository(Protocol):
         """The latest time (µs since the epoch) a write was made at, if any."""
         ...
 
+    def chain(self) -> tuple[str, int, str] | None:
+        """``(log_id, records, head)``: the latest audit log of the store's chain."""
+        ...
+
+    def set_chain(self, log_id: str, records: int, head: str) -> None:
+        """Records the chain's latest log and head (in a write transaction)."""
+        ...
+
     def raise_high_water(self, now_us: int) -> None:
         """Moves that mark up to ``now_us``, never down (in a write transaction)."""
         ...

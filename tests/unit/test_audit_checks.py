@@ -599,8 +599,12 @@ def test_violation_validates_its_kind() -> None:
         "kind": "integrity",
         "record": None,
         "line": None,
+        "log": None,
         "message": "m",
     }
+    assert Violation("integrity", 3, 4, "m", "audit-2.log").to_json()["log"] == (
+        "audit-2.log"
+    )
 
 
 def test_checks_survive_malformed_fields() -> None:

@@ -56,13 +56,14 @@ import numpy.typing as npt
 from lfr._closing import Closing
 from lfr._files import lock_within
 from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
+from lfr.audit.chain import head_problem, line_hashes
 from lfr.audit.log import AuditLog, LogEnd, Record, read_log_from
 from lfr.errors import AlertStoreError, AuditError, RetentionError
 from lfr.keys import KeyProvider
 from lfr.protocols import Signer
 from lfr.retention import RetentionPolicy
 
-__all__ = ["Action", "LostAlert", "Reconciled", "Records"]
+__all__ = ["Action", "LostAlert", "Reconciled", "Records", "open_log_for"]
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +80,43 @@ _fault: Callable[[str], None] | None = None
 def _step(name: str) -> None:
     if _fault is not None:
         _fault(name)
+
+
+def open_log_for(
+    store: AlertStore,
+    path: str | os.PathLike[str],
+    signing_key: Signer,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> AuditLog:
+    """Opens ``store``'s audit log, creating it to continue the store's chain.
+
+    An existing log is opened (and verified). A log that does not exist is
+    created with ``previous=store.chain``: its record 0 names the latest log of
+    the store's chain and the head the store saw, so a verifier given only the
+    new log reports the earlier ones as missing, and the alerts they raised as
+    unaccounted for. A warning is logged when that happens for a store that had
+    a log (the auditor needs it too).
+
+    Raises:
+        AuditError: The existing log does not verify.
+        OSError: The log cannot be opened or created.
+    """
+    log_path = Path(path)
+    if log_path.exists():
+        return AuditLog.open(log_path, signing_key, clock=clock)
+    previous = store.chain
+    if previous is not None:
+        _log.warning(
+            "audit log %s does not exist: starting a new log that continues alert "
+            "store %s's chain after log %s (%d records); an auditor needs that log "
+            "too",
+            log_path,
+            store.path,
+            previous.log_id,
+            previous.records,
+        )
+    return AuditLog.create(log_path, signing_key, clock=clock, previous=previous)
 
 
 @dataclass(frozen=True)
@@ -223,8 +261,9 @@ class Records(Closing):
     ) -> Records:
         """Opens (or creates) a store and its log, and reconciles them.
 
-        The log is opened first (created if it does not exist) and verified, so
-        a log that does not verify leaves the store untouched.
+        A log that does not exist is created continuing the store's chain of
+        logs (:func:`open_log_for`). A log that does not verify, or does not
+        continue the store's chain, is refused before anything is written.
 
         Args:
             store: The store file.
@@ -242,14 +281,11 @@ class Records(Closing):
             WrongKeyError: The store was made with another key.
         """
         log_path = Path(log)
-        if log_path.exists():
-            audit = AuditLog.open(log_path, signing_key, clock=clock)
-        else:
-            audit = AuditLog.create(log_path, signing_key, clock=clock)
+        opened = AlertStore(store, key, policy=policy, clock=clock)
         try:
-            opened = AlertStore(store, key, policy=policy, clock=clock)
+            audit = open_log_for(opened, log_path, signing_key, clock=clock)
         except BaseException:
-            audit.close()
+            opened.close()
             raise
         try:
             records = cls(
@@ -557,6 +593,7 @@ class Records(Closing):
         # the lock, only what was appended since is read.
         early, end = self._read_log(None)
         with self._changing(reconciling=True):
+            self._check_chain()
             return self._reconcile_locked(early, end)
 
     def _reconcile_locked(self, early: list[Record], end: LogEnd) -> Reconciled:
@@ -648,6 +685,17 @@ class Records(Closing):
         """Closes what :meth:`open` opened (idempotent)."""
         if self._closed:
             return
+        # What was appended since the last change (a deployment's stop): best
+        # effort, a log that cannot be read any more keeps the last head.
+        try:
+            with self._changing(min(self._lock_timeout, 2.0)):
+                pass
+        except (AlertStoreError, AuditError, OSError, ValueError) as exc:
+            _log.warning(
+                "alert store %s: its chain head was not updated on close (%s)",
+                self._store.path,
+                type(exc).__name__,
+            )
         self._closed = True
         self._store._purging = False
         for thing in self._owned:
@@ -692,8 +740,92 @@ class Records(Closing):
             if reconciling:
                 self._dirty = False
             self._audit_clock()
+            self._sync_chain()
         finally:
             os.close(fd)  # releases the lock
+
+    def _check_chain(self) -> None:
+        """Refuses a log that does not continue the store's chain of logs.
+
+        The store records the latest log of its chain and the head it saw
+        (:attr:`lfr.AlertStore.chain`). The log must be that log, holding at
+        least that many records with the same record at the head (not cut
+        short, not an older copy put back); or a new log whose record 0 names
+        it as the previous log, at that head or later.
+        """
+        link = self._store.chain
+        if link is None:
+            return
+        head = self._log.head()
+        where = f"audit log {self._log.path} does not continue the chain of alert store"
+        if link.log_id == head.log_id:
+            problem = head_problem(
+                head.log_id,
+                line_hashes(self._log.path),
+                link,
+                f"store's record of this log ({self._store.path.name})",
+            )
+            if problem is not None:
+                raise AuditError(f"{where} {self._store.path}: {problem.message}")
+            return
+        previous = self._log.previous
+        continues = previous is not None and (
+            previous.log_id == link.log_id
+            and (
+                previous.records > link.records
+                or (
+                    previous.records == link.records
+                    and previous.last_hash == link.last_hash
+                )
+            )
+        )
+        if not continues:
+            raise AuditError(
+                f"{where} {self._store.path}: the store's chain ends in log "
+                f"{link.log_id} ({link.records} records), and this log "
+                + (
+                    "starts a new chain"
+                    if previous is None
+                    else f"continues log {previous.log_id} ({previous.records} records)"
+                )
+                + ". Use that log, or start a new log that continues it "
+                "(AuditLog.create(path, key, previous=store.chain); lfr run does "
+                "so when the log file does not exist)"
+            )
+
+    def _sync_chain(self) -> None:
+        """Records the log's head as the store's chain head (under the lock)."""
+        head = self._log.head()
+        if self._store.chain != head:
+            self._store._set_chain(head)
+
+    def audit_start(self, **fields: object) -> Record:
+        """Audits a ``deployment_started`` with what the store holds now.
+
+        Adds ``store_id``, ``store_alerts`` (alerts with their key) and
+        ``store_purged`` (purged ids) to ``fields``, counted under the store's
+        lock, so the verifier can check that the chain of logs accounts for
+        every alert the store holds.
+
+        Args:
+            **fields: The other fields of ``deployment_started``.
+
+        Returns:
+            The record written.
+
+        Raises:
+            AlertStoreError: The store is busy or cannot be read.
+            AuditError: The log cannot be written.
+        """
+        with self._changing():
+            live, purged = self._store._counts()
+            return self._log.append(
+                "deployment_started",
+                **fields,
+                store_id=self._store.store_id,
+                store_alerts=live,
+                store_purged=purged,
+            )
 
     def _audit_clock(self) -> None:
         """Audits a clock found behind the store's high-water mark (once each)."""

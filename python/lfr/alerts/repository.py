@@ -29,6 +29,8 @@ __all__ = ["SqliteRepository"]
 
 #: The meta entry that holds the clock's high-water mark (µs since the epoch).
 _HIGH_WATER = "clock_high_water"
+#: The meta entries that name the chain's latest audit log and its head.
+_CHAIN = ("chain_log_id", "chain_records", "chain_head")
 #: How long a statement waits for another connection's lock (ms).
 _BUSY_MS = 30_000
 #: How long a purge's checkpoint waits for readers, per try (ms).
@@ -199,6 +201,32 @@ class SqliteRepository:
             " SET value = excluded.value"
             " WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
             (_HIGH_WATER, str(int(now_us))),
+        )
+
+    # -- the chain of audit logs ----------------------------------------------
+
+    def chain(self) -> tuple[str, int, str] | None:
+        """``(log_id, records, head)`` of the chain's latest log, as last recorded."""
+        with self._lock:
+            rows = dict(
+                self._connection()
+                .execute("SELECT name, value FROM meta WHERE name IN (?, ?, ?)", _CHAIN)
+                .fetchall()
+            )
+        log_id, records, head = (rows.get(name) for name in _CHAIN)
+        if log_id is None or records is None or head is None:
+            return None
+        try:
+            return str(log_id), int(records), str(head)
+        except ValueError:
+            return None
+
+    def set_chain(self, log_id: str, records: int, head: str) -> None:
+        """Records the chain's latest log and head (in a write transaction)."""
+        self._connection().executemany(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE"
+            " SET value = excluded.value",
+            zip(_CHAIN, (log_id, str(int(records)), head)),
         )
 
     # -- alerts ------------------------------------------------------------------

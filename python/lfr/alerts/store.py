@@ -58,6 +58,7 @@ from lfr.alerts.values import (
     _uuid,
     _wipe,
 )
+from lfr.audit.log import LogHead
 from lfr.errors import AlertStoreError, RetentionError
 from lfr.keys import KeyProvider
 from lfr.protocols import AlertRepository
@@ -833,6 +834,43 @@ class AlertStore(Closing):
     def _mark_time(self) -> None:
         """Raises the high-water mark to the clock (inside a write transaction)."""
         self._repo.raise_high_water(_us(_aware(self._clock(), "the clock's time")))
+
+    @property
+    def chain(self) -> LogHead | None:
+        """The latest audit log of this store's chain, and its head, as last recorded.
+
+        :class:`lfr.alerts.Records` records it when it opens the store with a
+        log, after each change it audits, and when it closes; a new log for this
+        store must continue it (:meth:`lfr.AuditLog.create` with
+        ``previous=store.chain``). ``None`` for a store no log was bound to yet.
+        It is not signed: it catches a log deleted, cut short or replaced by
+        an older copy, not an operator who rewrites the store file (keep
+        checkpoints of the log away from the site for that; docs/audit.md).
+
+        Raises:
+            ValueError: The store is closed.
+        """
+        with self._repo.session():
+            link = self._repo.chain()
+        return None if link is None else LogHead(*link)
+
+    @property
+    def store_id(self) -> str:
+        """The store's random id (from its metadata record)."""
+        return str(self._repo.meta.get("store_id", ""))
+
+    def _set_chain(self, head: LogHead) -> None:
+        """Records ``head`` as the chain's latest (for :class:`lfr.alerts.Records`)."""
+        with self._repo.session(), self._repo.transaction():
+            self._repo.set_chain(head.log_id, head.records, head.last_hash)
+
+    def _counts(self) -> tuple[int, int]:
+        """``(live, purged)``: alerts with their key, and purged ids (tombstones)."""
+        with self._repo.session():
+            rows = self._repo.alerts()
+            buried = len(self._repo.tombstones())
+        live = sum(1 for row in rows if row.wrapped_key is not None)
+        return live, len(rows) - live + buried
 
     @property
     def clock_behind(self) -> tuple[datetime, datetime] | None:

@@ -113,8 +113,9 @@ def iso(moment: datetime) -> str:
 
 
 def at(record: Record) -> str:
-    """``record 7, line 8``: how messages name a record."""
-    return f"record {record.seq}, line {record.line}"
+    """``record 7, line 8`` (``..., line 8 of audit-2.log`` in a chain of logs)."""
+    where = "" if record.log is None else f" of {record.log}"
+    return f"record {record.seq}, line {record.line}{where}"
 
 
 @dataclass

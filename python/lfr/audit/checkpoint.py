@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import re
@@ -40,8 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from lfr.audit.chain import head_problem, line_hashes
 from lfr.audit.events import format_time, parse_time
-from lfr.audit.log import AuditLog, canonical, read_log
+from lfr.audit.log import AuditLog, LogHead, canonical, read_log
 from lfr.audit.signing import SIGNATURE_SIZE, PublicKey
 from lfr.errors import AuditError
 
@@ -308,7 +308,7 @@ def check_against(
     """
     records, _ = read_log(path, public_key)
     log_id = records[0].fields.get("log_id") if records else None
-    hashes = _line_hashes(Path(path))
+    hashes = line_hashes(path)
     problems = []
     for checkpoint in checkpoints:
         when = format_time(checkpoint.time)
@@ -318,53 +318,24 @@ def check_against(
         except AuditError as exc:
             problems.append(CheckpointProblem(checkpoint, "bad_signature", str(exc)))
             continue
-        if checkpoint.log_id != log_id:
-            which = "no verifiable log_id" if log_id is None else f"log_id {log_id}"
+        problem = head_problem(
+            log_id,
+            hashes,
+            LogHead(checkpoint.log_id, checkpoint.records, checkpoint.head),
+            name,
+        )
+        if problem is not None:
+            line = None if problem.record is None else problem.record + 1
             problems.append(
                 CheckpointProblem(
                     checkpoint,
-                    "another_log",
-                    f"the {name} is of log {checkpoint.log_id}, but this log has "
-                    f"{which}: it is another log",
-                )
-            )
-            continue
-        if len(hashes) < checkpoint.records:
-            cut = checkpoint.records - len(hashes)
-            problems.append(
-                CheckpointProblem(
-                    checkpoint,
-                    "truncated",
-                    f"the log holds {len(hashes)} records, but the {name} saw "
-                    f"{checkpoint.records}: {cut} record(s) were cut from its "
-                    "end, or an older copy of the log was put back",
-                )
-            )
-            continue
-        seq = checkpoint.records - 1
-        if hashes[seq] != checkpoint.head:
-            problems.append(
-                CheckpointProblem(
-                    checkpoint,
-                    "diverged",
-                    f"record {seq} (line {seq + 1}) is not the record the {name} "
-                    "saw there: the log was replaced by another version (an older "
-                    "copy put back and continued, or records rewritten)",
-                    record=seq,
-                    line=seq + 1,
+                    problem.kind,
+                    problem.message,
+                    record=problem.record,
+                    line=line,
                 )
             )
     return problems
-
-
-def _line_hashes(path: Path) -> list[str]:
-    """SHA-256 of each complete line (without its newline), in order."""
-    hashes = []
-    with open(path, "rb") as f:
-        for line in f:
-            if line.endswith(b"\n"):
-                hashes.append(hashlib.sha256(line[:-1]).hexdigest())
-    return hashes
 
 
 def _reject(name: str) -> Any:

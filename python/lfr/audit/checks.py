@@ -71,6 +71,9 @@ VIOLATION_KINDS = (
     "counters_inconsistent",
     "biometric_content",
     "checkpoint_mismatch",
+    "chain_gap",
+    "chain_broken",
+    "store_unaccounted",
 )
 
 _COUNTERS = ("faces_detected", "faces_wiped", "alerts", "faces_skipped")
@@ -86,6 +89,8 @@ class Violation:
         line: The 1-based line of that record in the log file, or ``None``.
         message: What is wrong, naming records, alert ids and times; never
             biometric data or the subject ids of alerts.
+        log: The log file it concerns, when a chain of logs was verified
+            (``record`` then counts through the chain), else ``None``.
 
     Raises:
         ValueError: ``kind`` is unknown or ``message`` is empty.
@@ -95,6 +100,7 @@ class Violation:
     record: int | None
     line: int | None
     message: str
+    log: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in VIOLATION_KINDS:
@@ -108,14 +114,15 @@ class Violation:
     @classmethod
     def at(cls, kind: str, record: Record, message: str) -> Violation:
         """A violation concerning ``record``."""
-        return cls(kind, record.seq, record.line, message)
+        return cls(kind, record.seq, record.line, message, record.log)
 
     def to_json(self) -> dict[str, object]:
-        """A JSON-ready dict with the four attributes."""
+        """A JSON-ready dict with the five attributes."""
         return {
             "kind": self.kind,
             "record": self.record,
             "line": self.line,
+            "log": self.log,
             "message": self.message,
         }
 

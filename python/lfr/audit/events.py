@@ -254,8 +254,15 @@ _COUNTS = (
 
 #: Every event an audit log may hold, by name.
 EVENTS: Mapping[str, EventSpec] = {
+    # A log that continues a store's chain of logs (lfr.alerts.Records) names the
+    # previous log of that chain, and the record count and head hash it ended at.
     "log_created": _spec(
-        {"log_id": _uuid, "public_key": _public_key, "lfr_version": _id}
+        {"log_id": _uuid, "public_key": _public_key, "lfr_version": _id},
+        {
+            "previous_log_id": _uuid,
+            "previous_records": _count,
+            "previous_head": _sha256,
+        },
     ),
     "deployment_started": _spec(
         {
@@ -270,7 +277,12 @@ EVENTS: Mapping[str, EventSpec] = {
             "threshold": _number,
             "policy": _policy,
             "lfr_version": _id,
-        }
+        },
+        # What the alert store held when the deployment started (written under
+        # the store's lock): its live alerts and its purged ones (tombstones and
+        # rows whose key a purge destroyed). The chain of logs must account for
+        # both.
+        {"store_id": _id, "store_alerts": _count, "store_purged": _count},
     ),
     # A deployment killed before it could log its stop is closed by the next start
     # (lfr.audit.liveness.close_crashed): reason "crashed", and last_record, the

@@ -115,6 +115,9 @@ class Record:
         event: The event name (see :data:`lfr.audit.events.EVENTS`).
         fields: The event's fields as stored (times as ``...Z`` strings).
         line: Its 1-based line number in the file.
+        log: The log file's name when records of a chain of logs are read
+            together (:func:`lfr.audit.verify` with ``earlier=``; ``seq`` then
+            counts through the chain), else ``None``.
     """
 
     seq: int
@@ -122,6 +125,7 @@ class Record:
     event: str
     fields: Mapping[str, Any] = field(repr=False)
     line: int
+    log: str | None = None
 
 
 @dataclass(frozen=True)
@@ -529,11 +533,16 @@ class AuditLog(Closing):
         *,
         clock: Callable[[], datetime] | None = None,
         lock_timeout: float = LOCK_TIMEOUT,
+        previous: LogHead | None = None,
     ) -> AuditLog:
         """Starts a new log (mode 0640) and exports its public key to ``<log>.pub``.
 
         Record 0, ``log_created``, names a random ``log_id``, the public key and
-        the lfr version. An existing ``<log>.pub`` is replaced.
+        the lfr version, and, for a log that continues a chain of logs (an alert
+        store outlives one log: see :class:`lfr.alerts.Records`), the previous
+        log's id, record count and head hash (``previous_log_id``,
+        ``previous_records``, ``previous_head``). An existing ``<log>.pub`` is
+        replaced.
 
         Args:
             path: The new log file.
@@ -542,6 +551,9 @@ class AuditLog(Closing):
                 None.
             lock_timeout: How long each append waits for another writer's lock
                 on the file, in seconds, before raising :class:`AuditError`.
+            previous: Where the previous log of the chain ended (its
+                :meth:`head`, or :attr:`lfr.AlertStore.chain`), or None for the
+                first log of a chain.
 
         Returns:
             The open log.
@@ -554,6 +566,10 @@ class AuditLog(Closing):
         """
         _check_key(key)
         timeout = _check_timeout(lock_timeout)
+        if previous is not None and not isinstance(previous, LogHead):
+            raise TypeError(
+                f"previous must be a LogHead, got {type(previous).__name__}"
+            )
         path = Path(path)
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
         try:
@@ -572,11 +588,17 @@ class AuditLog(Closing):
                 _clock=clock or _utc_now,
                 _lock_timeout=timeout,
             )
-            header = {
+            header: dict[str, Any] = {
                 "log_id": str(uuid.uuid4()),
                 "public_key": base64.b64encode(key.public_key().raw).decode(),
                 "lfr_version": __version__,
             }
+            if previous is not None:
+                header.update(
+                    previous_log_id=previous.log_id,
+                    previous_records=previous.records,
+                    previous_head=previous.last_hash,
+                )
             with log._lock, log._file_lock():  # no one else can have written
                 log._append("log_created", check_event("log_created", header))
             fsync_dir(path.parent)
@@ -763,22 +785,53 @@ class AuditLog(Closing):
         """Signs ``data`` with the log's key (for :mod:`lfr.audit.checkpoint`)."""
         return self._key.sign(data)
 
+    @property
+    def previous(self) -> LogHead | None:
+        """Where the previous log of this log's chain ended, or None (a first log).
+
+        From record 0 (``previous_log_id``, ``previous_records``,
+        ``previous_head``), verified when this object read or wrote it.
+
+        Raises:
+            AuditError: Record 0 cannot be read back.
+        """
+        fields = self._header()
+        log_id = fields.get("previous_log_id")
+        if log_id is None:
+            return None
+        records = fields.get("previous_records")
+        head = fields.get("previous_head")
+        if (
+            not isinstance(log_id, str)
+            or not isinstance(records, int)
+            or not isinstance(head, str)
+        ):
+            raise AuditError(f"audit log {self._path} names its previous log badly")
+        return LogHead(log_id, records, head)
+
     def _read_log_id(self) -> str:
         """The ``log_id`` of record 0 (verified when this object read or wrote it)."""
         if self._log_id is None:
-            with open(self._fd, "rb", closefd=False) as f:
-                f.seek(0)
-                first = f.readline()
-            try:
-                log_id = json.loads(first)["fields"]["log_id"]
-            except (ValueError, TypeError, KeyError) as exc:
-                raise AuditError(
-                    f"audit log {self._path} has no readable log_id"
-                ) from exc
+            log_id = self._header().get("log_id")
             if not isinstance(log_id, str):
                 raise AuditError(f"audit log {self._path} has no readable log_id")
             self._log_id = log_id
         return self._log_id
+
+    def _header(self) -> dict[str, Any]:
+        """The fields of record 0, ``log_created``."""
+        with open(self._fd, "rb", closefd=False) as f:
+            f.seek(0)
+            first = f.readline()
+        try:
+            fields = json.loads(first)["fields"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise AuditError(
+                f"audit log {self._path} has no readable record 0"
+            ) from exc
+        if not isinstance(fields, dict):
+            raise AuditError(f"audit log {self._path} has no readable record 0")
+        return fields
 
     def _write(self, event: str, fields: dict[str, Any]) -> Record:
         """Catches up with other writers, then signs, writes and fsyncs a record."""

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from lfr.alerts.survey import survey_store
 from lfr.audit import checks
 from lfr.audit._trail import (
     DeploymentTrail,
@@ -29,10 +30,18 @@ from lfr.audit._trail import (
     purge_deadline,
     text,
 )
+from lfr.audit.chain import (
+    LogRead,
+    count_violations,
+    link_violations,
+    read_chain,
+    store_violations,
+)
 from lfr.audit.checkpoint import Checkpoint, check_against
 from lfr.audit.checks import Violation
-from lfr.audit.log import Record, read_log
+from lfr.audit.log import Record
 from lfr.audit.signing import PublicKey
+from lfr.keys import KeyProvider
 
 __all__ = [
     "AuditReport",
@@ -161,6 +170,8 @@ class AuditReport:
         last_record_sha256: SHA-256 (hex) of the last verified record's line, as
             the next record's ``prev`` would hold it; publish it to make a later
             truncation of the log detectable. ``None`` for an empty log.
+        logs: Every log verified, oldest first (the chain; ``path`` is last).
+        store: The alert store checked against the logs, or ``None``.
 
     Raises:
         ValueError: ``ok`` disagrees with ``violations``, or ``verified_at`` is
@@ -175,6 +186,8 @@ class AuditReport:
     deployments: tuple[DeploymentSummary, ...]
     verified_at: datetime
     last_record_sha256: str | None = None
+    logs: tuple[str, ...] = ()
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if self.ok != (not self.violations):
@@ -193,6 +206,8 @@ class AuditReport:
             "deployments": [d.to_json() for d in self.deployments],
             "verified_at": iso(self.verified_at),
             "last_record_sha256": self.last_record_sha256,
+            "logs": list(self.logs),
+            "store": self.store,
         }
 
 
@@ -202,6 +217,9 @@ def verify(
     *,
     now: datetime | None = None,
     checkpoints: Iterable[Checkpoint] = (),
+    earlier: Sequence[str | os.PathLike[str]] = (),
+    store: str | os.PathLike[str] | None = None,
+    store_key: KeyProvider | None = None,
 ) -> AuditReport:
     """Verifies an audit log: its chain and signatures, then every promise.
 
@@ -215,6 +233,18 @@ def verify(
     log's checkpoint, a changed or forged checkpoint) is a
     ``checkpoint_mismatch`` violation; a notice says how many matched.
 
+    An alert store outlives one log: its logs form a chain, each naming the
+    one before (:mod:`lfr.audit.chain`). With ``earlier`` (the chain's earlier
+    logs, oldest first) the logs are verified together, as one history: a log
+    that does not continue the one before it is ``chain_broken``, a missing
+    log (the first log given continues one not given, or one is skipped) is a
+    ``chain_gap``, and record numbers count through the chain (violations name
+    the log file). Each ``deployment_started`` records what the store held;
+    logs that account for less are ``store_unaccounted``. With ``store`` (read
+    only, never written; ``store_key`` optional), every alert it holds or
+    purged must be accounted for by the logs and vice versa, and its chain
+    record must name the last log at a head that log holds.
+
     Args:
         path: The log file.
         public_key: The key the log must be signed with (or the path of its PEM
@@ -222,14 +252,22 @@ def verify(
             beside it).
         now: The time to judge deadlines at (aware; default: the current time).
         checkpoints: Checkpoints of the log, kept away from it
-            (:func:`lfr.audit.checkpoint.load_checkpoints`).
+            (:func:`lfr.audit.checkpoint.load_checkpoints`); in a chain, each
+            is compared with the log it names (with ``path`` if none).
+        earlier: The chain's earlier logs, oldest first, signed with the same
+            key.
+        store: The alert store file, to check against the logs.
+        store_key: The store's key, to check it is the store's and that its
+            alerts' data keys are theirs; the plaintext is checked without it.
 
     Returns:
         The report; ``report.ok`` is whether there are no violations.
 
     Raises:
         ValueError: ``now`` is naive.
-        OSError: The log cannot be read.
+        OSError: A log cannot be read.
+        AlertStoreError: ``store`` is not an lfr alert store, or is damaged.
+        WrongKeyError: ``store_key`` is not the store's key.
 
     Examples:
         >>> import pathlib, tempfile
@@ -252,39 +290,47 @@ def verify(
         now = datetime.now(timezone.utc)
     elif now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware (use datetime.now(timezone.utc))")
-    records, problems = read_log(path, public_key)
+    chain = read_chain([*earlier, path], public_key)
+    records = [record for log in chain for record in log.records]
     violations: list[Violation] = []
     notices: list[str] = []
-    for problem in problems:
-        if problem.kind == "truncated":
-            notices.append(problem.message)
-        else:
-            violations.append(
-                Violation("integrity", len(records), problem.line, problem.message)
-            )
+    for log in chain:
+        for problem in log.problems:
+            where = "" if log.name is None else f"{log.name}: "
+            if problem.kind == "truncated":
+                notices.append(f"{where}{problem.message}")
+            else:
+                violations.append(
+                    Violation(
+                        "integrity",
+                        log.offset + len(log.records),
+                        problem.line,
+                        f"{where}{problem.message}",
+                        log.name,
+                    )
+                )
     violations.extend(checks.run_checks(records, now))
     notices.extend(checks.notices(records, now))
+    linked, link_notices = link_violations(chain)
+    violations.extend(linked)
+    notices.extend(link_notices)
+    violations.extend(count_violations(records))
+    if store is not None:
+        held, store_notices = store_violations(chain, survey_store(store, store_key))
+        violations.extend(held)
+        notices.extend(store_notices)
     checkpoints = list(checkpoints)
     if checkpoints:
-        mismatched = check_against(path, public_key, checkpoints)
-        violations.extend(
-            Violation("checkpoint_mismatch", p.record, p.line, p.message)
-            for p in mismatched
-        )
-        if len(mismatched) < len(checkpoints):
-            latest = max(
-                (
-                    c
-                    for c in checkpoints
-                    if all(p.checkpoint is not c for p in mismatched)
-                ),
-                key=lambda c: c.records,
-            )
+        mismatched, matched = _checkpoint_violations(chain, public_key, checkpoints)
+        violations.extend(mismatched)
+        if matched:
+            latest = max(matched, key=lambda c: c.records)
             notices.append(
-                f"the log matches {len(checkpoints) - len(mismatched)} of "
-                f"{len(checkpoints)} checkpoint(s); the latest matching one saw "
-                f"{latest.records} records at {iso(latest.time)}"
+                f"the log matches {len(matched)} of {len(checkpoints)} "
+                f"checkpoint(s); the latest matching one saw {latest.records} "
+                f"records at {iso(latest.time)}"
             )
+    last = chain[-1]
     return AuditReport(
         ok=not violations,
         path=str(path),
@@ -293,8 +339,46 @@ def verify(
         notices=tuple(notices),
         deployments=tuple(summarise(records)),
         verified_at=now,
-        last_record_sha256=_line_hash(Path(path), records[-1]) if records else None,
+        last_record_sha256=(
+            last.hashes[last.records[-1].line - 1] if last.records else None
+        ),
+        logs=tuple(str(log.path) for log in chain),
+        store=None if store is None else str(store),
     )
+
+
+def _checkpoint_violations(
+    chain: Sequence[LogRead], public_key: PublicKey, checkpoints: list[Checkpoint]
+) -> tuple[list[Violation], list[Checkpoint]]:
+    """Compares each checkpoint with the log of the chain it names (else the last).
+
+    Returns:
+        The mismatches as violations, and the checkpoints that matched.
+    """
+    by_log: dict[int, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        index = next(
+            (i for i, log in enumerate(chain) if log.log_id == checkpoint.log_id),
+            len(chain) - 1,
+        )
+        by_log.setdefault(index, []).append(checkpoint)
+    out = []
+    matched = []
+    for index, group in sorted(by_log.items()):
+        log = chain[index]
+        problems = check_against(log.path, public_key, group)
+        matched += [c for c in group if all(p.checkpoint is not c for p in problems)]
+        for p in problems:
+            out.append(
+                Violation(
+                    "checkpoint_mismatch",
+                    None if p.record is None else log.offset + p.record,
+                    p.line,
+                    p.message,
+                    log.name,
+                )
+            )
+    return out, matched
 
 
 def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:

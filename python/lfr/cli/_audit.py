@@ -23,6 +23,7 @@ from lfr.audit.report import AuditReport, verify, write_report
 from lfr.audit.signing import PublicKey
 from lfr.cli._common import fail, parse_time, signer_from
 from lfr.errors import LfrError
+from lfr.keys import Key
 
 _KEY_HELP = (
     "the log's public key (PEM), obtained independently of the log: not the "
@@ -44,7 +45,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "watchlists destroyed in time, counters consistent, no biometric "
         "content. Exits 1 on any violation.",
     )
-    check.add_argument("log", metavar="LOG", help="the audit log file")
+    _add_logs(check)
     check.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
@@ -55,6 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="a file of checkpoints of the log (one JSON object a line), kept away "
         "from it; the log must match each (repeatable)",
     )
+    _add_store(check)
     _add_now(check)
 
     report = asub.add_parser(
@@ -66,9 +68,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "size and counts, and the verification result. No biometric data and no "
         "subject ids. Exits 1 if violations were found (they are listed).",
     )
-    report.add_argument("log", metavar="LOG", help="the audit log file")
+    _add_logs(report)
     report.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
     report.add_argument("--out", required=True, metavar="DIR", help="where to write")
+    _add_store(report)
     _add_now(report)
 
     point = asub.add_parser(
@@ -86,6 +89,32 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--signing-key", required=True, metavar="SK", help="the log's signing key"
     )
     point.add_argument("--out", metavar="FILE", help="write it here, not to stdout")
+
+
+def _add_logs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "logs",
+        nargs="+",
+        metavar="LOG",
+        help="the audit log; or the logs of a store's chain, oldest first, all "
+        "signed with the same key (each log names the one before it)",
+    )
+
+
+def _add_store(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        metavar="FILE",
+        help="the alert store the logs belong to (read only; a copy is best): "
+        "every alert it holds or purged must be accounted for by the logs",
+    )
+    parser.add_argument(
+        "--store-key-file",
+        metavar="K",
+        help="the store's key file, to check it is the store's and that its "
+        "alerts' data keys are theirs (without it, only the plaintext ids are "
+        "checked)",
+    )
 
 
 def _add_now(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +137,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         checkpoints: list[Checkpoint] = []
         for path in getattr(args, "checkpoint", []):
             checkpoints += load_checkpoints(path)
-        result = verify(args.log, public_key, now=now, checkpoints=checkpoints)
+        store_key = (
+            None if args.store_key_file is None else Key.from_file(args.store_key_file)
+        )
+        if store_key is not None and args.store is None:
+            raise ValueError("--store-key-file needs --store")
+        *earlier, log = args.logs
+        result = verify(
+            log,
+            public_key,
+            now=now,
+            checkpoints=checkpoints,
+            earlier=earlier,
+            store=args.store,
+            store_key=store_key,
+        )
     except (LfrError, OSError, ValueError) as exc:
         return fail(command, exc)
     if args.audit_command == "report":
@@ -145,7 +188,12 @@ def _checkpoint(args: argparse.Namespace, command: str) -> int:
 
 def _print(report: AuditReport, public_key: PublicKey) -> None:
     data: dict[str, Any] = report.to_json()
-    print(f"log: {report.path}")
+    if len(report.logs) > 1:
+        print(f"logs (oldest first): {', '.join(report.logs)}")
+    else:
+        print(f"log: {report.path}")
+    if report.store is not None:
+        print(f"alert store: {report.store}")
     print(f"public key: {public_key.key_id}")
     print(f"records verified: {report.records}")
     if report.last_record_sha256 is not None:
@@ -166,9 +214,10 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
         return
     print(f"result: {len(report.violations)} violation(s)")
     for violation in report.violations:
+        of = "" if violation.log is None else f" of {violation.log}"
         where = (
             ""
             if violation.line is None
-            else f"record {violation.record}, line {violation.line}: "
+            else f"record {violation.record}, line {violation.line}{of}: "
         )
         print(f"  {where}{violation.kind}: {violation.message}")

@@ -51,6 +51,7 @@ from typing import Any
 from lfr._core import __version__
 from lfr._files import fsync_dir
 from lfr.alerts import Alert, AlertStore, Decision, LostAlert, Records
+from lfr.alerts.records import open_log_for
 from lfr.audit import AuditLog, SigningKey
 from lfr.audit.checkpoint import Checkpoint, make_checkpoint
 from lfr.audit.liveness import RunningMark, close_crashed
@@ -309,10 +310,7 @@ class Deployment:
             raise DeploymentError("an audit log path needs signing_key=")
         if not isinstance(key, Signer):
             key = SigningKey.load(key)
-        path = Path(self._audit_spec)
-        if path.exists():
-            return AuditLog.open(path, key)
-        return AuditLog.create(path, key)
+        return open_log_for(self._store, self._audit_spec, key)
 
     def _open_source(self) -> Source:
         if isinstance(self._source_spec, Source):
@@ -337,8 +335,9 @@ class Deployment:
     def _audit_start(self) -> None:
         wl = self._watchlist
         self._started_audited = True  # from here on a failed start is closed
-        self._audit(
-            "deployment_started",
+        if self._records is None:
+            raise RuntimeError("_audit_start before the records are open")
+        self._records.audit_start(
             deployment_id=self._deployment_id,
             camera_ids=[self._camera_id],
             location=self._location,
