@@ -291,6 +291,8 @@ def test_cli_verify_json(bad_log: Path, auditor_key: Path) -> None:
         "deployments",
         "verified_at",
         "last_record_sha256",
+        "logs",
+        "store",
     }
     assert data["ok"] is False
     assert data["verified_at"] == "2026-04-01T00:00:00Z"
@@ -300,7 +302,7 @@ def test_cli_verify_json(bad_log: Path, auditor_key: Path) -> None:
         "single_review",
         "watchlist_not_destroyed",
     }
-    assert set(data["violations"][0]) == {"kind", "record", "line", "message"}
+    assert set(data["violations"][0]) == {"kind", "record", "line", "log", "message"}
     assert [d["deployment_id"] for d in data["deployments"]] == ["dep-ok", "dep-bad"]
     assert not any(s in out.stdout for s in SUBJECTS)
 

@@ -462,3 +462,41 @@ def test_lfr_run_refuses_a_signing_key_beside_the_log(
     assert "key_beside_log" not in [
         r.fields["kind"] for r in records if r.event == "anomaly"
     ]
+
+
+def test_a_deleted_log_and_a_new_lfr_run_are_reported_by_verify(
+    site: Site, tmp_path: Path
+) -> None:
+    """The operator deletes audit.log and runs again: the gap shows."""
+    store, log = tmp_path / "alerts.db", tmp_path / "audit.log"
+    args = [
+        "run", "--source", str(site.video),
+        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--store", str(store), "--audit", str(log),
+        "--signing-key", str(site.signing_file),
+    ]  # fmt: skip
+    first = cli(site, *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    public = site.signing.public_key()
+    raised = [r for r in read_log(log, public)[0] if r.event == "alert_raised"]
+    assert raised, "the video raised no alert"
+    kept = tmp_path / "audit-1.log"  # the copy an auditor received before
+    kept.write_bytes(log.read_bytes())
+    log.unlink()
+    again = cli(site, *args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "continues alert store" in again.stderr
+    pub = tmp_path / "auditor.pub"
+    public.save(pub)
+    alone = cli(site, "audit", "verify", str(log), "--public-key", str(pub),
+                "--store", str(store))  # fmt: skip
+    assert alone.returncode == 1
+    assert "chain_gap" in alone.stdout, alone.stdout
+    # The negative control: with the whole chain the same store accounts.
+    whole = cli(site, "audit", "verify", str(kept), str(log), "--public-key",
+                str(pub), "--store", str(store))  # fmt: skip
+    assert whole.returncode == 0, whole.stdout
+    # And deployment_started said what the store held when the second run began.
+    records, _ = read_log(log, public)
+    started = next(r for r in records if r.event == "deployment_started")
+    assert started.fields["store_alerts"] == len(raised)

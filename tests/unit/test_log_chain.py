@@ -102,7 +102,8 @@ def test_the_store_records_its_logs_head(site: Site) -> None:
         chain = store.chain
     with AuditLog.open(site.log, site.signing) as log:
         assert chain == log.head()
-    assert chain is not None and chain.records == len(line_hashes(site.log))
+    assert chain is not None
+    assert chain.records == len(line_hashes(site.log))
 
 
 def test_the_honest_control_verifies_with_store(site: Site) -> None:
@@ -193,7 +194,7 @@ def test_a_log_of_another_chain_is_refused(site: Site, tmp_path: Path) -> None:
         site.open(other)
 
 
-# -- verifying a chain ------------------------------------------------------------------
+# -- verifying a chain --------------------------------------------------------------
 
 
 def chain_of_three(site: Site) -> list[Path]:
@@ -214,7 +215,8 @@ def test_a_log_missing_from_the_middle_is_a_gap(site: Site) -> None:
     logs = chain_of_three(site)
     report = site.verify(logs[0], logs[2])
     gaps = [v for v in report.violations if v.kind == "chain_gap"]
-    assert gaps and gaps[0].log == "audit-2.log"
+    assert gaps
+    assert gaps[0].log == "audit-2.log"
     assert "missing between them" in gaps[0].message
 
 
@@ -241,8 +243,10 @@ def test_violations_in_a_chain_name_their_log(site: Site) -> None:
         )  # fmt: skip
     report = site.verify(*logs)
     bad = [v for v in report.violations if v.kind == "counters_inconsistent"]
-    assert bad and bad[0].log == "audit-1.log"
-    assert bad[0].record is not None and bad[0].record > len(line_hashes(logs[0]))
+    assert bad
+    assert bad[0].log == "audit-1.log"
+    assert bad[0].record is not None
+    assert bad[0].record > len(line_hashes(logs[0]))
 
 
 # -- the store against the logs -------------------------------------------------------
@@ -255,7 +259,8 @@ def test_an_alert_deleted_from_the_store_is_unaccounted(site: Site) -> None:
         conn.execute("DELETE FROM alerts WHERE alert_id = ?", (ids[0],))
     report = site.verify(store=True)
     bad = [v for v in report.violations if v.kind == "store_unaccounted"]
-    assert len(bad) == 1 and ids[0] in bad[0].message
+    assert len(bad) == 1
+    assert ids[0] in bad[0].message
     assert "without an audited purge" in bad[0].message
 
 
@@ -269,7 +274,8 @@ def test_the_next_start_records_what_the_store_holds(site: Site) -> None:
     assert started.fields["store_purged"] == 0
     report = site.verify()  # the log alone: no store file needed
     bad = [v for v in report.violations if v.kind == "store_unaccounted"]
-    assert len(bad) == 1 and bad[0].record == started.seq
+    assert len(bad) == 1
+    assert bad[0].record == started.seq
     assert "without an audited purge" in bad[0].message
 
 
@@ -293,9 +299,11 @@ def test_the_survey_reads_without_writing(site: Site) -> None:
     ids = site.raise_alerts(2)
     before = {p.name: p.read_bytes() for p in site.folder.iterdir() if p.is_file()}
     survey = survey_store(site.store)
-    assert survey.alerts == tuple(ids) and not survey.key_checked
+    assert survey.alerts == tuple(ids)
+    assert not survey.key_checked
     checked = survey_store(site.store, site.key)
-    assert checked.key_checked and checked.unreadable == ()
+    assert checked.key_checked
+    assert checked.unreadable == ()
     after = {p.name: p.read_bytes() for p in site.folder.iterdir() if p.is_file()}
     assert after == before
     with pytest.raises(lfr.errors.WrongKeyError):
@@ -316,7 +324,7 @@ def test_a_swapped_data_key_is_reported_with_the_key(site: Site) -> None:
     assert any(b in v.message for v in report.violations)
 
 
-# -- the CLI ---------------------------------------------------------------------------
+# -- the CLI -------------------------------------------------------------------------
 
 
 def lfr_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -339,10 +347,13 @@ def test_cli_verifies_a_chain_with_its_store(site: Site) -> None:
     ok = lfr_cli("audit", "verify", *map(str, logs), *common,
                  "--store-key-file", str(key_file))  # fmt: skip
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "logs (oldest first)" in ok.stdout and "alert store" in ok.stdout
+    assert "logs (oldest first)" in ok.stdout
+    assert "alert store" in ok.stdout
     gap = lfr_cli("audit", "verify", str(logs[-1]), *common)
     assert gap.returncode == 1
-    assert "chain_gap" in gap.stdout and "was not given" in gap.stdout
+    assert "chain_gap" in gap.stdout
+    assert "was not given" in gap.stdout
     bad = lfr_cli("audit", "verify", str(logs[-1]), "--public-key", str(pub),
                   "--store-key-file", str(key_file))  # fmt: skip
-    assert bad.returncode != 0 and "--store" in bad.stderr
+    assert bad.returncode != 0
+    assert "--store" in bad.stderr

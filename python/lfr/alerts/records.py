@@ -281,12 +281,20 @@ class Records(Closing):
             WrongKeyError: The store was made with another key.
         """
         log_path = Path(log)
-        opened = AlertStore(store, key, policy=policy, clock=clock)
-        try:
-            audit = open_log_for(opened, log_path, signing_key, clock=clock)
-        except BaseException:
-            opened.close()
-            raise
+        if log_path.exists():  # verified first: a bad log leaves the store as it was
+            audit = AuditLog.open(log_path, signing_key, clock=clock)
+            try:
+                opened = AlertStore(store, key, policy=policy, clock=clock)
+            except BaseException:
+                audit.close()
+                raise
+        else:  # a new log continues the store's chain
+            opened = AlertStore(store, key, policy=policy, clock=clock)
+            try:
+                audit = open_log_for(opened, log_path, signing_key, clock=clock)
+            except BaseException:
+                opened.close()
+                raise
         try:
             records = cls(
                 opened, audit, lock_timeout=lock_timeout, compact_wait=compact_wait

@@ -163,8 +163,8 @@ def read_chain(
         OSError: A log cannot be read.
     """
     names = [Path(p).name for p in paths]
-    if len(set(names)) < len(names):
-        names = [str(p) for p in paths]
+    if len(set(names)) < len(names):  # file names only: no site paths in reports
+        names = [f"log {i + 1} ({name})" for i, name in enumerate(names)]
     chained = len(paths) > 1
     out: list[LogRead] = []
     offset = 0

@@ -423,6 +423,9 @@ def write_report(report: AuditReport, out_dir: str | os.PathLike[str]) -> list[P
     data = report.to_json()
     data["log"] = Path(report.path).name
     del data["path"]
+    # File names only: the record is published, the site's paths are not.
+    data["logs"] = [Path(p).name for p in report.logs]
+    data["store"] = None if report.store is None else Path(report.store).name
     json_path = directory / RECORD_JSON
     md_path = directory / RECORD_MARKDOWN
     _write(json_path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
