@@ -9,6 +9,9 @@ untouched control must pass.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -21,8 +24,9 @@ import pytest
 import lfr
 from lfr.alerts import Records
 from lfr.alerts.survey import survey_store
-from lfr.audit import AuditLog, SigningKey, verify
+from lfr.audit import AuditLog, SigningKey, load_checkpoints, make_checkpoint, verify
 from lfr.audit.chain import line_hashes
+from lfr.audit.log import canonical
 from lfr.errors import AuditError
 
 CHAIN_KINDS = {"chain_gap", "chain_broken", "store_unaccounted"}
@@ -357,3 +361,45 @@ def test_cli_verifies_a_chain_with_its_store(site: Site) -> None:
                   "--store-key-file", str(key_file))  # fmt: skip
     assert bad.returncode != 0
     assert "--store" in bad.stderr
+
+
+def resign_without(path: Path, key: SigningKey, event: str) -> None:
+    """What a holder of the signing key can do: rewrite the log, re-signed."""
+    lines = [json.loads(x) for x in path.read_bytes().splitlines()]
+    kept = [r for r in lines if r["event"] != event]
+    prev, out = "0" * 64, []
+    for seq, record in enumerate(kept):
+        body = {k: v for k, v in record.items() if k != "sig"}
+        body.update(seq=seq, prev=prev)
+        if body["event"] == "counters":
+            body["fields"] = {**body["fields"], "alerts": 0}
+        line = canonical(
+            {**body, "sig": base64.b64encode(key.sign(canonical(body))).decode()}
+        )
+        prev = hashlib.sha256(line).hexdigest()
+        out.append(line)
+    path.write_bytes(b"\n".join(out) + b"\n")
+
+
+def test_a_log_rewritten_and_resigned_is_caught_by_its_store_and_checkpoints(
+    site: Site,
+) -> None:
+    site.raise_alerts(2)
+    with AuditLog.open(site.log, site.signing) as log:
+        checkpoint = make_checkpoint(log)
+    points = site.folder / "off-site.jsonl"
+    points.write_text(checkpoint.to_json() + "\n")
+    resign_without(site.log, site.signing, "alert_raised")
+    alone = site.verify()
+    assert alone.ok  # the rewritten log verifies on its own: that is the attack
+    with pytest.raises(AuditError):
+        site.open()  # the store saw another log
+    report = verify(
+        site.log,
+        site.signing.public_key(),
+        store=site.store,
+        checkpoints=load_checkpoints(points),
+    )
+    found = kinds(report)
+    assert {"checkpoint_mismatch", "store_unaccounted"} <= found
+    assert {"chain_gap", "chain_broken"} & found  # the store saw a longer log

@@ -802,10 +802,22 @@ class Records(Closing):
             )
 
     def _sync_chain(self) -> None:
-        """Records the log's head as the store's chain head (under the lock)."""
-        head = self._log.head()
-        if self._store.chain != head:
-            self._store._set_chain(head)
+        """Records the log's head as the store's chain head (under the lock).
+
+        Best effort: the change and its record are done, and a head that lags
+        behind the log is still true of it (the log only grows), so a failure
+        here (a full disk) is logged, not raised.
+        """
+        try:
+            head = self._log.head()
+            if self._store.chain != head:
+                self._store._set_chain(head)
+        except (AlertStoreError, AuditError, OSError) as exc:
+            _log.warning(
+                "alert store %s: its record of the log's head was not updated (%s)",
+                self._store.path,
+                type(exc).__name__,
+            )
 
     def audit_start(self, **fields: object) -> Record:
         """Audits a ``deployment_started`` with what the store holds now.
