@@ -27,15 +27,15 @@ from lfr.alerts import Records
 from lfr.audit import SigningKey, verify
 
 CHAIN_KINDS = {"chain_gap", "chain_broken", "store_unaccounted"}
-KEY = lfr.Key.generate()
-SIGNING = SigningKey.generate()
 
 
-def write_chain(folder: Path, alerts: list[int]) -> list[Path]:
+def write_chain(
+    folder: Path, alerts: list[int], key: lfr.Key, signing: SigningKey
+) -> list[Path]:
     logs = []
     for index, count in enumerate(alerts):
         log = folder / f"audit-{index}.log"
-        with Records.open(folder / "alerts.db", KEY, log, SIGNING) as records:
+        with Records.open(folder / "alerts.db", key, log, signing) as records:
             for i in range(count):
                 records.raise_alert(
                     subject_id=f"S-{i}",
@@ -62,15 +62,18 @@ def test_verify_accepts_exactly_the_whole_chain_in_order(
         st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True),
         label="logs given",
     )
+    # Keys made here, not at import: a key's locked page must not outlive the test.
+    key, signing = lfr.Key.generate(), SigningKey.generate()
     with tempfile.TemporaryDirectory() as tmp:
-        logs = write_chain(Path(tmp), alerts)
+        logs = write_chain(Path(tmp), alerts, key, signing)
         *earlier, last = [logs[i] for i in given_order]
         report = verify(
             last,
-            SIGNING.public_key(),
+            signing.public_key(),
             earlier=earlier,
             store=Path(tmp) / "alerts.db",
         )
+    key.destroy()
     found = {v.kind for v in report.violations} & CHAIN_KINDS
     whole = given_order == list(range(n))
     assert (not found) == whole, (given_order, report.violations)
