@@ -233,6 +233,10 @@ class AlertRepository(Protocol):
         """Records the chain's latest log and head (in a write transaction)."""
         ...
 
+    def counts(self) -> tuple[int, int, int]:
+        """``(live, shredded, tombstones)``: alerts with their key, without, buried."""
+        ...
+
     def raise_high_water(self, now_us: int) -> None:
         """Moves that mark up to ``now_us``, never down (in a write transaction)."""
         ...

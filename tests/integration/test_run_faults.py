@@ -455,8 +455,9 @@ def test_lfr_run_refuses_a_signing_key_beside_the_log(
     elsewhere = tmp_path / "other"
     elsewhere.mkdir()
     out = cli(
-        site, *args[:-1], str(site.signing_file), "--audit", str(elsewhere / "a.log")
-    )
+        site, *args[:-1], str(site.signing_file), "--audit", str(elsewhere / "a.log"),
+        "--new-log",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     records, _ = read_log(elsewhere / "a.log", site.signing.public_key())
     assert "key_beside_log" not in [
@@ -483,7 +484,11 @@ def test_a_deleted_log_and_a_new_lfr_run_are_reported_by_verify(
     kept = tmp_path / "audit-1.log"  # the copy an auditor received before
     kept.write_bytes(log.read_bytes())
     log.unlink()
-    again = cli(site, *args)
+    refused = cli(site, *args)  # not by mistake: a new log must be asked for
+    assert refused.returncode == 1
+    assert "--new-log" in refused.stderr
+    assert not log.exists()
+    again = cli(site, *args, "--new-log")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "continues alert store" in again.stderr
     pub = tmp_path / "auditor.pub"

@@ -23,9 +23,9 @@ import pytest
 
 import lfr
 from lfr.alerts import Records
-from lfr.alerts.survey import survey_store
+from lfr.alerts.survey import StoreSurvey, survey_store
 from lfr.audit import AuditLog, SigningKey, load_checkpoints, make_checkpoint, verify
-from lfr.audit.chain import line_hashes
+from lfr.audit.chain import line_hashes, read_chain, store_violations
 from lfr.audit.log import canonical
 from lfr.errors import AuditError
 
@@ -403,3 +403,108 @@ def test_a_log_rewritten_and_resigned_is_caught_by_its_store_and_checkpoints(
     found = kinds(report)
     assert {"checkpoint_mismatch", "store_unaccounted"} <= found
     assert {"chain_gap", "chain_broken"} & found  # the store saw a longer log
+
+
+# -- honest flows that must not be refused or flagged ---------------------------------
+
+
+def test_a_process_still_writing_the_old_log_leaves_the_chain_alone(
+    site: Site,
+) -> None:
+    """Rotation while a deployment writes the old log: no false refusal."""
+    old = site.open()
+    try:
+        newer = site.folder / "audit-2.log"
+        site.raise_alerts(1, newer)  # another process starts the next log
+        old.raise_alert(
+            subject_id="S", score=0.9, box=(1, 2, 30, 40),
+            crop=np.zeros((40, 32, 3), np.uint8), camera_id="c", deployment_id="d",
+        )  # fmt: skip
+    finally:
+        old.close()
+    with lfr.AlertStore(site.store, site.key) as store:
+        assert store.chain is not None
+        assert store.chain.log_id == AuditLog.open(newer, site.signing).head().log_id
+    site.open(newer).close()  # still the store's latest log
+    report = site.verify(site.log, newer, store=True)
+    assert not {"chain_gap", "chain_broken"} & kinds(report), report.violations
+    assert any("after the point" in n for n in report.notices)
+
+
+def test_a_start_after_another_process_died_mid_change_counts_true(
+    site: Site,
+) -> None:
+    """B's start reconciles what A stored but never audited, then counts."""
+    a = site.open()
+    b = site.open()
+
+    def killed(*_: object, **__: object) -> None:
+        raise AuditError("simulated: killed between the store and the log")
+
+    a._audit_raised = killed  # type: ignore[method-assign]
+    with pytest.raises(AuditError):
+        a.raise_alert(
+            subject_id="S", score=0.9, box=(1, 2, 30, 40),
+            crop=np.zeros((40, 32, 3), np.uint8), camera_id="c", deployment_id="dA",
+        )  # fmt: skip
+    a._owned = ()  # A dies: it never reconciles
+    started = b.audit_start(**start_fields())
+    b.close()
+    assert started.fields["store_alerts"] == 1
+    report = site.verify(store=True)
+    assert not CHAIN_KINDS & kinds(report), report.violations
+
+
+def test_close_always_closes(site: Site) -> None:
+    records = site.open()
+    records._dirty = True  # the next lock reconciles: make that fail
+
+    def failing(*_: object) -> None:
+        raise lfr.errors.KeyFileError("simulated key service failure")
+
+    records._reconcile_locked = failing  # type: ignore[method-assign,assignment]
+    records.close()
+    assert records.closed
+    assert records.log.closed
+
+
+def test_both_files_restored_from_a_backup_need_a_checkpoint(site: Site) -> None:
+    """Out of reach without checkpoints (docs/audit.md says so); caught with one."""
+    site.raise_alerts(1)
+    backup = site.folder / "backup"
+    backup.mkdir()
+    for name in ("alerts.db", "audit.log"):
+        shutil.copy(site.folder / name, backup / name)
+    site.raise_alerts(2)
+    with AuditLog.open(site.log, site.signing) as log:
+        points = site.folder / "off-site.jsonl"
+        points.write_text(make_checkpoint(log).to_json() + "\n")
+    for name in ("alerts.db", "audit.log"):
+        (site.folder / name).unlink()
+        shutil.copy(backup / name, site.folder / name)
+    assert site.verify(store=True).ok  # the limit: a consistent older pair
+    report = verify(
+        site.log,
+        site.signing.public_key(),
+        store=site.store,
+        checkpoints=load_checkpoints(points),
+    )
+    assert "checkpoint_mismatch" in kinds(report)
+
+
+def test_a_purge_of_an_alert_no_log_raised_is_unaccounted(site: Site) -> None:
+    with AuditLog.create(site.log, site.signing) as log:
+        log.append("alert_purged", alert_id="ghost")
+        head = log.head()
+    survey = StoreSurvey(str(site.store), "store-1", (), ("ghost",), head)
+    chain = read_chain([site.log], site.signing.public_key())
+    found, _ = store_violations(chain, survey)
+    assert [v.kind for v in found] == ["store_unaccounted"]
+    assert "no log of the chain raised it" in found[0].message
+    # The control: a chain that does not start at its first log may have raised it.
+    later = site.folder / "later.log"
+    with AuditLog.create(later, site.signing, previous=head) as log:
+        log.append("alert_purged", alert_id="ghost")
+        survey = StoreSurvey(str(site.store), "s", (), ("ghost",), log.head())
+    found, _ = store_violations(read_chain([later], site.signing.public_key()), survey)
+    assert found == []

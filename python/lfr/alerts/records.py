@@ -58,7 +58,7 @@ from lfr._files import lock_within
 from lfr.alerts.store import Alert, AlertStore, Decision, ImageFormat
 from lfr.audit.chain import head_problem, line_hashes
 from lfr.audit.log import AuditLog, LogEnd, Record, read_log_from
-from lfr.errors import AlertStoreError, AuditError, RetentionError
+from lfr.errors import AlertStoreError, AuditError, LfrError, RetentionError
 from lfr.keys import KeyProvider
 from lfr.protocols import Signer
 from lfr.retention import RetentionPolicy
@@ -82,12 +82,36 @@ def _step(name: str) -> None:
         _fault(name)
 
 
+@contextlib.contextmanager
+def store_lock(store: AlertStore, wait: float) -> Iterator[None]:
+    """Holds ``<store>.lock`` (``flock``), waiting at most ``wait`` seconds.
+
+    The lock every change and its audit record are made under; named after the
+    store's resolved path, so two spellings of one store share it.
+
+    Raises:
+        AlertStoreError: Another process held it for longer than ``wait``.
+    """
+    path = Path(f"{store.path.resolve()}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if not lock_within(fd, wait):
+            raise AlertStoreError(
+                f"alert store {store.path} is busy: another change held "
+                f"{path.name} for {wait:g} s"
+            )
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def open_log_for(
     store: AlertStore,
     path: str | os.PathLike[str],
     signing_key: Signer,
     *,
     clock: Callable[[], datetime] | None = None,
+    lock_timeout: float = 10.0,
 ) -> AuditLog:
     """Opens ``store``'s audit log, creating it to continue the store's chain.
 
@@ -95,28 +119,41 @@ def open_log_for(
     created with ``previous=store.chain``: its record 0 names the latest log of
     the store's chain and the head the store saw, so a verifier given only the
     new log reports the earlier ones as missing, and the alerts they raised as
-    unaccounted for. A warning is logged when that happens for a store that had
-    a log (the auditor needs it too).
+    unaccounted for. The store is bound to the new log at once, under its
+    lock. A warning is logged when that happens for a store that had a log (the
+    auditor needs it too).
 
     Raises:
         AuditError: The existing log does not verify.
+        AlertStoreError: The store is busy for longer than ``lock_timeout``
+            seconds, or cannot be written.
         OSError: The log cannot be opened or created.
     """
     log_path = Path(path)
     if log_path.exists():
         return AuditLog.open(log_path, signing_key, clock=clock)
-    previous = store.chain
-    if previous is not None:
-        _log.warning(
-            "audit log %s does not exist: starting a new log that continues alert "
-            "store %s's chain after log %s (%d records); an auditor needs that log "
-            "too",
-            log_path,
-            store.path,
-            previous.log_id,
-            previous.records,
-        )
-    return AuditLog.create(log_path, signing_key, clock=clock, previous=previous)
+    # Under the store's lock: the head named is the store's latest, and the store
+    # is bound to the new log before anyone changes it again (a process still
+    # writing the old log then leaves the store's chain alone).
+    with store_lock(store, lock_timeout):
+        previous = store.chain
+        if previous is not None:
+            _log.warning(
+                "audit log %s does not exist: starting a new log that continues "
+                "alert store %s's chain after log %s (%d records); an auditor "
+                "needs that log too",
+                log_path,
+                store.path,
+                previous.log_id,
+                previous.records,
+            )
+        log = AuditLog.create(log_path, signing_key, clock=clock, previous=previous)
+        try:
+            store._set_chain(log.head())
+        except BaseException:
+            log.close()
+            raise
+    return log
 
 
 @dataclass(frozen=True)
@@ -238,11 +275,11 @@ class Records(Closing):
         self._lock_timeout = float(lock_timeout)
         self._compact_wait = float(compact_wait)
         self._owned: tuple[Closing, ...] = ()
-        # Resolved: two spellings of one store (a symlink) share one lock.
-        self._lock_path = Path(f"{store.path.resolve()}.lock")
         self._closed = False
         self._dirty = False
         self._clock_reported: datetime | None = None
+        self._moved_on = False
+        self._previous = log.previous
         self._reconciled = self.reconcile()
         store._purging = True
 
@@ -291,7 +328,13 @@ class Records(Closing):
         else:  # a new log continues the store's chain
             opened = AlertStore(store, key, policy=policy, clock=clock)
             try:
-                audit = open_log_for(opened, log_path, signing_key, clock=clock)
+                audit = open_log_for(
+                    opened,
+                    log_path,
+                    signing_key,
+                    clock=clock,
+                    lock_timeout=lock_timeout,
+                )
             except BaseException:
                 opened.close()
                 raise
@@ -698,16 +741,17 @@ class Records(Closing):
         try:
             with self._changing(min(self._lock_timeout, 2.0)):
                 pass
-        except (AlertStoreError, AuditError, OSError, ValueError) as exc:
+        except (LfrError, OSError, ValueError) as exc:
             _log.warning(
                 "alert store %s: its chain head was not updated on close (%s)",
                 self._store.path,
                 type(exc).__name__,
             )
-        self._closed = True
-        self._store._purging = False
-        for thing in self._owned:
-            thing.close()
+        finally:
+            self._closed = True
+            self._store._purging = False
+            for thing in self._owned:
+                thing.close()
 
     def __repr__(self) -> str:
         return f"Records(store={str(self._store.path)!r}, log={str(self._log.path)!r})"
@@ -727,13 +771,7 @@ class Records(Closing):
         wait = self._lock_timeout if lock_timeout is None else max(0.0, lock_timeout)
         if self._closed:
             raise ValueError("the records are closed")
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if not lock_within(fd, wait):
-                raise AlertStoreError(
-                    f"alert store {self._store.path} is busy: another change held "
-                    f"{self._lock_path.name} for {wait:g} s"
-                )
+        with store_lock(self._store, wait):
             if self._dirty and not reconciling:
                 self._reconcile_locked(*self._read_log(None))
                 self._dirty = False
@@ -749,8 +787,6 @@ class Records(Closing):
                 self._dirty = False
             self._audit_clock()
             self._sync_chain()
-        finally:
-            os.close(fd)  # releases the lock
 
     def _check_chain(self) -> None:
         """Refuses a log that does not continue the store's chain of logs.
@@ -810,7 +846,27 @@ class Records(Closing):
         """
         try:
             head = self._log.head()
-            if self._store.chain != head:
+            link = self._store.chain
+            previous = self._previous
+            if (
+                link is not None
+                and link.log_id != head.log_id
+                and (previous is None or previous.log_id != link.log_id)
+            ):
+                # The chain moved on to a newer log (started by another process)
+                # while this one still writes the old: leave it there.
+                if not self._moved_on:
+                    self._moved_on = True
+                    _log.warning(
+                        "alert store %s: its chain continues in log %s; audit log "
+                        "%s is no longer its latest (start the next change with "
+                        "the newer log)",
+                        self._store.path,
+                        link.log_id,
+                        self._log.path,
+                    )
+                return
+            if link != head:
                 self._store._set_chain(head)
         except (AlertStoreError, AuditError, OSError) as exc:
             _log.warning(
@@ -838,6 +894,9 @@ class Records(Closing):
             AuditError: The log cannot be written.
         """
         with self._changing():
+            # What another process stored but could not audit (it was killed
+            # in between) is audited first, so the counts match the log.
+            self._reconcile_locked(*self._read_log(None))
             live, purged = self._store._counts()
             return self._log.append(
                 "deployment_started",

@@ -229,6 +229,15 @@ class SqliteRepository:
             zip(_CHAIN, (log_id, str(int(records)), head)),
         )
 
+    def counts(self) -> tuple[int, int, int]:
+        """``(live, shredded, tombstones)``: alerts with their key, without, buried."""
+        conn = self._connection()
+        live, shredded = conn.execute(
+            "SELECT count(wrapped_key), count(*) - count(wrapped_key) FROM alerts"
+        ).fetchone()
+        (buried,) = conn.execute("SELECT count(*) FROM tombstones").fetchone()
+        return int(live), int(shredded), int(buried)
+
     # -- alerts ------------------------------------------------------------------
 
     def alert(self, alert_id: str) -> AlertRow | None:

@@ -867,10 +867,8 @@ class AlertStore(Closing):
     def _counts(self) -> tuple[int, int]:
         """``(live, purged)``: alerts with their key, and purged ids (tombstones)."""
         with self._repo.session():
-            rows = self._repo.alerts()
-            buried = len(self._repo.tombstones())
-        live = sum(1 for row in rows if row.wrapped_key is not None)
-        return live, len(rows) - live + buried
+            live, shredded, buried = self._repo.counts()
+        return live, shredded + buried
 
     @property
     def clock_behind(self) -> tuple[datetime, datetime] | None:

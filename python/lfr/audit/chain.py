@@ -414,12 +414,19 @@ def store_violations(
                     f"{at(purged[alert_id])} records it purged"
                 )
             )
+    whole = bool(chain) and chain[0].previous is None  # from the first log on
     for alert_id in survey.purged:
         if alert_id not in purged:
             out.append(
                 _store(
                     f"alert {alert_id} was purged from the store, but no log given "
                     "records its purge"
+                )
+            )
+        elif whole and alert_id not in raised:
+            out.append(
+                _store(
+                    f"alert {alert_id} was purged, but no log of the chain raised it"
                 )
             )
     for alert_id, record in raised.items():

@@ -64,6 +64,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "in the log as an anomaly, key_beside_log)",
     )
     run.add_argument(
+        "--new-log",
+        action="store_true",
+        help="start a new audit log although the alert store already has one (the "
+        "new log continues it; an auditor needs both, oldest first)",
+    )
+    run.add_argument(
         "--checkpoints",
         metavar="PATH",
         help="append signed checkpoints of the audit log (at the start, with every "
@@ -177,6 +183,7 @@ def _run(
         if isinstance(key, Passphrase):
             raise ValueError("the alert store needs a key file (--key-file)")
         store = AlertStore(args.store, key)
+        _check_new_log(args, store)
         preview = None
         if args.preview:
             from lfr.preview import Preview
@@ -256,3 +263,17 @@ def _run(
         file=sys.stderr,
     )
     return 0
+
+
+def _check_new_log(args: argparse.Namespace, store: Any) -> None:
+    """Refuses to start a new log for a store that has one, unless --new-log."""
+    chain = store.chain
+    if chain is None or Path(args.audit).exists() or args.new_log:
+        return
+    store.close()
+    raise ValueError(
+        f"the audit log {args.audit} does not exist, but alert store {args.store} "
+        f"already has one (log {chain.log_id}, {chain.records} records): give that "
+        "log's path with --audit, or pass --new-log to start a new log that "
+        "continues it (an auditor then needs both)"
+    )

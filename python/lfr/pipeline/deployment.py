@@ -334,7 +334,6 @@ class Deployment:
 
     def _audit_start(self) -> None:
         wl = self._watchlist
-        self._started_audited = True  # from here on a failed start is closed
         if self._records is None:
             raise RuntimeError("_audit_start before the records are open")
         self._records.audit_start(
@@ -350,6 +349,7 @@ class Deployment:
             policy=self._policy,
             lfr_version=__version__,
         )
+        self._started_audited = True  # from here on a failed start is closed
         self._audit(
             "watchlist_loaded",
             deployment_id=self._deployment_id,
