@@ -270,7 +270,10 @@ EVENTS: Mapping[str, EventSpec] = {
             "threshold": _number,
             "policy": _policy,
             "lfr_version": _id,
-        }
+        },
+        # When the watchlist was created (Watchlist.created): an auditor's
+        # policy may bound its age at the start (lfr.Policy.max_watchlist_age).
+        {"watchlist_created": _time},
     ),
     # A deployment killed before it could log its stop is closed by the next start
     # (lfr.audit.liveness.close_crashed): reason "crashed", and last_record, the

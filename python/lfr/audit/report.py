@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,14 @@ from lfr.audit._trail import (
     iso,
     purge_deadline,
     text,
+    when,
 )
 from lfr.audit.checkpoint import Checkpoint, check_against
 from lfr.audit.checks import Violation
 from lfr.audit.log import Record, read_log
 from lfr.audit.signing import PublicKey
+from lfr.governance.policy import Policy
+from lfr.retention import RetentionPolicy
 
 __all__ = [
     "AuditReport",
@@ -80,6 +84,11 @@ class DeploymentSummary:
         crashed: Whether its process was killed: a later start closed it as
             crashed, and ``stopped`` is when that close was written (when it
             really ended is not known; ``duration`` is then ``None``).
+        threshold: The match threshold it recorded (``None`` if unreadable).
+        policy: The retention policy it recorded
+            (:meth:`lfr.RetentionPolicy.to_json`; ``None`` if unreadable).
+        watchlist_created: When its watchlist was created, as recorded at the
+            start (``None`` if not recorded).
 
     Raises:
         ValueError: A count is negative.
@@ -105,6 +114,9 @@ class DeploymentSummary:
     unreviewed: int
     engagements: int
     crashed: bool = False
+    threshold: float | None = None
+    policy: dict[str, Any] | None = field(default=None, hash=False)
+    watchlist_created: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -127,6 +139,9 @@ class DeploymentSummary:
             "watchlist_size": self.watchlist_size,
             **{name: getattr(self, name) for name in _SUMMARY_COUNTS},
             "crashed": self.crashed,
+            "threshold": self.threshold,
+            "policy": None if self.policy is None else dict(self.policy),
+            "watchlist_created": _iso_or_none(self.watchlist_created),
         }
 
 
@@ -161,6 +176,8 @@ class AuditReport:
         last_record_sha256: SHA-256 (hex) of the last verified record's line, as
             the next record's ``prev`` would hold it; publish it to make a later
             truncation of the log detectable. ``None`` for an empty log.
+        policy: The auditor's policy the log was judged against
+            (:meth:`lfr.Policy.to_json`), or ``None``.
 
     Raises:
         ValueError: ``ok`` disagrees with ``violations``, or ``verified_at`` is
@@ -175,6 +192,7 @@ class AuditReport:
     deployments: tuple[DeploymentSummary, ...]
     verified_at: datetime
     last_record_sha256: str | None = None
+    policy: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.ok != (not self.violations):
@@ -193,6 +211,7 @@ class AuditReport:
             "deployments": [d.to_json() for d in self.deployments],
             "verified_at": iso(self.verified_at),
             "last_record_sha256": self.last_record_sha256,
+            "policy": None if self.policy is None else dict(self.policy),
         }
 
 
@@ -202,6 +221,7 @@ def verify(
     *,
     now: datetime | None = None,
     checkpoints: Iterable[Checkpoint] = (),
+    policy: Policy | None = None,
 ) -> AuditReport:
     """Verifies an audit log: its chain and signatures, then every promise.
 
@@ -215,6 +235,12 @@ def verify(
     log's checkpoint, a changed or forged checkpoint) is a
     ``checkpoint_mismatch`` violation; a notice says how many matched.
 
+    With the auditor's ``policy`` (:class:`lfr.Policy`), every deployment that
+    recorded a looser retention policy, a lower threshold or an older watchlist
+    than it allows is a ``looser_policy`` violation, and every deadline is
+    judged with, field by field, the stricter of the recorded policy and this
+    one: an operator cannot buy time by recording a long retention.
+
     Args:
         path: The log file.
         public_key: The key the log must be signed with (or the path of its PEM
@@ -223,6 +249,8 @@ def verify(
         now: The time to judge deadlines at (aware; default: the current time).
         checkpoints: Checkpoints of the log, kept away from it
             (:func:`lfr.audit.checkpoint.load_checkpoints`).
+        policy: The auditor's policy (:meth:`lfr.Policy.load`), or ``None`` to
+            judge each deployment by the policy it recorded only.
 
     Returns:
         The report; ``report.ok`` is whether there are no violations.
@@ -262,8 +290,8 @@ def verify(
             violations.append(
                 Violation("integrity", len(records), problem.line, problem.message)
             )
-    violations.extend(checks.run_checks(records, now))
-    notices.extend(checks.notices(records, now))
+    violations.extend(checks.run_checks(records, now, policy=policy))
+    notices.extend(checks.notices(records, now, policy=policy))
     checkpoints = list(checkpoints)
     if checkpoints:
         mismatched = check_against(path, public_key, checkpoints)
@@ -291,13 +319,16 @@ def verify(
         records=len(records),
         violations=tuple(violations),
         notices=tuple(notices),
-        deployments=tuple(summarise(records)),
+        deployments=tuple(summarise(records, policy=policy)),
         verified_at=now,
         last_record_sha256=_line_hash(Path(path), records[-1]) if records else None,
+        policy=None if policy is None else policy.to_json(),
     )
 
 
-def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:
+def summarise(
+    records: Sequence[Record], *, policy: Policy | None = None
+) -> list[DeploymentSummary]:
     """One summary per deployment, in the order the deployments appear.
 
     An alert counts as confirmed when every reviewer's latest decision is
@@ -308,11 +339,14 @@ def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:
 
     Args:
         records: Verified records, in log order.
+        policy: The auditor's policy, if any: reviews then count up to the
+            retention end under the stricter of it and the recorded policy, as
+            :func:`lfr.audit.checks.alerts_reviewed` counts them.
 
     Returns:
         The summaries.
     """
-    return [_summary(d) for d in build(records).deployments.values()]
+    return [_summary(d) for d in build(records, policy).deployments.values()]
 
 
 def write_report(report: AuditReport, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -370,6 +404,13 @@ def render_markdown(report: AuditReport) -> str:
     for summary in report.deployments:
         lines += _deployment_table(summary)
     lines += ["## Verification", ""]
+    if report.policy is not None:
+        lines += [
+            f"Judged against the auditor's policy: {_policy_words(report.policy)}; "
+            f"{_auditor_limits(report.policy)}. Every deadline was judged with the "
+            "stricter of this policy and the one each deployment recorded.",
+            "",
+        ]
     if report.ok:
         lines.append(
             "**OK**: the log's signatures and hash chain verify, and every checked "
@@ -438,6 +479,20 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
             if summary.watchlist_size is None
             else str(summary.watchlist_size),
         ),
+        (
+            "Watchlist created",
+            "not recorded"
+            if summary.watchlist_created is None
+            else _when(summary.watchlist_created),
+        ),
+        (
+            "Match threshold",
+            "not recorded" if summary.threshold is None else f"{summary.threshold:g}",
+        ),
+        (
+            "Retention policy recorded",
+            "not recorded" if summary.policy is None else _policy_words(summary.policy),
+        ),
         ("Frames processed", str(summary.frames_processed)),
         ("Faces seen", str(summary.faces_detected)),
         ("Faces wiped without a match", str(summary.faces_wiped)),
@@ -453,6 +508,45 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
     lines += [f"| {name} | {_md(value)} |" for name, value in rows]
     lines.append("")
     return lines
+
+
+def _policy_words(policy: Mapping[str, Any]) -> str:
+    """A retention policy's JSON (recorded or the auditor's) in words."""
+    parts = [
+        f"alerts kept {_span(policy.get('alert_ttl_seconds'))}",
+        f"holds up to {_span(policy.get('max_hold_seconds'))}",
+        f"purged every {_span(policy.get('purge_interval_seconds'))}",
+        "watchlist destroyed within "
+        f"{_span(policy.get('watchlist_ttl_after_stop_seconds'))} of the stop",
+        "two-person review"
+        if policy.get("two_person_review") is True
+        else "single-person review",
+    ]
+    return ", ".join(parts)
+
+
+def _auditor_limits(policy: Mapping[str, Any]) -> str:
+    age = policy.get("max_watchlist_age_seconds")
+    oldest = (
+        "a watchlist of any age"
+        if age is None
+        else f"a watchlist at most {_span(age)} old at the start"
+    )
+    return f"match threshold at least {policy.get('min_threshold')}, {oldest}"
+
+
+def _span(seconds: object) -> str:
+    """Seconds in the largest whole unit: ``24 h``, ``31 days``, ``90 s``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return "unknown"
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds > 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    for size, unit in ((3600, " h"), (60, " min")):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g} s"
 
 
 def _summary(trail: DeploymentTrail) -> DeploymentSummary:
@@ -512,9 +606,26 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         alerts=len(trail.alerts),
         engagements=engagements,
         crashed=trail.crashed,
+        threshold=_threshold(fields),
+        policy=_recorded_policy(fields),
+        watchlist_created=when(fields, "watchlist_created"),
         **totals,
         **outcomes,
     )
+
+
+def _threshold(fields: Mapping[str, Any]) -> float | None:
+    value = fields.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _recorded_policy(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        return RetentionPolicy.from_json(fields.get("policy")).to_json()
+    except ValueError:
+        return None
 
 
 def _line_hash(path: Path, record: Record) -> str | None:

@@ -4,7 +4,9 @@
 it verifies and every promise was kept; with ``--checkpoint FILE`` (repeatable)
 a checkpoint the log does not match is a violation. ``report`` writes the
 publishable deployment record even when there are violations (they are listed
-in it), and then exits 1. ``checkpoint`` prints (or writes) a signed checkpoint
+in it), and then exits 1. With ``--policy FILE`` both judge the log against the
+auditor's policy (:class:`lfr.Policy`); a policy file that cannot be used exits 2
+before the log is read. ``checkpoint`` prints (or writes) a signed checkpoint
 of a log as it stands.
 """
 
@@ -22,7 +24,8 @@ from lfr.audit.log import AuditLog
 from lfr.audit.report import AuditReport, verify, write_report
 from lfr.audit.signing import PublicKey
 from lfr.cli._common import fail, parse_time, signer_from
-from lfr.errors import LfrError
+from lfr.errors import LfrError, PolicyError
+from lfr.governance.policy import Policy, read_policy_file
 
 _KEY_HELP = (
     "the log's public key (PEM), obtained independently of the log: not the "
@@ -55,6 +58,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="a file of checkpoints of the log (one JSON object a line), kept away "
         "from it; the log must match each (repeatable)",
     )
+    _add_policy(check)
     _add_now(check)
 
     report = asub.add_parser(
@@ -69,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     report.add_argument("log", metavar="LOG", help="the audit log file")
     report.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
     report.add_argument("--out", required=True, metavar="DIR", help="where to write")
+    _add_policy(report)
     _add_now(report)
 
     point = asub.add_parser(
@@ -88,6 +93,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     point.add_argument("--out", metavar="FILE", help="write it here, not to stdout")
 
 
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the auditor's policy (JSON, see docs/policy.example.json): every "
+        "deployment that recorded a looser retention, a lower threshold or an "
+        "older watchlist is a looser_policy violation, and deadlines use the "
+        "stricter of it and each recorded policy; a bad file exits 2",
+    )
+
+
 def _add_now(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--now",
@@ -103,12 +119,22 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.audit_command == "checkpoint":
         return _checkpoint(args, command)
     now: datetime | None = args.now
+    policy: Policy | None = None
+    policy_sha256 = ""
+    if args.policy is not None:
+        try:
+            policy, policy_sha256 = read_policy_file(args.policy)
+        except PolicyError as exc:
+            fail(command, exc)
+            return 2
     try:
         public_key = PublicKey.load(args.public_key)
         checkpoints: list[Checkpoint] = []
         for path in getattr(args, "checkpoint", []):
             checkpoints += load_checkpoints(path)
-        result = verify(args.log, public_key, now=now, checkpoints=checkpoints)
+        result = verify(
+            args.log, public_key, now=now, checkpoints=checkpoints, policy=policy
+        )
     except (LfrError, OSError, ValueError) as exc:
         return fail(command, exc)
     if args.audit_command == "report":
@@ -118,12 +144,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return fail(command, exc)
         for path in paths:
             print(f"wrote {path}")
+        if policy is not None:
+            print(f"judged against policy {args.policy} (sha256 {policy_sha256})")
         if not result.ok:
             print(f"{len(result.violations)} violation(s) found; they are listed")
     elif args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
-        _print(result, public_key)
+        _print(result, public_key, args.policy, policy_sha256)
     return 0 if result.ok else 1
 
 
@@ -143,7 +171,9 @@ def _checkpoint(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _print(report: AuditReport, public_key: PublicKey) -> None:
+def _print(
+    report: AuditReport, public_key: PublicKey, policy_path: str | None, sha256: str
+) -> None:
     data: dict[str, Any] = report.to_json()
     print(f"log: {report.path}")
     print(f"public key: {public_key.key_id}")
@@ -151,6 +181,10 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
     if report.last_record_sha256 is not None:
         print(f"last record sha256: {report.last_record_sha256}")
     print(f"judged at: {data['verified_at']}")
+    if policy_path is None:
+        print("judged against: the policy each deployment recorded (no --policy)")
+    else:
+        print(f"judged against policy: {policy_path} (sha256 {sha256})")
     print(f"deployments: {len(report.deployments)}")
     for summary in report.deployments:
         state = "stopped" if summary.stopped is not None else "still running"
@@ -159,6 +193,9 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
             f"seen, {summary.alerts} alerts ({summary.confirmed} confirmed, "
             f"{summary.false_alerts} false, {summary.unreviewed} unreviewed)"
         )
+        threshold = "not recorded" if summary.threshold is None else summary.threshold
+        print(f"    threshold in force: {threshold}")
+        print(f"    policy in force: {_policy_line(summary.policy)}")
     for notice in report.notices:
         print(f"notice: {notice}")
     if report.ok:
@@ -172,3 +209,16 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
             else f"record {violation.record}, line {violation.line}: "
         )
         print(f"  {where}{violation.kind}: {violation.message}")
+
+
+def _policy_line(policy: dict[str, Any] | None) -> str:
+    """A recorded retention policy as ``alert_ttl 86400 s, ...``."""
+    if policy is None:
+        return "not recorded or unreadable"
+    parts = [
+        f"{name.removesuffix('_seconds')} {value:g} s"
+        for name, value in policy.items()
+        if name.endswith("_seconds") and isinstance(value, (int, float))
+    ]
+    parts.append(f"two_person_review {policy.get('two_person_review')}")
+    return ", ".join(parts)

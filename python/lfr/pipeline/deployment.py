@@ -350,6 +350,7 @@ class Deployment:
             threshold=self._threshold,
             policy=self._policy,
             lfr_version=__version__,
+            watchlist_created=wl.created,
         )
         self._audit(
             "watchlist_loaded",
