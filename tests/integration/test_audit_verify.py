@@ -291,7 +291,9 @@ def test_cli_verify_json(bad_log: Path, auditor_key: Path) -> None:
         "deployments",
         "verified_at",
         "last_record_sha256",
+        "policy",
     }
+    assert data["policy"] is None
     assert data["ok"] is False
     assert data["verified_at"] == "2026-04-01T00:00:00Z"
     assert {v["kind"] for v in data["violations"]} == {
