@@ -276,6 +276,7 @@ def alerts_reviewed(
         else:
             continue
         needed = 2 if rules.two_person_review else 1
+        by = "" if policy is None else ", tightened to the auditor's,"
         reviewers = len(alert.reviewers(result.end))
         name = f"alert {alert.alert_id} ({at(alert.raised)})"
         if reviewers == 0:
@@ -293,7 +294,7 @@ def alerts_reviewed(
                     "single_review",
                     where,
                     f"{name} was reviewed by one person only {when_text}; its "
-                    f"deployment's policy asks for {needed} different reviewers",
+                    f"deployment's policy{by} asks for {needed} different reviewers",
                 )
             )
     return _in_order(out)

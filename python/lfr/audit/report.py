@@ -42,6 +42,7 @@ __all__ = [
     "AuditReport",
     "DeploymentSummary",
     "Violation",
+    "describe_policy",
     "summarise",
     "verify",
     "write_report",
@@ -406,7 +407,7 @@ def render_markdown(report: AuditReport) -> str:
     lines += ["## Verification", ""]
     if report.policy is not None:
         lines += [
-            f"Judged against the auditor's policy: {_policy_words(report.policy)}; "
+            f"Judged against the auditor's policy: {describe_policy(report.policy)}; "
             f"{_auditor_limits(report.policy)}. Every deadline was judged with the "
             "stricter of this policy and the one each deployment recorded.",
             "",
@@ -491,7 +492,9 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
         ),
         (
             "Retention policy recorded",
-            "not recorded" if summary.policy is None else _policy_words(summary.policy),
+            "not recorded"
+            if summary.policy is None
+            else describe_policy(summary.policy),
         ),
         ("Frames processed", str(summary.frames_processed)),
         ("Faces seen", str(summary.faces_detected)),
@@ -510,8 +513,16 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
     return lines
 
 
-def _policy_words(policy: Mapping[str, Any]) -> str:
-    """A retention policy's JSON (recorded or the auditor's) in words."""
+def describe_policy(policy: Mapping[str, Any]) -> str:
+    """A retention policy's JSON (recorded or the auditor's) in words.
+
+    Args:
+        policy: :meth:`lfr.RetentionPolicy.to_json` or :meth:`lfr.Policy.to_json`.
+
+    Returns:
+        For example "alerts kept 24 h, holds up to 31 days, purged every 5 min,
+        watchlist destroyed within 24 h of the stop, two-person review".
+    """
     parts = [
         f"alerts kept {_span(policy.get('alert_ttl_seconds'))}",
         f"holds up to {_span(policy.get('max_hold_seconds'))}",

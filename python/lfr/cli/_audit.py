@@ -21,7 +21,7 @@ from typing import Any
 from lfr._files import write_file
 from lfr.audit.checkpoint import Checkpoint, load_checkpoints, make_checkpoint
 from lfr.audit.log import AuditLog
-from lfr.audit.report import AuditReport, verify, write_report
+from lfr.audit.report import AuditReport, describe_policy, verify, write_report
 from lfr.audit.signing import PublicKey
 from lfr.cli._common import fail, parse_time, signer_from
 from lfr.errors import LfrError, PolicyError
@@ -195,7 +195,12 @@ def _print(
         )
         threshold = "not recorded" if summary.threshold is None else summary.threshold
         print(f"    threshold in force: {threshold}")
-        print(f"    policy in force: {_policy_line(summary.policy)}")
+        policy = (
+            "not recorded or unreadable"
+            if summary.policy is None
+            else describe_policy(summary.policy)
+        )
+        print(f"    policy in force: {policy}")
     for notice in report.notices:
         print(f"notice: {notice}")
     if report.ok:
@@ -209,16 +214,3 @@ def _print(
             else f"record {violation.record}, line {violation.line}: "
         )
         print(f"  {where}{violation.kind}: {violation.message}")
-
-
-def _policy_line(policy: dict[str, Any] | None) -> str:
-    """A recorded retention policy as ``alert_ttl 86400 s, ...``."""
-    if policy is None:
-        return "not recorded or unreadable"
-    parts = [
-        f"{name.removesuffix('_seconds')} {value:g} s"
-        for name, value in policy.items()
-        if name.endswith("_seconds") and isinstance(value, (int, float))
-    ]
-    parts.append(f"two_person_review {policy.get('two_person_review')}")
-    return ", ".join(parts)
