@@ -20,6 +20,7 @@ from lfr.errors import (
     KeyFileError,
     LfrError,
     ModelError,
+    PolicyError,
     RetentionError,
     SecureMemoryError,
     SourceError,
@@ -28,6 +29,7 @@ from lfr.errors import (
     WrongWatchlistKeyError,
 )
 from lfr.evaluation import EvalReport, evaluate
+from lfr.governance import Policy
 from lfr.keys import Key, KeyProvider, Passphrase
 from lfr.matcher import Matcher, available_kernels
 from lfr.pipeline import Deployment, DeploymentStats
@@ -64,6 +66,8 @@ __all__ = [
     "Matcher",
     "ModelError",
     "Passphrase",
+    "Policy",
+    "PolicyError",
     "Preview",
     "QualityGate",
     "Records",

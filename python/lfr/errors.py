@@ -16,6 +16,7 @@ __all__ = [
     "KeyFileError",
     "LfrError",
     "ModelError",
+    "PolicyError",
     "RetentionError",
     "SecureMemoryError",
     "SourceError",
@@ -119,4 +120,15 @@ class WrongWatchlistKeyError(WatchlistError, WrongKeyError):
     """The watchlist was encrypted under another key.
 
     Both a :class:`WatchlistError` and a :class:`WrongKeyError`.
+    """
+
+
+class PolicyError(LfrError, ValueError):
+    """An auditor's policy document cannot be used.
+
+    Raised when a :class:`lfr.Policy` is built with a bad value, or its JSON file
+    is too large, is not JSON, has an unknown or missing version, an unknown or
+    missing field, a value of the wrong type, a negative, non-finite or
+    out-of-range number. The message names the field, never a log's contents.
+    Also a ``ValueError``.
     """

@@ -293,7 +293,9 @@ def test_cli_verify_json(bad_log: Path, auditor_key: Path) -> None:
         "last_record_sha256",
         "logs",
         "store",
+        "policy",
     }
+    assert data["policy"] is None
     assert data["ok"] is False
     assert data["verified_at"] == "2026-04-01T00:00:00Z"
     assert {v["kind"] for v in data["violations"]} == {

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import cv2
@@ -264,6 +264,7 @@ def check_audit(
         summary.alerts,
     ) == (stats.frames, stats.faces, stats.skipped, stats.wiped, stats.alerts)
     assert summary.unreviewed == stats.alerts
+    check_auditor_policy(path, key)
     records = audit_events(path, key)
     assert [r.event for r in records[:3]] == [
         "log_created",
@@ -280,6 +281,20 @@ def check_audit(
     assert stats.faces == stats.skipped + stats.wiped + stats.alerts
     assert not stats.running
     return records
+
+
+def check_auditor_policy(path: Path, key: lfr.SigningKey) -> None:
+    """The pipeline runs within the default policy, and no stricter one passes."""
+    now = datetime.now(timezone.utc)
+    report = lfr.audit.verify(path, key.public_key(), now=now, policy=lfr.Policy())
+    assert report.ok, report.violations
+    assert report.policy == lfr.Policy().to_json()
+    stricter = lfr.Policy(alert_ttl=timedelta(hours=1))
+    report = lfr.audit.verify(path, key.public_key(), now=now, policy=stricter)
+    looser = [v for v in report.violations if v.kind == "looser_policy"]
+    assert [(v.record, "alert_ttl was 1 day" in v.message) for v in looser] == [
+        (1, True)
+    ]
 
 
 def check_crops(store: lfr.AlertStore) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from lfr.audit.log import Record
+from lfr.governance.policy import Policy
 from lfr.retention import RetentionPolicy
 
 #: The events that belong to one alert (besides ``alert_raised``).
@@ -204,18 +205,30 @@ class Trail:
     alerts: dict[str, AlertTrail]
     notices: list[str]
     last_time: datetime | None
+    auditor: Policy | None = None
 
     def policy_of(self, alert: AlertTrail) -> RetentionPolicy:
-        """The retention policy of the alert's deployment (default if unknown)."""
+        """The retention policy of the alert's deployment (default if unknown).
+
+        With an auditor's policy, each field is the stricter of the two.
+        """
         deployment = self.deployments.get(alert.deployment_id or "")
-        return deployment.policy if deployment is not None else RetentionPolicy()
+        if deployment is not None:
+            return deployment.policy
+        if self.auditor is not None:
+            return self.auditor.strictest(RetentionPolicy())
+        return RetentionPolicy()
 
 
-def build(records: Sequence[Record]) -> Trail:
+def build(records: Sequence[Record], policy: Policy | None = None) -> Trail:
     """Regroups verified records by deployment and by alert.
 
     Args:
         records: Verified records, in log order.
+        policy: The auditor's policy, if any: each deployment's ``policy`` is
+            then its recorded policy tightened to it
+            (:meth:`lfr.Policy.strictest`), so every deadline is judged with
+            the stricter of the two, field by field.
 
     Returns:
         The regrouped log. Its notices name records that refer to an unknown alert
@@ -306,8 +319,11 @@ def build(records: Sequence[Record]) -> Trail:
                 f"alert {alert.alert_id} ({at(alert.raised)}) names no deployment: "
                 "the default retention policy is used for it"
             )
+    if policy is not None:
+        for trail in deployments.values():
+            trail.policy = policy.strictest(trail.policy)
     last_time = max((r.time for r in records), default=None)
-    return Trail(deployments, alerts, notices, last_time)
+    return Trail(deployments, alerts, notices, last_time, policy)
 
 
 def _start(record: Record, trail: DeploymentTrail, notices: list[str]) -> None:

@@ -18,9 +18,12 @@ A deadline only counts once it has passed: a check judges the state of the log a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Protocol
 
 from lfr.audit._trail import (
     ALERT_TIME_LEAD,
@@ -39,9 +42,12 @@ from lfr.audit._trail import (
 )
 from lfr.audit.events import biometric_fields
 from lfr.audit.log import Record
+from lfr.governance.policy import Policy
+from lfr.retention import RetentionPolicy
 
 __all__ = [
     "CHECKS",
+    "POLICY_CHECKS",
     "VIOLATION_KINDS",
     "Violation",
     "alert_times_consistent",
@@ -49,6 +55,7 @@ __all__ = [
     "alerts_reviewed",
     "counters_consistent",
     "holds_have_reasons",
+    "looser_policy",
     "no_biometric_content",
     "no_late_alert_records",
     "notices",
@@ -74,6 +81,7 @@ VIOLATION_KINDS = (
     "chain_gap",
     "chain_broken",
     "store_unaccounted",
+    "looser_policy",
 )
 
 _COUNTERS = ("faces_detected", "faces_wiped", "alerts", "faces_skipped")
@@ -130,7 +138,18 @@ class Violation:
 Check = Callable[[Sequence[Record], datetime], list[Violation]]
 
 
-def alerts_purged(records: Sequence[Record], now: datetime) -> list[Violation]:
+class PolicyCheck(Protocol):
+    """A check that also takes the auditor's policy."""
+
+    def __call__(
+        self, records: Sequence[Record], now: datetime, *, policy: Policy | None = ...
+    ) -> list[Violation]:
+        """Runs the check."""
+
+
+def alerts_purged(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
     """Every alert is purged by its deadline (``alert_not_purged``).
 
     The deadline is the alert's retention end plus the policy's
@@ -144,16 +163,18 @@ def alerts_purged(records: Sequence[Record], now: datetime) -> list[Violation]:
     Args:
         records: The verified records, in log order.
         now: The time of the audit (aware).
+        policy: The auditor's policy: deadlines then use, field by field, the
+            stricter of it and the recorded policy.
 
     Returns:
         The violations, in log order.
     """
-    trail = build(records)
+    trail = build(records, policy)
     horizon = effective_now(trail, now)
     out: list[Violation] = []
     for alert in trail.alerts.values():
-        policy = trail.policy_of(alert)
-        result = purge_deadline(alert, policy)
+        rules = trail.policy_of(alert)
+        result = purge_deadline(alert, rules)
         ignored = "".join(
             f"; the {'hold' if r.event == 'alert_held' else 'release'} at {at(r)} "
             "came after its retention had ended and cannot keep it"
@@ -167,7 +188,7 @@ def alerts_purged(records: Sequence[Record], now: datetime) -> list[Violation]:
                     result.late,
                     f"alert {alert.alert_id} ({at(alert.raised)}) was purged at "
                     f"{iso(result.late.time)}, after its deadline {deadline} "
-                    f"(purge interval {policy.purge_interval}){ignored}",
+                    f"(purge interval {rules.purge_interval}){ignored}",
                 )
             )
         elif result.late is not None:
@@ -224,7 +245,9 @@ def holds_have_reasons(records: Sequence[Record], now: datetime) -> list[Violati
     return out
 
 
-def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]:
+def alerts_reviewed(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
     """Every alert is reviewed before its purge, by two people where required.
 
     Only reviews logged before the alert's purge and no later than its retention
@@ -240,24 +263,27 @@ def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]
     Args:
         records: The verified records, in log order.
         now: The time of the audit (aware).
+        policy: The auditor's policy: deadlines then use, field by field, the
+            stricter of it and the recorded policy.
 
     Returns:
         The violations, in log order.
     """
-    trail = build(records)
+    trail = build(records, policy)
     horizon = effective_now(trail, now)
     out: list[Violation] = []
     for alert in trail.alerts.values():
-        policy = trail.policy_of(alert)
+        rules = trail.policy_of(alert)
         purge = alert.purge
-        result = purge_deadline(alert, policy)
+        result = purge_deadline(alert, rules)
         if purge is not None:
             where, when_text = purge, f"before its purge ({at(purge)})"
         elif horizon > result.deadline:
             where, when_text = alert.raised, "by its purge deadline"
         else:
             continue
-        needed = 2 if policy.two_person_review else 1
+        needed = 2 if rules.two_person_review else 1
+        by = "" if policy is None else ", tightened to the auditor's,"
         reviewers = len(alert.reviewers(result.end))
         name = f"alert {alert.alert_id} ({at(alert.raised)})"
         if reviewers == 0:
@@ -275,13 +301,15 @@ def alerts_reviewed(records: Sequence[Record], now: datetime) -> list[Violation]
                     "single_review",
                     where,
                     f"{name} was reviewed by one person only {when_text}; its "
-                    f"deployment's policy asks for {needed} different reviewers",
+                    f"deployment's policy{by} asks for {needed} different reviewers",
                 )
             )
     return _in_order(out)
 
 
-def watchlists_destroyed(records: Sequence[Record], now: datetime) -> list[Violation]:
+def watchlists_destroyed(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
     """Every watchlist a deployment loaded is destroyed in time.
 
     A deployment loads the watchlist its ``deployment_started`` record names and
@@ -298,11 +326,13 @@ def watchlists_destroyed(records: Sequence[Record], now: datetime) -> list[Viola
     Args:
         records: The verified records, in log order.
         now: The time of the audit (aware).
+        policy: The auditor's policy: deadlines then use, field by field, the
+            stricter of it and the recorded policy.
 
     Returns:
         The violations (``watchlist_not_destroyed``), in log order.
     """
-    trail = build(records)
+    trail = build(records, policy)
     horizon = effective_now(trail, now)
     destroyed = [r for r in records if r.event == "watchlist_destroyed"]
     out: list[Violation] = []
@@ -538,7 +568,9 @@ def alert_times_consistent(records: Sequence[Record], now: datetime) -> list[Vio
     return out
 
 
-def no_late_alert_records(records: Sequence[Record], now: datetime) -> list[Violation]:
+def no_late_alert_records(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
     """Nothing is done to an alert after its retention ended (``after_expiry``).
 
     The alert store refuses to review, hold, release, action or export an alert
@@ -553,12 +585,14 @@ def no_late_alert_records(records: Sequence[Record], now: datetime) -> list[Viol
     Args:
         records: The verified records, in log order.
         now: The time of the audit (not used).
+        policy: The auditor's policy: deadlines then use, field by field, the
+            stricter of it and the recorded policy.
 
     Returns:
         The violations, in log order.
     """
     del now
-    trail = build(records)
+    trail = build(records, policy)
     out: list[Violation] = []
     for alert in trail.alerts.values():
         end = purge_deadline(alert, trail.policy_of(alert)).end
@@ -577,6 +611,142 @@ def no_late_alert_records(records: Sequence[Record], now: datetime) -> list[Viol
     return _in_order(out)
 
 
+def looser_policy(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
+    """Every deployment ran within the auditor's policy (``looser_policy``).
+
+    Only with an auditor's :class:`lfr.Policy` (none: no violation). Each
+    deployment's first ``deployment_started`` record is compared with it, and
+    each of these is one violation on that record, naming the deployment, the
+    field, the recorded and the allowed value:
+
+    * ``alert_ttl``, ``max_hold``, ``purge_interval`` or
+      ``watchlist_ttl_after_stop`` longer than the policy's, or
+      ``two_person_review`` off where the policy asks for it;
+    * a ``threshold`` below ``min_threshold``;
+    * with ``max_watchlist_age`` set, a watchlist older than that at the start
+      (the record's time minus its ``watchlist_created``);
+    * a retention policy, threshold or (with ``max_watchlist_age``)
+      ``watchlist_created`` that is missing or cannot be read, or a
+      ``watchlist_created`` after the start (beyond the clock skew): the record
+      cannot show that the policy was kept.
+
+    A deployment with records but no ``deployment_started`` is flagged on its
+    first record, as it cannot show what it ran with either.
+
+    Args:
+        records: The verified records, in log order.
+        now: The time of the audit (not used).
+        policy: The auditor's policy.
+
+    Returns:
+        The violations, in log order.
+    """
+    del now
+    if policy is None:
+        return []
+    out: list[Violation] = []
+    for deployment in build(records).deployments.values():
+        name = f"deployment {deployment.deployment_id}"
+        started = deployment.started
+        if started is None:
+            seen = [
+                *deployment.loads,
+                *deployment.counters,
+                *(alert.raised for alert in deployment.alerts),
+                *([deployment.stopped] if deployment.stopped is not None else []),
+            ]
+            first = min(seen, key=lambda r: r.seq, default=None)
+            if first is not None:
+                out.append(
+                    Violation.at(
+                        "looser_policy",
+                        first,
+                        f"{name} has no deployment_started record (first seen at "
+                        f"{at(first)}): it cannot show the policy and threshold it "
+                        "ran with",
+                    )
+                )
+            continue
+        out += [
+            Violation.at("looser_policy", started, f"{name} ({at(started)}): {why}")
+            for why in _looser(started, policy)
+        ]
+    return _in_order(out)
+
+
+def _looser(started: Record, policy: Policy) -> list[str]:
+    """What in a ``deployment_started`` record is looser than ``policy``."""
+    fields = started.fields
+    out: list[str] = []
+    raw = fields.get("policy")
+    if not isinstance(raw, dict):
+        out.append(
+            "its retention policy is missing: it cannot show it kept the auditor's"
+        )
+    else:
+        try:
+            recorded = RetentionPolicy.from_json(raw)
+        except ValueError as exc:
+            out.append(
+                f"its retention policy cannot be read ({exc}): it cannot show it "
+                "kept the auditor's"
+            )
+        else:
+            for name in policy.looser(recorded):
+                if name == "two_person_review":
+                    out.append(
+                        "two_person_review was False; the policy requires two "
+                        "different reviewers (True)"
+                    )
+                else:
+                    out.append(
+                        f"{name} was {getattr(recorded, name)}; the policy allows "
+                        f"at most {getattr(policy, name)}"
+                    )
+    threshold: Any = fields.get("threshold")
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not math.isfinite(threshold)
+    ):
+        out.append(
+            "its match threshold is missing or not a number: it cannot show it "
+            f"kept the policy's minimum {policy.min_threshold}"
+        )
+    elif threshold < policy.min_threshold:
+        out.append(
+            f"threshold was {threshold}; the policy allows no lower than "
+            f"{policy.min_threshold}"
+        )
+    limit = policy.max_watchlist_age
+    if limit is not None:
+        out += _watchlist_age(started, limit)
+    return out
+
+
+def _watchlist_age(started: Record, limit: timedelta) -> list[str]:
+    created = when(started.fields, "watchlist_created")
+    if created is None:
+        return [
+            "it cannot show the watchlist's age: the record has no readable "
+            f"watchlist_created (the policy allows at most {limit})"
+        ]
+    if created > started.time + CLOCK_SKEW:
+        return [
+            "it cannot show the watchlist's age: its watchlist_created "
+            f"{iso(created)} is after the start {iso(started.time)}"
+        ]
+    age = started.time - created
+    if age > limit:
+        return [
+            f"the watchlist was {age} old at the start (watchlist_created "
+            f"{iso(created)}); the policy allows at most {limit}"
+        ]
+    return []
+
+
 #: The promise checks :func:`run_checks` runs, in order.
 CHECKS: tuple[Check, ...] = (
     times_in_order,
@@ -590,22 +760,45 @@ CHECKS: tuple[Check, ...] = (
     no_biometric_content,
 )
 
+#: The checks in :data:`CHECKS` that judge deadlines with the auditor's policy.
+POLICY_CHECKS: tuple[PolicyCheck, ...] = (
+    alerts_purged,
+    no_late_alert_records,
+    alerts_reviewed,
+    watchlists_destroyed,
+)
 
-def run_checks(records: Sequence[Record], now: datetime) -> list[Violation]:
-    """Runs every check in :data:`CHECKS`.
+
+def run_checks(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[Violation]:
+    """Runs every check in :data:`CHECKS`, and :func:`looser_policy` with a policy.
 
     Args:
         records: The verified records, in log order.
         now: The time of the audit (aware).
+        policy: The auditor's policy, if any: :func:`looser_policy` then runs
+            too, and the checks in :data:`POLICY_CHECKS` judge deadlines with the
+            stricter of it and each recorded policy.
 
     Returns:
         All violations, ordered by record, then by kind.
     """
-    found = [violation for check in CHECKS for violation in check(records, now)]
+    judged: dict[Check, Check] = {}
+    if policy is not None:
+        judged = {check: partial(check, policy=policy) for check in POLICY_CHECKS}
+    found = [
+        violation
+        for check in CHECKS
+        for violation in judged.get(check, check)(records, now)
+    ]
+    found += looser_policy(records, now, policy=policy)
     return _in_order(found)
 
 
-def notices(records: Sequence[Record], now: datetime) -> list[str]:
+def notices(
+    records: Sequence[Record], now: datetime, *, policy: Policy | None = None
+) -> list[str]:
     """What an auditor should know that is not a broken promise.
 
     Deployments still running when the log ends, deployments that were killed
@@ -618,12 +811,14 @@ def notices(records: Sequence[Record], now: datetime) -> list[str]:
     Args:
         records: The verified records, in log order.
         now: The time of the audit (aware; not used yet, kept for symmetry).
+        policy: The auditor's policy, if any (retention ends are then judged
+            with the stricter of it and the recorded policy).
 
     Returns:
         One sentence per notice.
     """
     del now
-    trail = build(records)
+    trail = build(records, policy)
     out = list(trail.notices)
     for alert in trail.alerts.values():
         end = purge_deadline(alert, trail.policy_of(alert)).end

@@ -280,9 +280,15 @@ EVENTS: Mapping[str, EventSpec] = {
         },
         # What the alert store held when the deployment started (written under
         # the store's lock): its live alerts and its purged ones (tombstones and
-        # rows whose key a purge destroyed). The chain of logs must account for
-        # both.
-        {"store_id": _id, "store_alerts": _count, "store_purged": _count},
+        # rows whose key a purge destroyed); the chain of logs must account for
+        # both. And when the watchlist was created (Watchlist.created): an
+        # auditor's policy may bound its age at the start (Policy.max_watchlist_age).
+        {
+            "store_id": _id,
+            "store_alerts": _count,
+            "store_purged": _count,
+            "watchlist_created": _time,
+        },
     ),
     # A deployment killed before it could log its stop is closed by the next start
     # (lfr.audit.liveness.close_crashed): reason "crashed", and last_record, the

@@ -10,12 +10,12 @@ counts and times only, never biometric data or the subject ids of alerts.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from lfr.audit._trail import (
     iso,
     purge_deadline,
     text,
+    when,
 )
 from lfr.audit.chain import (
     LogRead,
@@ -41,12 +42,15 @@ from lfr.audit.checkpoint import Checkpoint, check_against
 from lfr.audit.checks import Violation
 from lfr.audit.log import Record
 from lfr.audit.signing import PublicKey
+from lfr.governance.policy import Policy
 from lfr.keys import KeyProvider
+from lfr.retention import RetentionPolicy
 
 __all__ = [
     "AuditReport",
     "DeploymentSummary",
     "Violation",
+    "describe_policy",
     "summarise",
     "verify",
     "write_report",
@@ -89,6 +93,11 @@ class DeploymentSummary:
         crashed: Whether its process was killed: a later start closed it as
             crashed, and ``stopped`` is when that close was written (when it
             really ended is not known; ``duration`` is then ``None``).
+        threshold: The match threshold it recorded (``None`` if unreadable).
+        policy: The retention policy it recorded
+            (:meth:`lfr.RetentionPolicy.to_json`; ``None`` if unreadable).
+        watchlist_created: When its watchlist was created, as recorded at the
+            start (``None`` if not recorded).
 
     Raises:
         ValueError: A count is negative.
@@ -114,6 +123,9 @@ class DeploymentSummary:
     unreviewed: int
     engagements: int
     crashed: bool = False
+    threshold: float | None = None
+    policy: dict[str, Any] | None = field(default=None, hash=False)
+    watchlist_created: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -136,6 +148,9 @@ class DeploymentSummary:
             "watchlist_size": self.watchlist_size,
             **{name: getattr(self, name) for name in _SUMMARY_COUNTS},
             "crashed": self.crashed,
+            "threshold": self.threshold,
+            "policy": None if self.policy is None else dict(self.policy),
+            "watchlist_created": _iso_or_none(self.watchlist_created),
         }
 
 
@@ -172,6 +187,8 @@ class AuditReport:
             truncation of the log detectable. ``None`` for an empty log.
         logs: Every log verified, oldest first (the chain; ``path`` is last).
         store: The alert store checked against the logs, or ``None``.
+        policy: The auditor's policy the log was judged against
+            (:meth:`lfr.Policy.to_json`), or ``None``.
 
     Raises:
         ValueError: ``ok`` disagrees with ``violations``, or ``verified_at`` is
@@ -188,6 +205,7 @@ class AuditReport:
     last_record_sha256: str | None = None
     logs: tuple[str, ...] = ()
     store: str | None = None
+    policy: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if self.ok != (not self.violations):
@@ -208,6 +226,7 @@ class AuditReport:
             "last_record_sha256": self.last_record_sha256,
             "logs": list(self.logs),
             "store": self.store,
+            "policy": None if self.policy is None else dict(self.policy),
         }
 
 
@@ -220,6 +239,7 @@ def verify(
     earlier: Sequence[str | os.PathLike[str]] = (),
     store: str | os.PathLike[str] | None = None,
     store_key: KeyProvider | None = None,
+    policy: Policy | None = None,
 ) -> AuditReport:
     """Verifies an audit log: its chain and signatures, then every promise.
 
@@ -244,6 +264,11 @@ def verify(
     only, never written; ``store_key`` optional), every alert it holds or
     purged must be accounted for by the logs and vice versa, and its chain
     record must name the last log at a head that log holds.
+    With the auditor's ``policy`` (:class:`lfr.Policy`), every deployment that
+    recorded a looser retention policy, a lower threshold or an older watchlist
+    than it allows is a ``looser_policy`` violation, and every deadline is
+    judged with, field by field, the stricter of the recorded policy and this
+    one: an operator cannot buy time by recording a long retention.
 
     Args:
         path: The log file.
@@ -259,6 +284,8 @@ def verify(
         store: The alert store file, to check against the logs.
         store_key: The store's key, to check it is the store's and that its
             alerts' data keys are theirs; the plaintext is checked without it.
+        policy: The auditor's policy (:meth:`lfr.Policy.load`), or ``None`` to
+            judge each deployment by the policy it recorded only.
 
     Returns:
         The report; ``report.ok`` is whether there are no violations.
@@ -309,8 +336,8 @@ def verify(
                         log.name,
                     )
                 )
-    violations.extend(checks.run_checks(records, now))
-    notices.extend(checks.notices(records, now))
+    violations.extend(checks.run_checks(records, now, policy=policy))
+    notices.extend(checks.notices(records, now, policy=policy))
     linked, link_notices = link_violations(chain)
     violations.extend(linked)
     notices.extend(link_notices)
@@ -337,13 +364,14 @@ def verify(
         records=len(records),
         violations=tuple(violations),
         notices=tuple(notices),
-        deployments=tuple(summarise(records)),
+        deployments=tuple(summarise(records, policy=policy)),
         verified_at=now,
         last_record_sha256=(
             last.hashes[last.records[-1].line - 1] if last.records else None
         ),
         logs=tuple(str(log.path) for log in chain),
         store=None if store is None else str(store),
+        policy=None if policy is None else policy.to_json(),
     )
 
 
@@ -381,7 +409,9 @@ def _checkpoint_violations(
     return out, matched
 
 
-def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:
+def summarise(
+    records: Sequence[Record], *, policy: Policy | None = None
+) -> list[DeploymentSummary]:
     """One summary per deployment, in the order the deployments appear.
 
     An alert counts as confirmed when every reviewer's latest decision is
@@ -392,11 +422,14 @@ def summarise(records: Sequence[Record]) -> list[DeploymentSummary]:
 
     Args:
         records: Verified records, in log order.
+        policy: The auditor's policy, if any: reviews then count up to the
+            retention end under the stricter of it and the recorded policy, as
+            :func:`lfr.audit.checks.alerts_reviewed` counts them.
 
     Returns:
         The summaries.
     """
-    return [_summary(d) for d in build(records).deployments.values()]
+    return [_summary(d) for d in build(records, policy).deployments.values()]
 
 
 def write_report(report: AuditReport, out_dir: str | os.PathLike[str]) -> list[Path]:
@@ -457,6 +490,13 @@ def render_markdown(report: AuditReport) -> str:
     for summary in report.deployments:
         lines += _deployment_table(summary)
     lines += ["## Verification", ""]
+    if report.policy is not None:
+        lines += [
+            f"Judged against the auditor's policy: {describe_policy(report.policy)}; "
+            f"{_auditor_limits(report.policy)}. Every deadline was judged with the "
+            "stricter of this policy and the one each deployment recorded.",
+            "",
+        ]
     if report.ok:
         lines.append(
             "**OK**: the log's signatures and hash chain verify, and every checked "
@@ -525,6 +565,22 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
             if summary.watchlist_size is None
             else str(summary.watchlist_size),
         ),
+        (
+            "Watchlist created",
+            "not recorded"
+            if summary.watchlist_created is None
+            else _when(summary.watchlist_created),
+        ),
+        (
+            "Match threshold",
+            "not recorded" if summary.threshold is None else f"{summary.threshold:g}",
+        ),
+        (
+            "Retention policy recorded",
+            "not recorded"
+            if summary.policy is None
+            else describe_policy(summary.policy),
+        ),
         ("Frames processed", str(summary.frames_processed)),
         ("Faces seen", str(summary.faces_detected)),
         ("Faces wiped without a match", str(summary.faces_wiped)),
@@ -540,6 +596,53 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
     lines += [f"| {name} | {_md(value)} |" for name, value in rows]
     lines.append("")
     return lines
+
+
+def describe_policy(policy: Mapping[str, Any]) -> str:
+    """A retention policy's JSON (recorded or the auditor's) in words.
+
+    Args:
+        policy: :meth:`lfr.RetentionPolicy.to_json` or :meth:`lfr.Policy.to_json`.
+
+    Returns:
+        For example "alerts kept 24 h, holds up to 31 days, purged every 5 min,
+        watchlist destroyed within 24 h of the stop, two-person review".
+    """
+    parts = [
+        f"alerts kept {_span(policy.get('alert_ttl_seconds'))}",
+        f"holds up to {_span(policy.get('max_hold_seconds'))}",
+        f"purged every {_span(policy.get('purge_interval_seconds'))}",
+        "watchlist destroyed within "
+        f"{_span(policy.get('watchlist_ttl_after_stop_seconds'))} of the stop",
+        "two-person review"
+        if policy.get("two_person_review") is True
+        else "single-person review",
+    ]
+    return ", ".join(parts)
+
+
+def _auditor_limits(policy: Mapping[str, Any]) -> str:
+    age = policy.get("max_watchlist_age_seconds")
+    oldest = (
+        "a watchlist of any age"
+        if age is None
+        else f"a watchlist at most {_span(age)} old at the start"
+    )
+    return f"match threshold at least {policy.get('min_threshold')}, {oldest}"
+
+
+def _span(seconds: object) -> str:
+    """Seconds in the largest whole unit: ``24 h``, ``31 days``, ``90 s``."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return "unknown"
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds > 86400 and seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    for size, unit in ((3600, " h"), (60, " min")):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g} s"
 
 
 def _summary(trail: DeploymentTrail) -> DeploymentSummary:
@@ -599,21 +702,26 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         alerts=len(trail.alerts),
         engagements=engagements,
         crashed=trail.crashed,
+        threshold=_threshold(fields),
+        policy=_recorded_policy(fields),
+        watchlist_created=when(fields, "watchlist_created"),
         **totals,
         **outcomes,
     )
 
 
-def _line_hash(path: Path, record: Record) -> str | None:
-    """SHA-256 of the record's line (without its newline), or ``None``."""
-    try:
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, start=1):
-                if number == record.line:
-                    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
-    except OSError:
+def _threshold(fields: Mapping[str, Any]) -> float | None:
+    value = fields.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _recorded_policy(fields: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        return RetentionPolicy.from_json(fields.get("policy")).to_json()
+    except ValueError:
+        return None
 
 
 def _write(path: Path, content: str) -> None:

@@ -4,7 +4,9 @@
 it verifies and every promise was kept; with ``--checkpoint FILE`` (repeatable)
 a checkpoint the log does not match is a violation. ``report`` writes the
 publishable deployment record even when there are violations (they are listed
-in it), and then exits 1. ``checkpoint`` prints (or writes) a signed checkpoint
+in it), and then exits 1. With ``--policy FILE`` both judge the log against the
+auditor's policy (:class:`lfr.Policy`); a policy file that cannot be used exits 2
+before the log is read. ``checkpoint`` prints (or writes) a signed checkpoint
 of a log as it stands.
 """
 
@@ -19,10 +21,11 @@ from typing import Any
 from lfr._files import write_file
 from lfr.audit.checkpoint import Checkpoint, load_checkpoints, make_checkpoint
 from lfr.audit.log import AuditLog
-from lfr.audit.report import AuditReport, verify, write_report
+from lfr.audit.report import AuditReport, describe_policy, verify, write_report
 from lfr.audit.signing import PublicKey
 from lfr.cli._common import fail, parse_time, signer_from
-from lfr.errors import LfrError
+from lfr.errors import LfrError, PolicyError
+from lfr.governance.policy import Policy, read_policy_file
 from lfr.keys import Key
 
 _KEY_HELP = (
@@ -57,6 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "from it; the log must match each (repeatable)",
     )
     _add_store(check)
+    _add_policy(check)
     _add_now(check)
 
     report = asub.add_parser(
@@ -72,6 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     report.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
     report.add_argument("--out", required=True, metavar="DIR", help="where to write")
     _add_store(report)
+    _add_policy(report)
     _add_now(report)
 
     point = asub.add_parser(
@@ -117,6 +122,17 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the auditor's policy (JSON, see docs/policy.example.json): every "
+        "deployment that recorded a looser retention, a lower threshold or an "
+        "older watchlist is a looser_policy violation, and deadlines use the "
+        "stricter of it and each recorded policy; a bad file exits 2",
+    )
+
+
 def _add_now(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--now",
@@ -132,6 +148,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.audit_command == "checkpoint":
         return _checkpoint(args, command)
     now: datetime | None = args.now
+    policy: Policy | None = None
+    policy_sha256 = ""
+    if args.policy is not None:
+        try:
+            policy, policy_sha256 = read_policy_file(args.policy)
+        except PolicyError as exc:
+            fail(command, exc)
+            return 2
     try:
         public_key = PublicKey.load(args.public_key)
         checkpoints: list[Checkpoint] = []
@@ -151,6 +175,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             earlier=earlier,
             store=args.store,
             store_key=store_key,
+            policy=policy,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail(command, exc)
@@ -161,12 +186,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return fail(command, exc)
         for path in paths:
             print(f"wrote {path}")
+        if policy is not None:
+            print(f"judged against policy {args.policy} (sha256 {policy_sha256})")
         if not result.ok:
             print(f"{len(result.violations)} violation(s) found; they are listed")
     elif args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
-        _print(result, public_key)
+        _print(result, public_key, args.policy, policy_sha256)
     return 0 if result.ok else 1
 
 
@@ -186,7 +213,9 @@ def _checkpoint(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-def _print(report: AuditReport, public_key: PublicKey) -> None:
+def _print(
+    report: AuditReport, public_key: PublicKey, policy_path: str | None, sha256: str
+) -> None:
     data: dict[str, Any] = report.to_json()
     if len(report.logs) > 1:
         print(f"logs (oldest first): {', '.join(report.logs)}")
@@ -199,6 +228,10 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
     if report.last_record_sha256 is not None:
         print(f"last record sha256: {report.last_record_sha256}")
     print(f"judged at: {data['verified_at']}")
+    if policy_path is None:
+        print("judged against: the policy each deployment recorded (no --policy)")
+    else:
+        print(f"judged against policy: {policy_path} (sha256 {sha256})")
     print(f"deployments: {len(report.deployments)}")
     for summary in report.deployments:
         state = "stopped" if summary.stopped is not None else "still running"
@@ -207,6 +240,14 @@ def _print(report: AuditReport, public_key: PublicKey) -> None:
             f"seen, {summary.alerts} alerts ({summary.confirmed} confirmed, "
             f"{summary.false_alerts} false, {summary.unreviewed} unreviewed)"
         )
+        threshold = "not recorded" if summary.threshold is None else summary.threshold
+        print(f"    threshold in force: {threshold}")
+        policy = (
+            "not recorded or unreadable"
+            if summary.policy is None
+            else describe_policy(summary.policy)
+        )
+        print(f"    policy in force: {policy}")
     for notice in report.notices:
         print(f"notice: {notice}")
     if report.ok:

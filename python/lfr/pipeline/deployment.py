@@ -348,6 +348,7 @@ class Deployment:
             threshold=self._threshold,
             policy=self._policy,
             lfr_version=__version__,
+            watchlist_created=wl.created,
         )
         self._started_audited = True  # from here on a failed start is closed
         self._audit(
