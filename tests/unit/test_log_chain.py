@@ -508,3 +508,23 @@ def test_a_purge_of_an_alert_no_log_raised_is_unaccounted(site: Site) -> None:
         survey = StoreSurvey(str(site.store), "s", (), ("ghost",), log.head())
     found, _ = store_violations(read_chain([later], site.signing.public_key()), survey)
     assert found == []
+
+
+def test_the_published_record_names_the_chain_and_store_by_file_name(
+    site: Site,
+) -> None:
+    logs = chain_of_three(site)
+    pub = site.folder / "auditor.pub"
+    site.signing.public_key().save(pub)
+    out = site.folder / "published"
+    done = lfr_cli("audit", "report", *map(str, logs), "--public-key", str(pub),
+                   "--store", str(site.store), "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = (out / "deployment-record.md").read_text(encoding="utf-8")
+    data = json.loads((out / "deployment-record.json").read_text(encoding="utf-8"))
+    assert "`audit-0.log`, `audit-1.log`, `audit-2.log`" in page
+    assert "alert store `alerts.db`" in page
+    assert data["logs"] == ["audit-0.log", "audit-1.log", "audit-2.log"]
+    assert data["store"] == "alerts.db"
+    for text in (page, json.dumps(data)):
+        assert str(site.folder) not in text

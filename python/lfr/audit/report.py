@@ -490,6 +490,15 @@ def render_markdown(report: AuditReport) -> str:
     for summary in report.deployments:
         lines += _deployment_table(summary)
     lines += ["## Verification", ""]
+    if len(report.logs) > 1:
+        names = ", ".join(f"`{_md(Path(p).name)}`" for p in report.logs)
+        lines += [f"Logs verified as one chain, oldest first: {names}.", ""]
+    if report.store is not None:
+        lines += [
+            f"Checked against the alert store `{_md(Path(report.store).name)}`: "
+            "every alert it holds or purged must be accounted for by the logs.",
+            "",
+        ]
     if report.policy is not None:
         lines += [
             f"Judged against the auditor's policy: {describe_policy(report.policy)}; "
@@ -511,7 +520,9 @@ def render_markdown(report: AuditReport) -> str:
             where = (
                 ""
                 if violation.line is None
-                else f" (record {violation.record}, line {violation.line})"
+                else f" (record {violation.record}, line {violation.line}"
+                + ("" if violation.log is None else f" of {_md(violation.log)}")
+                + ")"
             )
             lines.append(f"- `{violation.kind}`{where}: {_md(violation.message)}")
     lines.append("")
