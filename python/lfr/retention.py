@@ -11,10 +11,11 @@ destroyed within 24 hours of the deployment's end.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+
+from lfr._numbers import finite
 
 __all__ = ["RetentionPolicy"]
 
@@ -115,7 +116,7 @@ class RetentionPolicy:
             if (
                 isinstance(seconds, bool)
                 or not isinstance(seconds, (int, float))
-                or not math.isfinite(seconds)
+                or finite(seconds) is None
             ):
                 raise ValueError(f"{key} must be a finite number, got {seconds!r}")
             try:

@@ -259,6 +259,28 @@ def test_a_record_at_expiry_within_the_skew_is_in_time(tmp_path: Path) -> None:
     assert kinds(tmp_path, body) == []
 
 
+def test_two_reviews_after_expiry_count_for_nothing(tmp_path: Path) -> None:
+    """The issue's attack: both reviews recorded after the alert expired."""
+
+    def body(log: AuditLog, clock: Clock) -> None:
+        clock.now = T0 + H
+        raise_alert(log, clock)
+        clock.now = T0 + H + DAY + H  # both too late
+        review(log, "pc-1")
+        review(log, "ps-2")
+        clock.now = T0 + H + DAY + H + S
+        log.append("alert_purged", alert_id="a1")
+
+    path, key = write(tmp_path, body)
+    report = verify(path, key.public_key(), now=NOW)
+    assert [(v.kind, v.record) for v in report.violations] == [
+        ("after_expiry", 3),
+        ("after_expiry", 4),
+        ("alert_not_purged", 5),
+        ("alert_not_reviewed", 5),
+    ]
+
+
 def test_a_review_after_expiry_does_not_count(tmp_path: Path) -> None:
     def body(log: AuditLog, clock: Clock) -> None:
         clock.now = T0 + H

@@ -312,3 +312,80 @@ def test_cli_a_bad_policy_file_exits_2(
         assert f"lfr audit {command}: " in out.stderr
         assert message in out.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_deployment_started_again_is_judged_at_every_start(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    """The second start of one deployment id cannot slip past the policy."""
+    honest = {
+        "recorded": lfr.RetentionPolicy(alert_ttl=12 * H),
+        "purge_after": 10 * H,
+        "reviewers": ("pc-1", "ps-2"),
+    }
+    path = write(tmp_path / "a.log", key, **honest)  # type: ignore[arg-type]
+    with AuditLog.open(path, key, clock=lambda: T0 + 12 * H) as log:
+        again = log.append(
+            "deployment_started",
+            deployment_id="dep-1",
+            camera_ids=["cam-1"],
+            location="Cardiff",
+            purpose="wanted persons",
+            authorised_by="Supt B",
+            watchlist_sha256="22" * 32,
+            watchlist_size=5,
+            model_id="dlib-resnet",
+            threshold=0.3,
+            policy=lfr.RetentionPolicy(),
+            lfr_version=lfr.__version__,
+            watchlist_created=datetime(2020, 1, 1, tzinfo=timezone.utc),
+        )
+    report = verify(path, key.public_key(), now=NOW, policy=AUDITOR)
+    second = [v for v in report.violations if v.kind == "looser_policy"]
+    assert {v.record for v in second} == {again.seq}
+    assert any("threshold" in v.message for v in second)
+    assert any("watchlist" in v.message for v in second)
+    # Its watchlist must be destroyed too, policy or not.
+    plain = verify(path, key.public_key(), now=NOW)
+    assert "watchlist_not_destroyed" in {v.kind for v in plain.violations}
+    # The control: the same log without the second start.
+    clean = write(tmp_path / "b.log", key, **honest)  # type: ignore[arg-type]
+    report = verify(clean, key.public_key(), now=NOW, policy=AUDITOR)
+    assert report.ok, report.violations
+
+
+@pytest.mark.parametrize("field", ["threshold", "policy"])
+def test_a_huge_number_in_a_signed_record_is_judged_not_a_crash(
+    tmp_path: Path, key: SigningKey, field: str
+) -> None:
+    """A key holder can sign any JSON; 10**400 must not stop the audit."""
+    path = write(tmp_path / "a.log", key, recorded=lfr.RetentionPolicy())
+    lines = [json.loads(x) for x in path.read_bytes().splitlines()]
+    fields = lines[1]["fields"]
+    if field == "threshold":
+        fields["threshold"] = 10**400
+    else:
+        fields["policy"] = {**fields["policy"], "alert_ttl_seconds": 10**400}
+    resign(path, lines, key)
+    report = verify(path, key.public_key(), now=NOW, policy=AUDITOR)
+    assert not report.ok
+    assert "looser_policy" in {v.kind for v in report.violations}
+    assert not [v for v in report.violations if v.kind == "integrity"]
+    verify(path, key.public_key(), now=NOW)  # and without a policy: no crash
+
+
+def resign(path: Path, lines: list[dict[str, Any]], key: SigningKey) -> None:
+    import base64
+    import hashlib
+
+    from lfr.audit.log import canonical
+
+    prev, out = "0" * 64, []
+    for record in lines:
+        body = {k: v for k, v in record.items() if k != "sig"}
+        body["prev"] = prev
+        signed = base64.b64encode(key.sign(canonical(body))).decode()
+        line = canonical({**body, "sig": signed})
+        prev = hashlib.sha256(line).hexdigest()
+        out.append(line)
+    path.write_bytes(b"\n".join(out) + b"\n")

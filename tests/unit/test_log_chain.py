@@ -372,7 +372,12 @@ def resign_without(path: Path, key: SigningKey, event: str) -> None:
         body = {k: v for k, v in record.items() if k != "sig"}
         body.update(seq=seq, prev=prev)
         if body["event"] == "counters":
-            body["fields"] = {**body["fields"], "alerts": 0}
+            fields = body["fields"]
+            body["fields"] = {
+                **fields,
+                "alerts": 0,
+                "faces_wiped": fields["faces_wiped"] + 2,
+            }
         line = canonical(
             {**body, "sig": base64.b64encode(key.sign(canonical(body))).decode()}
         )
@@ -386,23 +391,29 @@ def test_a_log_rewritten_and_resigned_is_caught_by_its_store_and_checkpoints(
 ) -> None:
     site.raise_alerts(2)
     with AuditLog.open(site.log, site.signing) as log:
+        log.append(
+            "counters", deployment_id="dep-1", camera_id="cam-1",
+            frames_processed=10, frames_dropped=0, faces_detected=5,
+            faces_skipped=0, faces_wiped=3, alerts=2,
+        )  # fmt: skip
         checkpoint = make_checkpoint(log)
     points = site.folder / "off-site.jsonl"
     points.write_text(checkpoint.to_json() + "\n")
+    # Every alert_raised removed, the counters fixed (alerts 0, wiped 5).
     resign_without(site.log, site.signing, "alert_raised")
+    counters = [json.loads(x) for x in site.log.read_bytes().splitlines()]
+    assert [r["fields"]["alerts"] for r in counters if r["event"] == "counters"] == [0]
     alone = site.verify()
-    assert alone.ok  # the rewritten log verifies on its own: that is the attack
+    assert not {"alert_raised"} & {r["event"] for r in counters}
+    assert alone.ok, alone.violations  # it verifies on its own: the attack
     with pytest.raises(AuditError):
         site.open()  # the store saw another log
-    report = verify(
-        site.log,
-        site.signing.public_key(),
-        store=site.store,
-        checkpoints=load_checkpoints(points),
-    )
-    found = kinds(report)
-    assert {"checkpoint_mismatch", "store_unaccounted"} <= found
-    assert {"chain_gap", "chain_broken"} & found  # the store saw a longer log
+    public = site.signing.public_key()
+    by_store = verify(site.log, public, store=site.store)
+    assert "store_unaccounted" in kinds(by_store)
+    assert {"chain_gap", "chain_broken"} & kinds(by_store)  # a longer log was seen
+    by_checkpoint = verify(site.log, public, checkpoints=load_checkpoints(points))
+    assert "checkpoint_mismatch" in kinds(by_checkpoint)
 
 
 # -- honest flows that must not be refused or flagged ---------------------------------

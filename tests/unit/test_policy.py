@@ -98,6 +98,12 @@ def test_looser_and_strictest_compare_field_by_field() -> None:
             "purge_interval_seconds must be a number of seconds, got True",
         ),
         (document(max_hold_seconds=1e300), "max_hold_seconds is out of range"),
+        (document(alert_ttl_seconds=10**400), "alert_ttl_seconds must be finite"),
+        (
+            document(max_watchlist_age_seconds=10**400),
+            "max_watchlist_age_seconds must be finite",
+        ),
+        (document(min_threshold=10**400), "min_threshold must be in [-1, 1]"),
         (
             document(alert_ttl_seconds=float("nan")),
             "alert_ttl_seconds must be finite, got nan",

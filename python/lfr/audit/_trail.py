@@ -182,6 +182,7 @@ class DeploymentTrail:
     loads: list[Record] = field(default_factory=list)
     counters: list[Record] = field(default_factory=list)
     alerts: list[AlertTrail] = field(default_factory=list)
+    restarts: list[Record] = field(default_factory=list)
 
     @property
     def crashed(self) -> bool:
@@ -328,9 +329,14 @@ def build(records: Sequence[Record], policy: Policy | None = None) -> Trail:
 
 def _start(record: Record, trail: DeploymentTrail, notices: list[str]) -> None:
     if trail.started is not None:
+        # Its policy is the first start's; its watchlist is a load like any
+        # other (it must be destroyed), and an auditor's policy judges it too.
+        trail.restarts.append(record)
+        trail.loads.append(record)
         notices.append(
             f"deployment {trail.deployment_id} is started again at {at(record)}; "
-            f"the first start ({at(trail.started)}) is used"
+            f"the first start's retention policy ({at(trail.started)}) is used for "
+            "its deadlines, and this start's watchlist must be destroyed too"
         )
         return
     trail.started = record

@@ -18,13 +18,13 @@ A deadline only counts once it has passed: a check judges the state of the log a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
+from lfr._numbers import finite
 from lfr.audit._trail import (
     ALERT_TIME_LEAD,
     CLOCK_SKEW,
@@ -616,8 +616,9 @@ def looser_policy(
 ) -> list[Violation]:
     """Every deployment ran within the auditor's policy (``looser_policy``).
 
-    Only with an auditor's :class:`lfr.Policy` (none: no violation). Each
-    deployment's first ``deployment_started`` record is compared with it, and
+    Only with an auditor's :class:`lfr.Policy` (none: no violation). Every
+    ``deployment_started`` record (a deployment id started again included) is
+    compared with it, and
     each of these is one violation on that record, naming the deployment, the
     field, the recorded and the allowed value:
 
@@ -670,8 +671,9 @@ def looser_policy(
                 )
             continue
         out += [
-            Violation.at("looser_policy", started, f"{name} ({at(started)}): {why}")
-            for why in _looser(started, policy)
+            Violation.at("looser_policy", start, f"{name} ({at(start)}): {why}")
+            for start in (started, *deployment.restarts)
+            for why in _looser(start, policy)
         ]
     return _in_order(out)
 
@@ -709,7 +711,7 @@ def _looser(started: Record, policy: Policy) -> list[str]:
     if (
         isinstance(threshold, bool)
         or not isinstance(threshold, (int, float))
-        or not math.isfinite(threshold)
+        or finite(threshold) is None
     ):
         out.append(
             "its match threshold is missing or not a number: it cannot show it "

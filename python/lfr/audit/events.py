@@ -151,7 +151,10 @@ def _number(name: str, value: Any) -> float:
         value, (int, float, np.integer, np.floating)
     ):
         raise ValueError(f"{name} must be a number, got {_type_name(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large for a number") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be finite, got {number}")
     return number

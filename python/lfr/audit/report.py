@@ -11,7 +11,6 @@ counts and times only, never biometric data or the subject ids of alerts.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from lfr._numbers import finite
 from lfr.alerts.survey import survey_store
 from lfr.audit import checks
 from lfr.audit._trail import (
@@ -646,7 +646,7 @@ def _span(seconds: object) -> str:
     """Seconds in the largest whole unit: ``24 h``, ``31 days``, ``90 s``."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return "unknown"
-    if not math.isfinite(seconds):
+    if finite(seconds) is None:
         return "unknown"
     if seconds > 86400 and seconds % 86400 == 0:
         return f"{int(seconds // 86400)} days"
@@ -725,7 +725,7 @@ def _threshold(fields: Mapping[str, Any]) -> float | None:
     value = fields.get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    return finite(value)
 
 
 def _recorded_policy(fields: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -97,7 +97,7 @@ class TokenSigner:
             raise AuditError(
                 f"token {token!r} has no single Ed25519 key pair labelled {label!r} "
                 f"({type(exc).__name__}); make one with `lfr keys create --signing "
-                f"pkcs11:token={token};object={label} --public-key PUB`"
+                f"'pkcs11:token={token};object={label}' --public-key PUB`"
             ) from None
         except BaseException:
             session.close()

@@ -174,7 +174,8 @@ def _add_audit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--signing-key",
         metavar="SK",
-        help="the audit log's signing key (`lfr keys create --signing`); "
+        help="the audit log's signing key (`lfr keys create --signing`), or "
+        "'pkcs11:token=T;object=O' (quoted) for a key in a PKCS#11 token; "
         "needed with --audit",
     )
 

@@ -91,7 +91,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     point.add_argument("log", metavar="LOG", help="the audit log file")
     point.add_argument(
-        "--signing-key", required=True, metavar="SK", help="the log's signing key"
+        "--signing-key",
+        required=True,
+        metavar="SK",
+        help="the log's signing key: a key file, or 'pkcs11:token=T;object=O' "
+        "(quoted) for a key in a PKCS#11 token",
     )
     point.add_argument("--out", metavar="FILE", help="write it here, not to stdout")
 

@@ -25,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "watchlists and alerts encrypted with it cannot be read. With --signing, "
         "writes instead a new Ed25519 key that signs audit logs to PATH (mode "
         "0600) and its public key to PATH.pub, for auditors; with --signing and "
-        "PATH pkcs11:token=T;object=O, makes the key inside that PKCS#11 token "
+        "PATH 'pkcs11:token=T;object=O' (quoted: the shell splits at ;), makes "
+        "the key inside that PKCS#11 token "
         "($LFR_PKCS11_MODULE, $LFR_PKCS11_PIN), where it stays, and writes its "
         "public key to --public-key.",
     )

@@ -53,7 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--signing-key",
         metavar="S",
         required=True,
-        help="audit signing key (`lfr keys create --signing S`); keep it off this "
+        help="audit signing key: a key file (`lfr keys create --signing S`) or a "
+        "key in a PKCS#11 token, 'pkcs11:token=T;object=O' (quoted); keep it off this "
         "machine's data directory: a key in the log's folder is refused, since "
         "whoever can rewrite the log could then re-sign it",
     )

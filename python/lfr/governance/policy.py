@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from lfr._numbers import finite
 from lfr.errors import PolicyError
 from lfr.retention import RetentionPolicy
 
@@ -126,9 +126,12 @@ class Policy:
             raise PolicyError(
                 f"min_threshold must be a number, got {type(threshold).__name__}"
             )
-        if not math.isfinite(threshold) or not -1.0 <= threshold <= 1.0:
-            raise PolicyError(f"min_threshold must be in [-1, 1], got {threshold}")
-        object.__setattr__(self, "min_threshold", float(threshold))
+        number = finite(threshold)
+        if number is None or not -1.0 <= number <= 1.0:
+            raise PolicyError(
+                f"min_threshold must be in [-1, 1], got {_short(threshold)}"
+            )
+        object.__setattr__(self, "min_threshold", number)
         age = self.max_watchlist_age
         if age is not None:
             if not isinstance(age, timedelta):
@@ -264,7 +267,7 @@ class Policy:
         return cls(
             **durations,
             two_person_review=review,
-            min_threshold=float(threshold),
+            min_threshold=threshold,
             max_watchlist_age=(
                 None if age is None else _seconds("max_watchlist_age_seconds", age)
             ),
@@ -365,8 +368,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _seconds(key: str, value: Any) -> timedelta:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PolicyError(f"{key} must be a number of seconds, got {_short(value)}")
-    if not math.isfinite(value):
-        raise PolicyError(f"{key} must be finite, got {value}")
+    if finite(value) is None:
+        raise PolicyError(f"{key} must be finite, got {_short(value)}")
     if value < 0:
         raise PolicyError(f"{key} must not be negative, got {value}")
     try:
