@@ -678,6 +678,19 @@ def looser_policy(
     return _in_order(out)
 
 
+def _duration(value: object) -> str:
+    """A duration for messages: ``3650 days``, ``24 h``, ``300 s``."""
+    if not isinstance(value, timedelta):
+        return str(value)
+    seconds = value.total_seconds()
+    if seconds >= 86400 and seconds % 86400 == 0:
+        days = int(seconds // 86400)
+        return f"{days} day{'s' if days != 1 else ''}"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    return f"{seconds:g} s"
+
+
 def _looser(started: Record, policy: Policy) -> list[str]:
     """What in a ``deployment_started`` record is looser than ``policy``."""
     fields = started.fields
@@ -704,8 +717,8 @@ def _looser(started: Record, policy: Policy) -> list[str]:
                     )
                 else:
                     out.append(
-                        f"{name} was {getattr(recorded, name)}; the policy allows "
-                        f"at most {getattr(policy, name)}"
+                        f"{name} was {_duration(getattr(recorded, name))}; the "
+                        f"policy allows at most {_duration(getattr(policy, name))}"
                     )
     threshold: Any = fields.get("threshold")
     if (

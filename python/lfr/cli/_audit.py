@@ -43,10 +43,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "verify",
         help="check a log's signatures, hash chain and retention promises",
         description="Verifies every record's signature and the hash chain, then "
-        "checks the promises: alerts purged by their deadline, holds with a "
-        "reason, alerts reviewed (by two people where the policy says so), "
-        "watchlists destroyed in time, counters consistent, no biometric "
-        "content. Exits 1 on any violation.",
+        "checks the promises: times that never go back, alert times that agree "
+        "with their records, alerts purged by their deadline, holds with a "
+        "reason, nothing done to an expired alert, alerts reviewed (by two people "
+        "where the policy says so), watchlists destroyed in time, counters "
+        "consistent, no biometric content. Several LOGs are a store's chain "
+        "(oldest first); --store checks the alert store against them, "
+        "--checkpoint the checkpoints sent off the site, --policy your own rules "
+        "(docs/audit.md). Exits 1 on any violation.",
     )
     _add_logs(check)
     check.add_argument("--public-key", required=True, metavar="PUB", help=_KEY_HELP)
