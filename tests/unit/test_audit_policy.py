@@ -19,6 +19,7 @@ import pytest
 
 import lfr
 from lfr.audit import AuditLog, SigningKey, verify
+from tests.support.forge import resign
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 H = timedelta(hours=1)
@@ -372,20 +373,3 @@ def test_a_huge_number_in_a_signed_record_is_judged_not_a_crash(
     assert "looser_policy" in {v.kind for v in report.violations}
     assert not [v for v in report.violations if v.kind == "integrity"]
     verify(path, key.public_key(), now=NOW)  # and without a policy: no crash
-
-
-def resign(path: Path, lines: list[dict[str, Any]], key: SigningKey) -> None:
-    import base64
-    import hashlib
-
-    from lfr.audit.log import canonical
-
-    prev, out = "0" * 64, []
-    for record in lines:
-        body = {k: v for k, v in record.items() if k != "sig"}
-        body["prev"] = prev
-        signed = base64.b64encode(key.sign(canonical(body))).decode()
-        line = canonical({**body, "sig": signed})
-        prev = hashlib.sha256(line).hexdigest()
-        out.append(line)
-    path.write_bytes(b"\n".join(out) + b"\n")

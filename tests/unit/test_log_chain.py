@@ -9,8 +9,6 @@ untouched control must pass.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import shutil
 import sqlite3
@@ -26,8 +24,8 @@ from lfr.alerts import Records
 from lfr.alerts.survey import StoreSurvey, survey_store
 from lfr.audit import AuditLog, SigningKey, load_checkpoints, make_checkpoint, verify
 from lfr.audit.chain import line_hashes, read_chain, store_violations
-from lfr.audit.log import canonical
 from lfr.errors import AuditError
+from tests.support.forge import resign
 
 CHAIN_KINDS = {"chain_gap", "chain_broken", "store_unaccounted"}
 
@@ -367,23 +365,15 @@ def resign_without(path: Path, key: SigningKey, event: str) -> None:
     """What a holder of the signing key can do: rewrite the log, re-signed."""
     lines = [json.loads(x) for x in path.read_bytes().splitlines()]
     kept = [r for r in lines if r["event"] != event]
-    prev, out = "0" * 64, []
-    for seq, record in enumerate(kept):
-        body = {k: v for k, v in record.items() if k != "sig"}
-        body.update(seq=seq, prev=prev)
-        if body["event"] == "counters":
-            fields = body["fields"]
-            body["fields"] = {
+    for record in kept:
+        if record["event"] == "counters":
+            fields = record["fields"]
+            record["fields"] = {
                 **fields,
                 "alerts": 0,
                 "faces_wiped": fields["faces_wiped"] + 2,
             }
-        line = canonical(
-            {**body, "sig": base64.b64encode(key.sign(canonical(body))).decode()}
-        )
-        prev = hashlib.sha256(line).hexdigest()
-        out.append(line)
-    path.write_bytes(b"\n".join(out) + b"\n")
+    resign(path, kept, key)
 
 
 def test_a_log_rewritten_and_resigned_is_caught_by_its_store_and_checkpoints(

@@ -89,6 +89,18 @@ def _create(path: Path, key_meta: Mapping[str, str]) -> None:
             leftover.unlink(missing_ok=True)
 
 
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens the store file without writing to it.
+
+    Read-only; "immutable" also keeps SQLite from creating -wal/-shm files when
+    there is no WAL to read (a store closed cleanly).
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    if not os.path.exists(f"{path}-wal"):
+        uri += "&immutable=1"
+    return uri
+
+
 def _validate(path: Path) -> dict[str, str]:
     """Checks an existing store without writing to it; returns its metadata."""
     try:
@@ -110,11 +122,7 @@ def _validate(path: Path) -> dict[str, str]:
             f"{path} is an alert store of format version {version}; this lfr reads "
             f"version {FORMAT_VERSION}"
         )
-    # Read-only; "immutable" also keeps SQLite from creating -wal/-shm files when
-    # there is no WAL to read (a store closed cleanly).
-    uri = path.absolute().as_uri() + "?mode=ro"
-    if not os.path.exists(f"{path}-wal"):
-        uri += "&immutable=1"
+    uri = read_only_uri(path)
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         try:

@@ -16,7 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from lfr.alerts.schema import _validate
+from lfr.alerts.schema import _validate, read_only_uri
 from lfr.alerts.sealing import AlteredError, Sealer
 from lfr.audit.log import LogHead
 from lfr.errors import AlertStoreError
@@ -70,11 +70,8 @@ def survey_store(
     where = Path(path)
     meta = _validate(where)
     sealer = None if key is None else Sealer(key, meta, f"alert store {where}")
-    uri = where.absolute().as_uri() + "?mode=ro"
-    if not os.path.exists(f"{where}-wal"):
-        uri += "&immutable=1"
     try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        conn = sqlite3.connect(read_only_uri(where), uri=True, isolation_level=None)
         try:
             rows = conn.execute(
                 "SELECT alert_id, expires, wrapped_key FROM alerts ORDER BY seq"
