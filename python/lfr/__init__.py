@@ -6,6 +6,12 @@ encrypted and for a bounded time; a signed audit log lets an auditor check it.
 
 from __future__ import annotations
 
+import os as _os
+
+# Before anything imports onnxruntime: its import otherwise writes a device id and
+# a telemetry queue under ~/.cache/Microsoft/ (an operator may set it to 0).
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from lfr import audit as audit
 from lfr._core import __version__
 from lfr.alerts import Alert, AlertStore, Records

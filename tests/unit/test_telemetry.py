@@ -1,0 +1,40 @@
+"""onnxruntime writes nothing under the user's home once lfr is imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def files_after(code: str, home: Path, **env: str) -> list[Path]:
+    environ = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    environ.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), **env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environ, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return sorted(p for p in home.rglob("*") if p.is_file())
+
+
+def test_importing_lfr_first_keeps_onnxruntime_from_writing_a_device_id(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    lfr_first = tmp_path / "a"
+    lfr_first.mkdir()
+    assert files_after("import lfr, onnxruntime", lfr_first) == []
+    # The negative control: onnxruntime alone writes its device id there.
+    alone = tmp_path / "b"
+    alone.mkdir()
+    written = files_after("import onnxruntime", alone)
+    assert any(p.name == "deviceid" for p in written), written
+    # An operator's explicit choice stands.
+    chosen = tmp_path / "c"
+    chosen.mkdir()
+    written = files_after("import lfr, onnxruntime", chosen, ORT_DISABLE_TELEMETRY="0")
+    assert any(p.name == "deviceid" for p in written), written
