@@ -115,6 +115,12 @@ class Uncopyable:
         raise self._refuse()
 
 
+#: The most memory scrypt parameters may ask for (bytes; the default needs 128 MiB).
+MAX_SCRYPT_MEMORY = 1 << 30
+#: The most work (n * r * p) they may ask for: 8 times the default.
+MAX_SCRYPT_WORK = 8 * 2**17 * 8
+
+
 @dataclass(frozen=True)
 class ScryptParams:
     """scrypt parameters, stored with the data a passphrase protects.
@@ -142,6 +148,18 @@ class ScryptParams:
         if not (1 <= self.r <= 64 and 1 <= self.p <= 16):
             raise ValueError(
                 f"scrypt r must be in 1..64 and p in 1..16, got {self.r}, {self.p}"
+            )
+        # The parameters come from the (unauthenticated) header of the data they
+        # protect: bounded, so a forged header cannot ask for 128 GiB or hours.
+        if 128 * self.n * self.r > MAX_SCRYPT_MEMORY:
+            raise ValueError(
+                f"scrypt n={self.n}, r={self.r} needs {128 * self.n * self.r >> 20} "
+                f"MiB; lfr allows at most {MAX_SCRYPT_MEMORY >> 20} MiB"
+            )
+        if self.n * self.r * self.p > MAX_SCRYPT_WORK:
+            raise ValueError(
+                f"scrypt n*r*p = {self.n * self.r * self.p} is more work than lfr "
+                f"allows ({MAX_SCRYPT_WORK}: 8 times the default)"
             )
 
     @classmethod

@@ -109,6 +109,17 @@ def test_passphrase_keys_depend_on_salt_and_phrase() -> None:
         ScryptParams(b"short")
     with pytest.raises(ValueError, match="power of two"):
         ScryptParams(b"0123456789abcdef", n=1000)
+    # A forged header cannot ask for 128 GiB, or hours of work.
+    with pytest.raises(ValueError, match="MiB"):
+        ScryptParams(b"0123456789abcdef", n=2**24, r=64)
+    with pytest.raises(ValueError, match="more work"):
+        ScryptParams(b"0123456789abcdef", n=2**20, r=8, p=16)
+    ScryptParams(b"0123456789abcdef", n=2**20, r=8, p=1)  # 1 GiB: the limit
+    with pytest.raises(ValueError, match="malformed"):  # as read from a header
+        ScryptParams.from_json(
+            {"kdf": "scrypt", "salt": "MDEyMzQ1Njc4OWFiY2RlZg==", "n": 2**24,
+             "r": 64, "p": 16}
+        )  # fmt: skip
     with pytest.raises(ValueError, match="malformed"):
         ScryptParams.from_json({"kdf": "scrypt", "salt": "%%%", "n": 2, "r": 1, "p": 1})
 
