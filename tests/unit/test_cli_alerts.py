@@ -640,3 +640,25 @@ def test_faketime_really_sets_the_clock_back(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert old.alert_id in out.stdout
+
+
+def test_a_damaged_alert_is_reported_and_does_not_hide_the_others(site: Site) -> None:
+    first, second = site.live
+    conn = sqlite3.connect(site.store)
+    try:
+        (wrapped,) = conn.execute(
+            "SELECT wrapped_key FROM alerts WHERE alert_id = ?", (first.alert_id,)
+        ).fetchone()
+        conn.execute(
+            "UPDATE alerts SET wrapped_key = ? WHERE alert_id = ?",
+            (wrapped, second.alert_id),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    out = lfr_cli("alerts", "list", *site.opts())
+    assert out.returncode == 1
+    assert first.alert_id in out.stdout
+    assert second.alert_id not in out.stdout
+    assert f"alert {second.alert_id} does not authenticate" in out.stderr
+    assert second.subject_id not in out.stderr  # no identity of a damaged alert

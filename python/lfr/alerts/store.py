@@ -773,13 +773,20 @@ class AlertStore(Closing):
         with self._repo.session():
             return self._open(_id(alert_id), _us(self._now())).holds
 
-    def alerts(self) -> list[Alert]:
+    def alerts(self, *, damaged: list[str] | None = None) -> list[Alert]:
         """Every live alert (not expired, or held), oldest first.
 
+        Args:
+            damaged: A list to collect the ids of live alerts that do not
+                authenticate (altered: a forged hold or review, a moved key);
+                they are skipped and the others returned. ``None``: the first
+                one raises.
+
         Raises:
-            AlertStoreError: A live alert has been altered.
+            AlertStoreError: A live alert has been altered (without ``damaged``).
         """
         self._warn_if_unpurged()
+        out: list[Alert] = []
         with self._repo.session():
             now_us = _us(self._now())
             ids = [
@@ -787,7 +794,13 @@ class AlertStore(Closing):
                 for row in self._repo.retention()
                 if rules.live(row, now_us)
             ]
-            out = [self._alert(self._open(i, now_us), now_us) for i in ids]
+            for alert_id in ids:
+                try:
+                    out.append(self._alert(self._open(alert_id, now_us), now_us))
+                except AlertStoreError:
+                    if damaged is None:
+                        raise
+                    damaged.append(alert_id)
         out.sort(key=lambda alert: alert.time)  # stable: ties in insertion order
         return out
 

@@ -269,9 +269,16 @@ def _line(alert: Alert) -> str:
 
 
 def _list(args: argparse.Namespace, store: AlertStore) -> int:
-    for alert in store.alerts():
+    damaged: list[str] = []
+    for alert in store.alerts(damaged=damaged):
         print(json.dumps(alert.to_json()) if args.json else _line(alert))
-    return 0
+    for alert_id in damaged:  # reported, and not allowed to hide the others
+        print(
+            f"lfr alerts list: alert {alert_id} does not authenticate (altered); "
+            "skipped",
+            file=sys.stderr,
+        )
+    return 1 if damaged else 0
 
 
 def _list_audited(args: argparse.Namespace, records: Records) -> int:
