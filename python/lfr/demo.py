@@ -366,6 +366,9 @@ def compose_video(
     frames = max((p.first + p.length for p in plans), default=1)
 
     out_path = Path(os.fspath(out))
+    # A video of faces: created 0600 before OpenCV opens it (it keeps the mode).
+    os.close(os.open(out_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600))
+    out_path.chmod(0o600)
     writer = cv2.VideoWriter(
         str(out_path), cv2.VideoWriter.fourcc(*codec), float(fps), (width, height)
     )

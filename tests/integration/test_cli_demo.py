@@ -157,6 +157,9 @@ def test_keep_video_keeps_it_and_data_without_unknowns(
     assert "unknown people alerted: 0 of 2" in run.stdout
     assert "was kept (--keep-video)" in run.stdout
     assert (out / "demo-video.avi").stat().st_size > 0
+    # A video of faces: readable by its owner only, in a folder only they enter.
+    assert (out / "demo-video.avi").stat().st_mode & 0o777 == 0o600
+    assert out.stat().st_mode & 0o777 == 0o700
 
 
 def test_no_data_says_where_it_looked(

@@ -331,7 +331,8 @@ def _out_dir(requested: str | None, data: Path) -> tuple[Path, bool]:
             raise ValueError(f"--out {out} is inside the photo data {inside}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} must be a new or empty directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out.chmod(0o700)  # it will hold a video of faces: the operator's only
     return out, False
 
 
