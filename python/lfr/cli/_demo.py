@@ -501,7 +501,8 @@ def _demo(
     print(
         f"  - {stats.frames} frames, {stats.faces} faces detected: "
         f"{stats.alerts} alerts; {stats.wiped + stats.skipped} faces wiped from "
-        f"memory at once ({stats.skipped} too poor to judge), leaving no trace"
+        f"lfr's locked memory at once ({stats.skipped} too poor to judge); copies "
+        "the video decoder made are outside lfr's reach (docs/data-handling.md)"
     )
     print(f"  - enrolled people alerted: {len(hits)} of {len(enrolled)}")
     for person in enrolled:
