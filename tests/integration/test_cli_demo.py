@@ -65,7 +65,8 @@ def test_demo_alerts_every_enrolled_person_and_no_one_else(
     assert "enrolled people alerted: 4 of 4" in text
     assert "unknown people alerted: 0 of 4" in text
     assert "no unknown person was stored" in text
-    assert "faces wiped from memory at once" in text
+    assert "faces wiped from lfr's locked memory at once" in text
+    assert "no trace" not in text  # no more than docs/data-handling.md shows
     assert "verified, no violations" in text
     assert "shows faces" in text
     assert "was deleted" in text
