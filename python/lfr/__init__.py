@@ -11,6 +11,10 @@ import os as _os
 # Before anything imports onnxruntime: its import otherwise writes a device id and
 # a telemetry queue under ~/.cache/Microsoft/ (an operator may set it to 0).
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+# Before anything imports OpenCV, which reads it once, when it loads: no image
+# decodes to more pixels than this (lfr.sources._stills.DEFAULT_MAX_STILL_PIXELS),
+# whoever calls the decoder; an operator may set another bound.
+_os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 25))
 
 from lfr import audit as audit
 from lfr._core import __version__

@@ -2,7 +2,8 @@
 
 :meth:`lfr.Watchlist.enroll` stores what :func:`embed_images` computes. Each image
 must show exactly one face that passes the quality gate; the images are read (files
-decoded, then wiped), detected, gated and embedded straight into the caller's
+decoded straight into secure memory, their size bounded first, and wiped after
+use), detected, gated and embedded straight into the caller's
 buffer (normally a :class:`~lfr.secure.SecureBuffer` view). Enrolment is all or
 nothing: when any image fails, :class:`~lfr.errors.EnrolmentError` lists every
 failing image with its reason and the caller stores nothing.
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -25,6 +26,8 @@ from lfr.detect import FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import EnrolmentError
 from lfr.quality import QualityGate
+from lfr.secure import SecureBuffer
+from lfr.sources._stills import UnusableImage, decode_into, read_size
 
 if TYPE_CHECKING:
     from lfr.protocols import Detector, Embedder
@@ -68,7 +71,7 @@ def embed_images(
     gate = gate or QualityGate()
     failures: list[tuple[int, str]] = []
     for i, item in enumerate(images):
-        image, owned = load_image(item)
+        image, buffer = load_image(item)
         try:
             if isinstance(image, str):
                 failures.append((i, image))
@@ -92,8 +95,9 @@ def embed_images(
             else:
                 embedder.embed(image, faces[usable], out=out[i : i + 1])
         finally:
-            if owned and not isinstance(image, str):
-                image.fill(0)
+            del image
+            if buffer is not None:
+                buffer.discard()  # wiped now; freed once no view is left
     if failures:
         lines = "; ".join(f"image {i}: {why}" for i, why in failures)
         raise EnrolmentError(
@@ -103,15 +107,27 @@ def embed_images(
         )
 
 
-def load_image(item: ImageInput) -> tuple[npt.NDArray[np.uint8] | str, bool]:
+def load_image(
+    item: ImageInput,
+) -> tuple[npt.NDArray[np.uint8] | str, SecureBuffer | None]:
     """Reads one enrolment image.
+
+    A file's header is read first and its size bounded
+    (:data:`~lfr.sources.MAX_STILL_PIXELS`); then OpenCV decodes it straight into
+    a new :class:`~lfr.secure.SecureBuffer` (``cv2.imread(path, dst, flags)``,
+    checked to have written there), so its pixels never sit in ordinary memory.
 
     Args:
         item: A file path, or a ``uint8[h, w, 3]`` BGR array (used as it is).
 
     Returns:
-        ``(image, owned)``: ``owned`` when the image was decoded here (the caller
-        wipes it after use); or ``(reason, False)`` when it cannot be used.
+        ``(image, buffer)``: for a file, ``image`` is a view of ``buffer``, which
+        the caller discards (wipes and frees) after deleting the view; for an
+        array, ``buffer`` is ``None``. ``(reason, None)`` when it cannot be used.
+
+    Raises:
+        lfr.errors.SecureMemoryError: The buffer for the decoded image cannot be
+            locked in memory.
     """
     if isinstance(item, np.ndarray):
         if (
@@ -120,16 +136,20 @@ def load_image(item: ImageInput) -> tuple[npt.NDArray[np.uint8] | str, bool]:
             or item.shape[2] != 3
             or not item.size
         ):
-            return "not a uint8 (h, w, 3) BGR image", False
-        return item, False
+            return "not a uint8 (h, w, 3) BGR image", None
+        return item, None
+    path = Path(os.fspath(item))
     try:
-        raw = np.fromfile(os.fspath(item), dtype=np.uint8)
-    except OSError as exc:
-        return f"cannot read {os.fspath(item)}: {exc.strerror}", False
+        shape = read_size(path)
+    except UnusableImage as exc:
+        return f"{path}: {exc.reason}", None
+    buffer = SecureBuffer(shape[0] * shape[1] * 3)
     try:
-        image = cv2.imdecode(raw, cv2.IMREAD_COLOR)
-    finally:
-        raw.fill(0)
-    if image is None:
-        return f"{os.fspath(item)} is not a readable image", False
-    return np.asarray(image, np.uint8), True
+        h, w = decode_into(path, buffer, shape)
+    except UnusableImage as exc:
+        buffer.discard()
+        return f"{path}: {exc.reason}", None
+    except BaseException:
+        buffer.discard()
+        raise
+    return buffer.array(np.uint8, (h, w, 3)), buffer

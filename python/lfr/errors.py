@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AlertStoreError",
     "AuditError",
+    "CaptureMismatchError",
     "DeploymentError",
     "EnrolmentError",
     "KeyFileError",
@@ -94,6 +95,26 @@ class SourceError(LfrError):
     unsupported source. Messages name the source (URLs without credentials), never
     pixels.
     """
+
+
+class CaptureMismatchError(SourceError):
+    """A captured frame did not land in the secure buffer it was read into.
+
+    Raised by :func:`lfr.sources.read_into` when the capture delivers frames of
+    another size or format than the buffer's view (OpenCV then allocates an array
+    of its own, which is zeroed before this is raised).
+
+    Attributes:
+        expected: The view's shape, ``(h, w, 3)``.
+        got: The shape of what the capture delivered.
+    """
+
+    def __init__(
+        self, message: str, expected: tuple[int, ...], got: tuple[int, ...]
+    ) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.got = got
 
 
 class AuditError(LfrError):

@@ -537,8 +537,11 @@ class Deployment:
             c = self._counts.copy()
             frame_lat = list(self._latency.frame)
             alert_lat = list(self._latency.alert)
+        unreadable = 0
         if self._source is not None:
-            c.drops = self._source.stats.dropped
+            source_stats = self._source.stats
+            c.drops = source_stats.dropped
+            unreadable = source_stats.skipped
         end = self._ended or _time.monotonic()
         elapsed = end - self._started if self._started else 0.0
         return DeploymentStats(
@@ -553,6 +556,7 @@ class Deployment:
             latency_p95_ms=percentile(frame_lat, 95),
             alert_latency_p95_ms=percentile(alert_lat, 95),
             running=self._thread is not None and self._thread.is_alive(),
+            unreadable=unreadable,
         )
 
     def review(

@@ -32,6 +32,9 @@ class DeploymentStats:
         alert_latency_p95_ms: 95th percentile capture-to-alert time (stored and
             audited), or None without alerts.
         running: Whether the processing thread is still running.
+        unreadable: Frames the source skipped because they could not be used: a
+            damaged, unknown or oversized image in a folder (each logged by file
+            name), or a grabbed video frame that failed to decode.
     """
 
     frames: int
@@ -45,6 +48,7 @@ class DeploymentStats:
     latency_p95_ms: float | None
     alert_latency_p95_ms: float | None
     running: bool
+    unreadable: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""

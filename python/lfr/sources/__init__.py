@@ -4,8 +4,8 @@
 arrays into a :class:`FrameSource`, whose :meth:`~FrameSource.frames` yields
 :class:`Frame` objects. Every frame's pixels are in a :class:`~lfr.SecureBuffer`
 leased from a :class:`~lfr.SecurePool` sized for the stream: OpenCV decodes video
-straight into it, and decoded images and caller arrays are copied into it (the
-temporary decode is zeroed). Release each frame when its faces are decided; that
+and still images straight into it (a still's size is read from its header and
+bounded first, :data:`MAX_STILL_PIXELS`), and caller arrays are copied into it. Release each frame when its faces are decided; that
 wipes the buffer and returns it to the pool.
 
 Live sources (cameras, streams) never fall behind: the newest frame wins, older
@@ -39,9 +39,12 @@ from lfr.sources._base import (
 )
 from lfr.sources._capture import Capture, LiveSource, VideoSource, open_cv
 from lfr.sources._images import IMAGE_SUFFIXES, FolderSource, IterableSource
+from lfr.sources._read_into import read_into
+from lfr.sources._stills import MAX_STILL_PIXELS, UnusableImage
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_STILL_PIXELS",
     "STREAM_SCHEMES",
     "Backoff",
     "Capture",
@@ -53,8 +56,10 @@ __all__ = [
     "LiveSource",
     "SourceSpec",
     "SourceStats",
+    "UnusableImage",
     "VideoSource",
     "open_source",
+    "read_into",
     "redact_url",
 ]
 
@@ -91,7 +96,8 @@ def open_source(
               ``OPENCV_FFMPEG_CAPTURE_OPTIONS``): live;
             - a video file path: every frame, the first one read here;
             - a folder of images (``.jpg .jpeg .png .bmp .webp``, sorted by name;
-              undecodable files are skipped and counted);
+              files that are damaged, not JPEG, PNG, BMP or WebP, or larger than
+              :data:`MAX_STILL_PIXELS` are skipped, counted and logged by name);
             - an iterable of ``uint8`` BGR ``(h, w, 3)`` numpy arrays (a wrong one
               raises ``TypeError``/``ValueError`` naming its index).
         every: Deliver every n-th frame only (frame indices keep counting all).

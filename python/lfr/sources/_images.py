@@ -8,19 +8,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from lfr.align import check_frame
 from lfr.errors import SourceError
-from lfr.sources._base import (
-    EventHandler,
-    Frame,
-    FrameSource,
-    _convert_into,
-    _decoded_shape,
-    _now,
-)
+from lfr.sources._base import EventHandler, Frame, FrameSource, _now
+from lfr.sources._stills import UnusableImage, decode_into, read_size
 
 __all__ = ["IMAGE_SUFFIXES", "FolderSource", "IterableSource"]
 
@@ -33,11 +26,16 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 class FolderSource(FrameSource):
     """The images of a folder, sorted by file name, as frames.
 
-    Each file is decoded by OpenCV into a temporary array, copied into a pooled
-    secure buffer, and the temporary (and the file's bytes) zeroed. A file that does
-    not decode is skipped: counted in ``stats.skipped``, reported as the event
-    ``frame_skipped`` with its index, and the next one is read (a folder of
-    collected stills should not stop on one damaged file). Sub-folders are not read.
+    Each file's header is read first and its size bounded (at most
+    :data:`~lfr.sources.MAX_STILL_PIXELS` pixels and
+    :data:`~lfr.align.MAX_FRAME_SIDE` on a side); then OpenCV decodes it straight
+    into a pooled secure buffer (``cv2.imread(path, dst, flags)``, checked to have
+    written there). A file that cannot be used (unreadable, not a JPEG, PNG, BMP or
+    WebP, damaged, or too large) is skipped: counted in ``stats.skipped``, logged
+    as a warning that names the file and the reason (never its content), reported
+    as the event ``frame_skipped`` with its index and the reason, and the next one
+    is read (a folder of collected stills should not stop on one bad file).
+    Sub-folders are not read.
 
     Args:
         path: The folder.
@@ -91,7 +89,6 @@ class FolderSource(FrameSource):
         return len(self._files)
 
     def _frames(self) -> Iterator[Frame]:
-        what = f"folder {self.spec}"
         for index, path in enumerate(self._files):
             if self._stop.is_set():
                 return
@@ -100,36 +97,34 @@ class FolderSource(FrameSource):
                 continue
             stamp = _now()
             try:
-                data = np.fromfile(path, dtype=np.uint8)
-            except OSError as exc:
-                self._skip(index, type(exc).__name__)
+                shape = read_size(path)
+            except UnusableImage as exc:
+                self._skip(index, path, exc.reason)
                 continue
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-            data.fill(0)
-            if image is None or image.size == 0:
-                self._skip(index, "not a decodable image")
-                continue
+            got = self._pools.acquire(shape[0] * shape[1] * 3, self._stop, wait=True)
+            if got is None:
+                return
+            pool, buffer = got
             try:
-                shape = _decoded_shape(image, what)
-                got = self._pools.acquire(
-                    shape[0] * shape[1] * 3, self._stop, wait=True
-                )
-                if got is None:
-                    return
-                frame = self._frame(index, got, shape, stamp)
-                try:
-                    _convert_into(image, frame.image, what)
-                except BaseException:
-                    frame.release()
-                    raise
-            finally:
-                image.fill(0)
+                shape = decode_into(path, buffer, shape)
+            except UnusableImage as exc:
+                pool.release(buffer)  # wipes what a failed decode may have left
+                self._skip(index, path, exc.reason)
+                continue
+            except BaseException:
+                pool.release(buffer)
+                raise
+            frame = self._frame(index, got, shape, stamp)
             self._counters.add("delivered")
             yield frame
 
-    def _skip(self, index: int, reason: str) -> None:
+    def _skip(self, index: int, path: Path, reason: str) -> None:
         self._counters.add("skipped")
-        _log.warning("image %d of a folder source skipped: %s", index, reason)
+        # The operator's log names the file, so it can be found; the event (which
+        # may go further, e.g. into an audit record) carries the index only.
+        _log.warning(
+            "image %d of a folder source (%s) skipped: %s", index, path.name, reason
+        )
         self._emit(
             "frame_skipped", {"kind": self.kind, "index": index, "reason": reason}
         )
