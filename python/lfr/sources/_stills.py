@@ -82,7 +82,7 @@ class UnusableImage(SourceError):
         self.reason = reason
 
 
-def read_size(path: Path, max_pixels: int = MAX_STILL_PIXELS) -> tuple[int, int]:
+def read_size(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
     """Reads a JPEG, PNG, BMP or WebP header; returns the image's ``(h, w)``.
 
     Only the header is read (the JPEG segments before its frame header at most),
@@ -90,7 +90,7 @@ def read_size(path: Path, max_pixels: int = MAX_STILL_PIXELS) -> tuple[int, int]
 
     Args:
         path: The image file (its content decides the format, not its name).
-        max_pixels: The most pixels accepted.
+        max_pixels: The most pixels accepted; default :data:`MAX_STILL_PIXELS`.
 
     Returns:
         ``(height, width)`` as the file declares them.
@@ -105,15 +105,16 @@ def read_size(path: Path, max_pixels: int = MAX_STILL_PIXELS) -> tuple[int, int]
             h, w = _header_size(f)
     except OSError as exc:
         raise UnusableImage(f"cannot read it: {exc.strerror or type(exc).__name__}")
+    bound = MAX_STILL_PIXELS if max_pixels is None else max_pixels
     if h < 1 or w < 1:
         raise UnusableImage(f"declares an empty image ({w}x{h} px)")
     if max(h, w) > MAX_FRAME_SIDE:
         raise UnusableImage(
             f"too large: {w}x{h} px exceeds {MAX_FRAME_SIDE} px on a side"
         )
-    if h * w > max_pixels:
+    if h * w > bound:
         raise UnusableImage(
-            f"too large: {w}x{h} px exceeds the bound of {max_pixels} pixels "
+            f"too large: {w}x{h} px exceeds the bound of {bound} pixels "
             "(OPENCV_IO_MAX_IMAGE_PIXELS)"
         )
     return h, w
