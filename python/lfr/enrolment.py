@@ -27,7 +27,7 @@ from lfr.embed import FaceEmbedder
 from lfr.errors import EnrolmentError
 from lfr.quality import QualityGate
 from lfr.secure import SecureBuffer
-from lfr.sources._stills import UnusableImage, decode_into, read_size
+from lfr.sources._stills import UnusableImageError, decode_into, read_size
 
 if TYPE_CHECKING:
     from lfr.protocols import Detector, Embedder
@@ -141,12 +141,12 @@ def load_image(
     path = Path(os.fspath(item))
     try:
         shape = read_size(path)
-    except UnusableImage as exc:
+    except UnusableImageError as exc:
         return f"{path}: {exc.reason}", None
     buffer = SecureBuffer(shape[0] * shape[1] * 3)
     try:
         h, w = decode_into(path, buffer, shape)
-    except UnusableImage as exc:
+    except UnusableImageError as exc:
         buffer.discard()
         return f"{path}: {exc.reason}", None
     except BaseException:

@@ -121,7 +121,8 @@ def test_plain_read_falls_back_silently(video: Path) -> None:
             ok, got = capture.read(image=frame)
             assert ok  # no error, no warning...
             assert got.ctypes.data != frame.ctypes.data  # ...and not in the buffer
-            assert got.any() and not frame.any()
+            assert got.any()
+            assert not frame.any()
             got.fill(0)
             del frame
     finally:
@@ -132,7 +133,7 @@ def test_plain_read_falls_back_silently(video: Path) -> None:
 def test_refuses_views_outside_secure_memory(video: Path) -> None:
     capture = cv2.VideoCapture(str(video))
     try:
-        with pytest.raises(TypeError, match="view of a lfr.SecureBuffer"):
+        with pytest.raises(TypeError, match=r"view of a lfr\.SecureBuffer"):
             read_into(capture, np.zeros((H, W, 3), np.uint8))
         pool = SecurePool(H * W * 3 * 2, capacity=1)
         with pool.lease() as buf:
@@ -156,3 +157,11 @@ def test_end_of_stream_returns_false(tmp_path: Path) -> None:
         assert not frame.any()
         del frame
     pool.close()
+
+
+def test_docstring_example() -> None:
+    import doctest
+
+    import lfr.sources._read_into as module
+
+    assert doctest.testmod(module).failed == 0

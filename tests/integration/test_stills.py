@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pytest
 
 from lfr.sources import MAX_STILL_PIXELS, open_source
-from lfr.sources._stills import DEFAULT_MAX_STILL_PIXELS, UnusableImage, read_size
+from lfr.sources._stills import DEFAULT_MAX_STILL_PIXELS, UnusableImageError, read_size
 
 REPO = Path(__file__).resolve().parents[2]
 CHILD_S = 120  # generous: a child that takes longer has hung
@@ -143,7 +143,8 @@ def test_size_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
     assert got["seen"] == [[0, [48, 64, 3]], [2, [48, 64, 3]]]
     assert (got["skipped"], got["delivered"]) == (1, 2)
     assert got["rss_mb"] < 200, got
-    assert "b_bomb.png" in got["stderr"] and "too large: 8000x8000" in got["stderr"]
+    assert "b_bomb.png" in got["stderr"]
+    assert "too large: 8000x8000" in got["stderr"]
 
     # Negative control: with lfr's header bound lifted, OpenCV's own bound (set by
     # `import lfr`) still refuses to decode it, but lfr has already sized its pool
@@ -276,7 +277,8 @@ def test_stills_are_decoded_into_the_pooled_buffer(
                 if not name.endswith(".jpg"):  # lossless
                     assert np.array_equal(frame.image, images[name])
         pool = source.pool
-        assert pool is not None and pool.retired == 0
+        assert pool is not None
+        assert pool.retired == 0
     assert [same for same, _ in calls] == [True] * 4  # OpenCV wrote in place
 
 
@@ -304,7 +306,8 @@ def test_exif_turned_jpeg_is_copied_into_the_buffer_and_zeroed(
             assert frame.image.shape == (60, 40, 3)
             assert frame.image.any()
             buf = frame.buffer
-            assert buf is not None and frame.image.ctypes.data == buf.address
+            assert buf is not None
+            assert frame.image.ctypes.data == buf.address
     (result,) = kept
     assert result.shape == (60, 40, 3)  # OpenCV's own array (the negative control)
     assert not result.any()  # zeroed once copied
@@ -340,18 +343,19 @@ def test_header_sizes_match_what_opencv_decodes(
     assert make(path)
     assert read_size(path) == size
     decoded = cv2.imread(str(path))
+    assert decoded is not None
     assert decoded.shape[:2] == size
 
 
 def test_header_bounds(tmp_path: Path) -> None:
     bomb = png_bomb(tmp_path / "b.png", 6000, 6000)
-    with pytest.raises(UnusableImage, match=r"too large: 6000x6000"):
+    with pytest.raises(UnusableImageError, match=r"too large: 6000x6000"):
         read_size(bomb)
     assert read_size(bomb, max_pixels=6000 * 6000) == (6000, 6000)  # the control
-    with pytest.raises(UnusableImage, match="not a JPEG, PNG, BMP or WebP"):
-        (tmp_path / "x.jpg").write_bytes(b"GIF89a" + bytes(40))
+    (tmp_path / "x.jpg").write_bytes(b"GIF89a" + bytes(40))
+    with pytest.raises(UnusableImageError, match="not a JPEG, PNG, BMP or WebP"):
         read_size(tmp_path / "x.jpg")
-    with pytest.raises(UnusableImage, match="cannot read"):
+    with pytest.raises(UnusableImageError, match="cannot read"):
         read_size(tmp_path / "missing.png")
 
 
@@ -361,7 +365,8 @@ def test_enrolment_decodes_into_secure_memory(tmp_path: Path) -> None:
 
     assert cv2.imwrite(str(tmp_path / "a.png"), still(5))
     image, buffer = load_image(tmp_path / "a.png")
-    assert isinstance(image, np.ndarray) and isinstance(buffer, SecureBuffer)
+    assert isinstance(image, np.ndarray)
+    assert isinstance(buffer, SecureBuffer)
     assert np.array_equal(image, still(5))
     assert image.ctypes.data == buffer.address
     del image
@@ -370,5 +375,6 @@ def test_enrolment_decodes_into_secure_memory(tmp_path: Path) -> None:
 
     png_bomb(tmp_path / "bomb.png", 8000, 8000)
     reason, none = load_image(tmp_path / "bomb.png")
-    assert none is None and isinstance(reason, str)
+    assert none is None
+    assert isinstance(reason, str)
     assert "too large: 8000x8000" in reason

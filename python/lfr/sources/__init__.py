@@ -5,8 +5,11 @@ arrays into a :class:`FrameSource`, whose :meth:`~FrameSource.frames` yields
 :class:`Frame` objects. Every frame's pixels are in a :class:`~lfr.SecureBuffer`
 leased from a :class:`~lfr.SecurePool` sized for the stream: OpenCV decodes video
 and still images straight into it (a still's size is read from its header and
-bounded first, :data:`MAX_STILL_PIXELS`), and caller arrays are copied into it. Release each frame when its faces are decided; that
-wipes the buffer and returns it to the pool.
+bounded first, :data:`MAX_STILL_PIXELS`), and caller arrays are copied into it.
+Release each frame when its faces are decided; that wipes the buffer and returns it
+to the pool. :func:`read_into` does the same for a ``cv2.VideoCapture`` of your own:
+the frame lands in your pooled buffer, or a :class:`~lfr.errors.CaptureMismatchError`
+says it did not.
 
 Live sources (cameras, streams) never fall behind: the newest frame wins, older
 unconsumed ones are wiped and counted as dropped, and a lost stream is retried with
@@ -40,7 +43,7 @@ from lfr.sources._base import (
 from lfr.sources._capture import Capture, LiveSource, VideoSource, open_cv
 from lfr.sources._images import IMAGE_SUFFIXES, FolderSource, IterableSource
 from lfr.sources._read_into import read_into
-from lfr.sources._stills import MAX_STILL_PIXELS, UnusableImage
+from lfr.sources._stills import MAX_STILL_PIXELS, UnusableImageError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -56,7 +59,7 @@ __all__ = [
     "LiveSource",
     "SourceSpec",
     "SourceStats",
-    "UnusableImage",
+    "UnusableImageError",
     "VideoSource",
     "open_source",
     "read_into",

@@ -13,7 +13,7 @@ import numpy as np
 from lfr.align import check_frame
 from lfr.errors import SourceError
 from lfr.sources._base import EventHandler, Frame, FrameSource, _now
-from lfr.sources._stills import UnusableImage, decode_into, read_size
+from lfr.sources._stills import UnusableImageError, decode_into, read_size
 
 __all__ = ["IMAGE_SUFFIXES", "FolderSource", "IterableSource"]
 
@@ -98,7 +98,7 @@ class FolderSource(FrameSource):
             stamp = _now()
             try:
                 shape = read_size(path)
-            except UnusableImage as exc:
+            except UnusableImageError as exc:
                 self._skip(index, path, exc.reason)
                 continue
             got = self._pools.acquire(shape[0] * shape[1] * 3, self._stop, wait=True)
@@ -107,7 +107,7 @@ class FolderSource(FrameSource):
             pool, buffer = got
             try:
                 shape = decode_into(path, buffer, shape)
-            except UnusableImage as exc:
+            except UnusableImageError as exc:
                 pool.release(buffer)  # wipes what a failed decode may have left
                 self._skip(index, path, exc.reason)
                 continue

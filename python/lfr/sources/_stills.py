@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -41,7 +41,7 @@ from lfr.secure import SecureBuffer
 __all__ = [
     "DEFAULT_MAX_STILL_PIXELS",
     "MAX_STILL_PIXELS",
-    "UnusableImage",
+    "UnusableImageError",
     "decode_into",
     "read_size",
 ]
@@ -71,7 +71,7 @@ def _bound() -> int:
 MAX_STILL_PIXELS = _bound()
 
 
-class UnusableImage(SourceError):
+class UnusableImageError(SourceError):
     """A still that is not decoded: unreadable, not an image, damaged or too large.
 
     ``reason`` says why in words that name no pixel (sizes and formats only).
@@ -96,7 +96,7 @@ def read_size(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
         ``(height, width)`` as the file declares them.
 
     Raises:
-        UnusableImage: The file cannot be read, is no JPEG, PNG, BMP or WebP, its
+        UnusableImageError: The file cannot be read, is no JPEG, PNG, BMP or WebP, its
             header is damaged, or it declares more than ``max_pixels`` pixels or
             more than :data:`~lfr.align.MAX_FRAME_SIDE` on a side.
     """
@@ -104,16 +104,18 @@ def read_size(path: Path, max_pixels: int | None = None) -> tuple[int, int]:
         with open(path, "rb") as f:
             h, w = _header_size(f)
     except OSError as exc:
-        raise UnusableImage(f"cannot read it: {exc.strerror or type(exc).__name__}")
+        raise UnusableImageError(
+            f"cannot read it: {exc.strerror or type(exc).__name__}"
+        ) from None
     bound = MAX_STILL_PIXELS if max_pixels is None else max_pixels
     if h < 1 or w < 1:
-        raise UnusableImage(f"declares an empty image ({w}x{h} px)")
+        raise UnusableImageError(f"declares an empty image ({w}x{h} px)")
     if max(h, w) > MAX_FRAME_SIDE:
-        raise UnusableImage(
+        raise UnusableImageError(
             f"too large: {w}x{h} px exceeds {MAX_FRAME_SIDE} px on a side"
         )
     if h * w > bound:
-        raise UnusableImage(
+        raise UnusableImageError(
             f"too large: {w}x{h} px exceeds the bound of {bound} pixels "
             "(OPENCV_IO_MAX_IMAGE_PIXELS)"
         )
@@ -136,7 +138,7 @@ def decode_into(
         zeroed).
 
     Raises:
-        UnusableImage: The file does not decode, or decodes to another size than
+        UnusableImageError: The file does not decode, or decodes to another size than
             its header declared (changed meanwhile). ``buffer`` may hold part of a
             decode: the caller wipes it (releasing it to its pool does).
     """
@@ -151,15 +153,15 @@ def decode_into(
     try:
         result = cv2.imread(os.fspath(path), view, cv2.IMREAD_COLOR)
     except cv2.error:
-        raise UnusableImage(
+        raise UnusableImageError(
             "not decodable (damaged, or changed since its header was read)"
         ) from None
     try:
         if result is None or not isinstance(result, np.ndarray) or result.size == 0:
-            raise UnusableImage("not decodable (damaged data)")
+            raise UnusableImageError("not decodable (damaged data)")
         if result.ctypes.data == view.ctypes.data and result.shape == view.shape:
             if np.array_equal(flat[:n], head) or np.array_equal(flat[-n:], tail):
-                raise UnusableImage("not decodable (the decoder wrote nothing)")
+                raise UnusableImageError("not decodable (the decoder wrote nothing)")
             return h, w
         return _turned(result, buffer, view.size)
     finally:
@@ -167,7 +169,7 @@ def decode_into(
 
 
 def _turned(
-    result: npt.NDArray[np.uint8], buffer: SecureBuffer, nbytes: int
+    result: npt.NDArray[Any], buffer: SecureBuffer, nbytes: int
 ) -> tuple[int, int]:
     """Copies OpenCV's own (EXIF-turned) array into ``buffer``; zeroes it."""
     try:
@@ -177,7 +179,7 @@ def _turned(
             or result.shape[2] != 3
             or result.size != nbytes
         ):
-            raise UnusableImage(
+            raise UnusableImageError(
                 "decoded to another size than its header declared (changed meanwhile)"
             )
         h, w = int(result.shape[0]), int(result.shape[1])
@@ -193,7 +195,7 @@ def _header_size(f: BinaryIO) -> tuple[int, int]:
     head = f.read(32)
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(head) < 24 or head[12:16] != b"IHDR":
-            raise UnusableImage("not decodable (PNG without a header chunk)")
+            raise UnusableImageError("not decodable (PNG without a header chunk)")
         w, h = struct.unpack(">II", head[16:24])
         return h, w
     if head.startswith(b"\xff\xd8"):
@@ -207,7 +209,7 @@ def _header_size(f: BinaryIO) -> tuple[int, int]:
         return abs(h), w
     if head.startswith(b"RIFF") and head[8:12] == b"WEBP" and len(head) >= 30:
         return _webp_size(head)
-    raise UnusableImage("not a JPEG, PNG, BMP or WebP image")
+    raise UnusableImageError("not a JPEG, PNG, BMP or WebP image")
 
 
 def _webp_size(head: bytes) -> tuple[int, int]:
@@ -222,7 +224,7 @@ def _webp_size(head: bytes) -> tuple[int, int]:
         w = int.from_bytes(head[24:27], "little") + 1
         h = int.from_bytes(head[27:30], "little") + 1
         return h, w
-    raise UnusableImage("not decodable (WebP without a known frame header)")
+    raise UnusableImageError("not decodable (WebP without a known frame header)")
 
 
 def _jpeg_size(f: BinaryIO) -> tuple[int, int]:
@@ -254,4 +256,4 @@ def _jpeg_size(f: BinaryIO) -> tuple[int, int]:
             h, w = struct.unpack(">HH", body[1:5])
             return h, w
         f.seek(length - 2, os.SEEK_CUR)
-    raise UnusableImage("not decodable (JPEG without a frame header)")
+    raise UnusableImageError("not decodable (JPEG without a frame header)")
