@@ -378,3 +378,42 @@ def test_enrolment_decodes_into_secure_memory(tmp_path: Path) -> None:
     assert none is None
     assert isinstance(reason, str)
     assert "too large: 8000x8000" in reason
+
+
+@pytest.mark.data
+def test_a_folder_deployment_goes_on_past_bad_stills_and_counts_them(
+    tmp_path: Path, yunet_path: Path, embedder_path: Path
+) -> None:
+    import lfr
+    from lfr.pipeline import Deployment
+
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for i in range(3):
+        assert cv2.imwrite(str(folder / f"img_{i}.png"), still(i, 120, 160))
+    png_bomb(folder / "img_0_bomb.png", 8000, 8000)
+    assert cv2.imwrite(
+        str(folder / "img_1_wide.png"), np.zeros((1, 17000, 3), np.uint8)
+    )
+    (folder / "img_2_broken.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    embedder = lfr.FaceEmbedder()
+    wl = lfr.Watchlist.create(
+        tmp_path / "w.lfrw", lfr.Key.generate(), embedder=embedder
+    )
+    wl.add(
+        "R-0", np.random.default_rng(0).standard_normal((1, embedder.dim), np.float32)
+    )
+    dep = Deployment(
+        source=folder,
+        watchlist=wl,
+        store=lfr.AlertStore(tmp_path / "a.db", lfr.Key.generate()),
+        audit=tmp_path / "audit.log",
+        signing_key=lfr.SigningKey.generate(),
+        detector=lfr.FaceDetector(),
+        embedder=embedder,
+    )
+    with dep:
+        assert dep.wait(50)
+        stats = dep.stats()
+    assert dep.error is None
+    assert (stats.frames, stats.unreadable) == (3, 3)
