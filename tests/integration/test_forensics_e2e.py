@@ -9,8 +9,8 @@ scans for every frame. The references are decoded by this (parent) process, XOR-
 and handed over masked, so neither process holds a plaintext copy the scan could find.
 
 What may stay is named in docs/data-handling.md: for video, the decoded frame that
-OpenCV's FFmpeg backend keeps in its own conversion buffer (outside lfr's reach) — the
-scan after the run therefore allows hits of the last decoded frame only, and of no other.
+OpenCV's FFmpeg backend keeps in its own conversion buffer (outside lfr's reach). The
+scan after the run therefore allows hits of the last decoded frame only, of no other.
 
 The negative control runs the same child with one plain numpy copy of each frame kept
 (as a careless integrator would): the scan must find every frame then.
@@ -105,7 +105,8 @@ def scene(pair: list[Path]) -> U8:
     canvas = np.full((H, W, 3), 90, np.uint8)
     for (x, y), photo in zip(SPOTS, pair):
         image = cv2.imread(str(photo))
-        assert image is not None and image.shape == (250, 250, 3)
+        assert image is not None
+        assert image.shape == (250, 250, 3)
         canvas[y : y + 250, x : x + 250] = image
     return canvas
 
