@@ -205,8 +205,12 @@ def embedder_bytes(size: int = 150, dim: int = 128, slots: int = 16) -> int:
     )
 
 
-def matcher_bytes(rows: int, dim: int, dtype: str = "f32") -> int:
-    """Locked bytes of a secure :class:`lfr.Matcher` built with ``rows`` at once."""
+def matcher_bytes(rows: int, dim: int, dtype: str = "f32", rerank: bool = True) -> int:
+    """Locked bytes of a secure :class:`lfr.Matcher` built with ``rows`` at once.
+
+    Panels of 16 rows (64-byte aligned), per-row scales for ``"i8"``, and for
+    ``"f16"``/``"i8"`` with ``rerank`` the exact float32 copy.
+    """
     if rows <= 0:
         return 0
     esize = {"f32": 4, "f16": 2, "i8": 1}[dtype]
@@ -215,6 +219,8 @@ def matcher_bytes(rows: int, dim: int, dtype: str = "f32") -> int:
     total = pages(panels * stride)
     if dtype == "i8":
         total += pages(panels * _LANES * 4)
+    if rerank and dtype != "f32":
+        total += pages(math.ceil(rows * dim * 4 / 64) * 64)
     return total
 
 
