@@ -240,8 +240,7 @@ def test_setup_drops_the_capability_and_sets_the_limit(nonroot_site: Site) -> No
     assert dropped.stdout.split() == ["False", str(DEBIAN_DEFAULT)], dropped.stderr
     # Negative control: root under the same limit keeps CAP_IPC_LOCK.
     as_root = subprocess.run(
-        ["prlimit", f"--memlock={DEBIAN_DEFAULT}:{DEBIAN_DEFAULT}"]
-        + [sys.executable, "-c", probe],
+        [*_drop(DEBIAN_DEFAULT)[:2], sys.executable, "-c", probe],
         env=nonroot_site.env,
         capture_output=True,
         text=True,
@@ -383,9 +382,7 @@ def test_deployment_start_checks_the_budget_first(
     out = site.root / "run-api"
     out.mkdir(exist_ok=True)
     shutil.chown(out, USER, GROUP)
-    result = _as_user(
-        site, DEBIAN_DEFAULT, [site.python, "-c", _START, str(site.root)]
-    )
+    result = _as_user(site, DEBIAN_DEFAULT, [site.python, "-c", _START, str(site.root)])
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
         "required",

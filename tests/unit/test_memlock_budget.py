@@ -8,6 +8,9 @@ figure in its three forms, and to pass at exactly the figure.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
@@ -196,11 +199,8 @@ def test_opening_a_large_watchlist_is_the_peak() -> None:
     assert any(i.name.startswith("opening the watchlist") for i in small.items)
 
 
-def test_frame_sizes_are_read_from_headers_only(tmp_path: object) -> None:
-    import cv2
-    from pathlib import Path
-
-    folder = Path(str(tmp_path))
+def test_frame_sizes_are_read_from_headers_only(tmp_path: Path) -> None:
+    folder = tmp_path
     cv2.imwrite(str(folder / "a.png"), np.zeros((30, 40, 3), np.uint8))
     cv2.imwrite(str(folder / "b.jpg"), np.zeros((300, 200, 3), np.uint8))
     (folder / "c.png").write_bytes(b"not an image")
@@ -208,7 +208,7 @@ def test_frame_sizes_are_read_from_headers_only(tmp_path: object) -> None:
     assert why is None
     assert sizes == [(200, 300), (40, 30)]
     video = folder / "v.avi"
-    out = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    out = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 5, (64, 48))
     for _ in range(3):
         out.write(np.zeros((48, 64, 3), np.uint8))
     out.release()
@@ -227,4 +227,3 @@ def test_unknown_frame_size_is_assumed_and_said() -> None:
     )
     assert given.assumptions == ()
     assert given.required < b.required
-

@@ -253,7 +253,9 @@ class Deployment:
 
     # -- starting ----------------------------------------------------------------------
 
-    def memlock_budget(self, frame_size: tuple[int, int] | None = None) -> MemlockBudget:
+    def memlock_budget(
+        self, frame_size: tuple[int, int] | None = None
+    ) -> MemlockBudget:
         """The locked memory this deployment needs at its peak, and how to allow it.
 
         Computed from the configuration alone (nothing is allocated): the frame

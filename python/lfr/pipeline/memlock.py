@@ -345,7 +345,8 @@ def deployment_budget(
         )
     items.append(
         MemlockItem(
-            "matcher matrix", matcher_bytes(watchlist_rows, watchlist_dim, matcher_dtype)
+            "matcher matrix",
+            matcher_bytes(watchlist_rows, watchlist_dim, matcher_dtype),
         )
     )
     items.append(MemlockItem("frame step embeddings", pages(BATCH * dim * 4)))
@@ -358,9 +359,7 @@ def deployment_budget(
             )
         )
     n = _SHARP_CHIP * _SHARP_CHIP
-    items.append(
-        MemlockItem("alignment and sharpness scratch", frame + pages(n * 8))
-    )
+    items.append(MemlockItem("alignment and sharpness scratch", frame + pages(n * 8)))
     items.append(
         MemlockItem(f"alert crops in flight ({CAPACITY + 2})", (CAPACITY + 2) * frame)
     )
