@@ -8,10 +8,14 @@ a real watchlist, two who are not) as ``nobody`` with ``CAP_IPC_LOCK`` dropped
   store, no log) that names one figure in three agreeing forms (systemd
   ``LimitMEMLOCK=``, ``ulimit -l`` in KiB, docker ``--ulimit memlock=`` in bytes),
   the figure ``lfr run --print-memlock`` prints;
-- at that figure it runs to the end (exit 0, frames processed), and the locked
-  memory sampled from ``/proc/PID/status`` during the run stays below it while
-  reaching a good part of it (the figure is an upper bound, not a guess);
-- one KiB below the figure it fails with the same error.
+- the same run as root, where no limit applies, never locks more than that
+  figure (``VmLck`` sampled from ``/proc/PID/status``) and locks a good part of
+  it (the figure is an upper bound, not a guess);
+- where the machine can raise the hard limit, the run as ``nobody`` with the
+  figure as its limit runs to the end (exit 0, frames processed), and
+  one KiB below the figure it fails with the same error (this part skips, with
+  the reason, where the hard limit cannot be raised: no ``CAP_SYS_RESOURCE``);
+- ``Deployment.start()`` raises the same typed error before the audit log opens.
 
 Negative control: the same probe shows the setup really drops the capability and
 sets the limit (root without ``setpriv`` is privileged), so the failure comes from
