@@ -28,13 +28,16 @@ apt_install() {
 
 # 1. System packages: a C toolchain (the linker for the extension), Python's venv, and
 #    ffmpeg (the network-stream tests serve a video over HTTP with it), faketime (a
-#    test sets the clock back) and SoftHSM2 (the audit key in a PKCS#11 token).
+#    test sets the clock back), SoftHSM2 (the audit key in a PKCS#11 token) and
+#    util-linux's setpriv and prlimit (a run without CAP_IPC_LOCK under a memlock limit).
 missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v make >/dev/null || missing+=(make)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v faketime >/dev/null || missing+=(faketime)  # tests: a clock set back
 command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # tests: an HSM token
+# tests: lfr run as another user, without CAP_IPC_LOCK, under a memlock limit
+{ command -v setpriv && command -v prlimit; } >/dev/null || missing+=(util-linux)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 

@@ -304,6 +304,11 @@ class FaceEmbedder:
         return self._flip
 
     @property
+    def batch(self) -> int:
+        """Faces run through the model at once (its secure buffers hold this many)."""
+        return self._batch
+
+    @property
     def model_id(self) -> str:
         """Identifies the model file and the alignment.
 

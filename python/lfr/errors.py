@@ -16,6 +16,7 @@ __all__ = [
     "EnrolmentError",
     "KeyFileError",
     "LfrError",
+    "MemlockBudgetError",
     "ModelError",
     "PolicyError",
     "RetentionError",
@@ -38,6 +39,26 @@ class SecureMemoryError(LfrError, MemoryError):
     the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says how much
     memory is needed and how to raise the limit; ``allow_unlocked=True`` runs anyway.
     """
+
+
+class MemlockBudgetError(SecureMemoryError):
+    """The locked-memory limit is below what a deployment needs, found before it starts.
+
+    Raised by :meth:`lfr.Deployment.start` (and ``lfr run``) before anything is
+    allocated, instead of a :class:`SecureMemoryError` for whichever allocation
+    would fail first. The message gives the one figure that covers the whole
+    deployment in the three forms operators set it: systemd ``LimitMEMLOCK=``,
+    ``ulimit -l`` (KiB) and ``docker run --ulimit memlock=`` (bytes).
+
+    Attributes:
+        required: The figure, in bytes.
+        limit: The ``RLIMIT_MEMLOCK`` found, in bytes.
+    """
+
+    def __init__(self, message: str, *, required: int, limit: int) -> None:
+        super().__init__(message)
+        self.required = required
+        self.limit = limit
 
 
 class ModelError(LfrError):

@@ -93,6 +93,47 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=1,
         help="process every n-th frame of a file or folder",
     )
+    run.add_argument(
+        "--frame-size",
+        metavar="WxH",
+        type=_frame_size,
+        help="largest frame a camera or stream delivers, for the locked-memory "
+        "budget (default 1920x1080; files and folders are measured)",
+    )
+    run.add_argument(
+        "--print-memlock",
+        action="store_true",
+        help="print the locked memory this run needs (RLIMIT_MEMLOCK: systemd "
+        "LimitMEMLOCK=, ulimit -l, docker --ulimit memlock=) and exit",
+    )
+
+
+def _frame_size(text: str) -> tuple[int, int]:
+    """``WxH`` as ``(width, height)``."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}")
+    return int(w), int(h)
+
+
+def _memlock(args: argparse.Namespace) -> Any:
+    """The run's locked-memory budget, from the watchlist's header and the source.
+
+    Nothing is decrypted or allocated: the header gives the templates and the
+    payload's size, the source's headers the frame size.
+    """
+    from lfr._lfrw import read_header
+    from lfr.pipeline.memlock import for_deployment
+
+    header, _, _, sealed = read_header(Path(args.watchlist))
+    return for_deployment(
+        source=args.source,
+        watchlist_rows=header.templates,
+        watchlist_dim=header.dim,
+        watchlist_plain_bytes=len(sealed),
+        preview=bool(args.preview),
+        frame_size=args.frame_size,
+    )
 
 
 def _signing_key(args: argparse.Namespace) -> Any:
@@ -177,6 +218,11 @@ def _run(
     from lfr.watchlist import Watchlist
 
     try:
+        budget = _memlock(args)  # before anything is locked
+        if args.print_memlock:
+            print(budget.describe())
+            return 0
+        budget.check()
         signing = _signing_key(args)  # refused before anything loads
         key = key_from(args)
         embedder = FaceEmbedder()
@@ -215,6 +261,7 @@ def _run(
             preview=preview,
             every=args.every,
             checkpoints=args.checkpoints,
+            frame_size=args.frame_size,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)

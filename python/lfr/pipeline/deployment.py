@@ -59,6 +59,7 @@ from lfr.detect import FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import DeploymentError, LfrError
 from lfr.pipeline.frame_step import FrameStep, Handover
+from lfr.pipeline.memlock import MemlockBudget, for_deployment
 from lfr.pipeline.stats import Counts, DeploymentStats, Latencies, percentile
 from lfr.pipeline.writer import AlertWriter, Announcer
 from lfr.protocols import Detector, Embedder, Renderer, Signer, Source
@@ -130,8 +131,15 @@ class Deployment:
             on the thread that made it. A failure (an exception from the
             callable, a file that cannot be written) is logged, not fatal.
             None (the default): no checkpoints.
+        frame_size: ``(width, height)`` of the largest frame, for
+            :meth:`memlock_budget`, where the source cannot tell before its
+            first frame (a camera, a stream, frames in memory; default
+            1920x1080). Video files and folders are measured from their headers.
 
     Raises:
+        MemlockBudgetError: From :meth:`start`, before anything is opened or
+            allocated, when ``RLIMIT_MEMLOCK`` is below :meth:`memlock_budget`
+            (unless ``allow_unlocked``); the message gives the figure to set.
         DeploymentError: From :meth:`start`, when it cannot start (a source that
             cannot be opened, a watchlist made with another embedder, an audit log
             that does not verify). Nothing is stored then; if the audit log was
@@ -168,6 +176,7 @@ class Deployment:
         checkpoints: (
             str | os.PathLike[str] | Callable[[Checkpoint], None] | None
         ) = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> None:
         self._threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
         if not -1.0 <= self._threshold <= 1.0:
@@ -213,6 +222,7 @@ class Deployment:
         self._closed = False
         self._started_audited = False
         self._abandoned = False
+        self._frame_size = frame_size
         self._checkpoints = (
             checkpoints
             if checkpoints is None or callable(checkpoints)
@@ -243,14 +253,50 @@ class Deployment:
 
     # -- starting ----------------------------------------------------------------------
 
+    def memlock_budget(
+        self, frame_size: tuple[int, int] | None = None
+    ) -> MemlockBudget:
+        """The locked memory this deployment needs at its peak, and how to allow it.
+
+        Computed from the configuration alone (nothing is allocated): the frame
+        pool, the detector's and embedder's buffers, the watchlist's templates and
+        the matcher's matrix, alert crops in flight, keys and the preview
+        (:mod:`lfr.pipeline.memlock`). :meth:`start` checks it first.
+
+        Args:
+            frame_size: ``(width, height)`` of the largest frame (default: the
+                constructor's ``frame_size``, else read from a video's or
+                images' headers, else 1920x1080).
+
+        Returns:
+            The budget; ``budget.required`` bytes, ``budget.systemd``,
+            ``budget.ulimit`` and ``budget.docker`` are the settings.
+        """
+        return for_deployment(
+            source=self._source_spec,
+            watchlist_rows=self._watchlist.templates,
+            watchlist_dim=self._watchlist.dim,
+            detector=self._detector,
+            embedder=self._embedder,
+            preview=self._preview is not None,
+            frame_size=frame_size or self._frame_size,
+        )
+
     def start(self) -> Deployment:
         """Opens everything, audits the start and starts processing.
 
         Raises:
+            MemlockBudgetError: ``RLIMIT_MEMLOCK`` is below
+                :meth:`memlock_budget` (and ``allow_unlocked`` is off), found
+                before anything is opened; the message gives the figure.
             DeploymentError: It cannot start (see the class).
         """
         if self._thread is not None or self._closed:
             raise DeploymentError("a deployment starts once")
+        if not self._allow_unlocked:
+            memory = memory_status()
+            if not (memory.memlock_privileged or memory.memlock_limit is None):
+                self.memlock_budget().check(memory)
         try:
             embedder = self._embedder = self._embedder or FaceEmbedder()
             self._watchlist.check_model(embedder.model_id)

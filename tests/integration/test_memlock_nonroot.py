@@ -1,0 +1,399 @@
+"""``lfr run`` as a user without ``CAP_IPC_LOCK`` under Debian's 8 MiB memlock limit.
+
+As root, the test runs ``lfr run`` over a short video of real faces (two people on
+a real watchlist, two who are not) as ``nobody`` with ``CAP_IPC_LOCK`` dropped
+(``setpriv``) and ``RLIMIT_MEMLOCK`` set (``prlimit``):
+
+- at 8 MiB it fails at once with ONE error (no traceback, nothing opened: no
+  store, no log) that names one figure in three agreeing forms (systemd
+  ``LimitMEMLOCK=``, ``ulimit -l`` in KiB, docker ``--ulimit memlock=`` in bytes),
+  the figure ``lfr run --print-memlock`` prints;
+- the same run as root, where no limit applies, never locks more than that
+  figure (``VmLck`` sampled from ``/proc/PID/status``) and locks a good part of
+  it (the figure is an upper bound, not a guess);
+- where the machine can raise the hard limit, the run as ``nobody`` with the
+  figure as its limit runs to the end (exit 0, frames processed), and
+  one KiB below the figure it fails with the same error (this part skips, with
+  the reason, where the hard limit cannot be raised: no ``CAP_SYS_RESOURCE``);
+- ``Deployment.start()`` raises the same typed error before the audit log opens.
+
+Negative control: the same probe shows the setup really drops the capability and
+sets the limit (root without ``setpriv`` is privileged), so the failure comes from
+the limit. The interpreter, the package, the models and the data must be readable
+by ``nobody``: the models and the run's files are copied into a temporary folder
+it owns; an interpreter under a private home (pyenv in /root) is replaced by the
+system's Python of the same version with the same site-packages, and the test
+skips, with the reason, where none can import lfr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import lfr
+from lfr.audit import SigningKey
+from lfr.demo import compose_video, pick_people
+from lfr.models import model_dir
+from tests.support.enrol import enrol_usable
+
+pytestmark = [pytest.mark.data, pytest.mark.slow]
+
+TIMEOUT_S = 300  # each lfr run; a limit on a hang, never a speed assertion
+DEBIAN_DEFAULT = 8 << 20
+USER, GROUP = "nobody", "nogroup"
+
+
+def _drop(limit: int) -> list[str]:
+    """The command prefix: ``limit`` bytes of memlock, as ``nobody``, no IPC_LOCK."""
+    return [
+        "prlimit",
+        f"--memlock={limit}:{limit}",
+        "setpriv",
+        f"--reuid={USER}",
+        f"--regid={GROUP}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-ipc_lock",
+        "--",
+    ]
+
+
+@dataclass(frozen=True)
+class Site:
+    root: Path
+    python: str
+    env: dict[str, str]
+
+    def lfr_run(self, *extra: str) -> list[str]:
+        return [
+            self.python,
+            "-m",
+            "lfr",
+            "run",
+            "--source",
+            str(self.root / "people.avi"),
+            "--watchlist",
+            str(self.root / "w.lfrw"),
+            "--key-file",
+            str(self.root / "store.key"),
+            "--store",
+            str(self.root / "run" / "alerts.db"),
+            "--audit",
+            str(self.root / "run" / "audit.log"),
+            "--signing-key",
+            str(self.root / "signing" / "audit.key"),
+            *extra,
+        ]
+
+
+def _as_user(
+    site: Site, limit: int, command: list[str], timeout: float = TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        _drop(limit) + command,
+        env=site.env,
+        cwd=site.root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _interpreter(root: Path) -> tuple[str, dict[str, str]]:
+    """An interpreter ``nobody`` can run that imports this lfr, and its env."""
+    package = Path(lfr.__file__).resolve().parents[1]
+    paths = [str(package), *site.getsitepackages()]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root),
+        "LFR_MODEL_DIR": str(root / "models"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPATH": os.pathsep.join(paths),
+        "LANG": "C.UTF-8",
+    }
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    tried = []
+    for python in (sys.executable, f"/usr/bin/python{version}"):
+        probe = subprocess.run(
+            [
+                *_drop(DEBIAN_DEFAULT),
+                python,
+                "-c",
+                "import sys, lfr, cv2, onnxruntime; print(lfr.__file__)",
+            ],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip().startswith(str(package)):
+            return python, env
+        tried.append(f"{python}: {(probe.stderr.strip().splitlines() or ['?'])[-1]}")
+    pytest.skip(f"no interpreter {USER} can run with this lfr ({'; '.join(tried)})")
+
+
+@pytest.fixture(scope="module")
+def nonroot_site(
+    lfw_dir: Path, yunet_path: Path, embedder_path: Path
+) -> Iterator[Site]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run lfr as another user without CAP_IPC_LOCK")
+    for tool in ("setpriv", "prlimit"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is missing (Debian: apt-get install util-linux)")
+    try:
+        import pwd
+
+        pwd.getpwnam(USER)
+    except KeyError:
+        pytest.skip(f"no user {USER}")
+    root = Path(tempfile.mkdtemp(prefix="lfr-memlock-"))
+    try:
+        root.chmod(0o755)
+        shutil.copytree(model_dir(), root / "models")
+        (root / "run").mkdir()
+        (root / "signing").mkdir()
+        detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
+        chosen = pick_people(lfw_dir, enrolled=2, unknown=2, seed=11)
+        key = lfr.Key.generate()
+        key.save(root / "store.key")
+        SigningKey.generate().save(root / "signing" / "audit.key")
+        wl = lfr.Watchlist.create(root / "w.lfrw", key, embedder=embedder)
+        for name, photos in chosen.enrol.items():
+            enrol_usable(wl, name, photos, detector, embedder)
+        assert len(wl) >= 1
+        wl.save()
+        wl.destroy()
+        detector.close()
+        people = [*chosen.probe.values(), *([p] for p in chosen.unknown)]
+        compose_video(
+            people, root / "people.avi", size=(960, 540), fps=10, seed=11,
+            seconds_per_person=1.0, per_frame=(1, 2),
+        )  # fmt: skip
+        subprocess.run(["chown", "-R", f"{USER}:{GROUP}", str(root)], check=True)
+        python, env = _interpreter(root)
+        yield Site(root, python, env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _figure(stderr: str) -> int:
+    """The one figure the error names, checked to agree in its three forms."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("lfr run: "), stderr
+    assert "Traceback" not in stderr
+    docker = re.findall(r"--ulimit memlock=(\d+):(\d+)", stderr)
+    ulimit = re.findall(r"ulimit -l (\d+)", stderr)
+    systemd = re.findall(r"LimitMEMLOCK=(\d+)K", stderr)
+    assert len(docker) == len(ulimit) == len(systemd) == 1, stderr
+    soft, hard = (int(v) for v in docker[0])
+    assert soft == hard == int(ulimit[0]) * 1024 == int(systemd[0]) * 1024
+    return soft
+
+
+class _VmLckPeak:
+    """Samples ``VmLck`` of a running process every few milliseconds."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._pid = pid
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        path = Path(f"/proc/{self._pid}/status")
+        while not self._done.is_set():
+            try:
+                text = path.read_text()
+            except OSError:
+                return
+            match = re.search(r"^VmLck:\s+(\d+) kB", text, re.MULTILINE)
+            if match:
+                self.peak = max(self.peak, int(match.group(1)) * 1024)
+            time.sleep(0.005)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join(5)
+        return self.peak
+
+
+def test_setup_drops_the_capability_and_sets_the_limit(nonroot_site: Site) -> None:
+    probe = "from lfr.secure import memory_status as m; r = m(); " + (
+        "print(r.memlock_privileged, r.memlock_limit)"
+    )
+    dropped = _as_user(nonroot_site, DEBIAN_DEFAULT, [nonroot_site.python, "-c", probe])
+    assert dropped.stdout.split() == ["False", str(DEBIAN_DEFAULT)], dropped.stderr
+    # Negative control: root under the same limit keeps CAP_IPC_LOCK.
+    as_root = subprocess.run(
+        [*_drop(DEBIAN_DEFAULT)[:2], sys.executable, "-c", probe],
+        env=nonroot_site.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert as_root.stdout.split() == ["True", str(DEBIAN_DEFAULT)], as_root.stderr
+
+
+@pytest.fixture(scope="module")
+def figure(nonroot_site: Site) -> int:
+    """The figure ``lfr run --print-memlock`` prints for the run, as ``nobody``."""
+    printed = _as_user(
+        nonroot_site, DEBIAN_DEFAULT, nonroot_site.lfr_run("--print-memlock")
+    )
+    assert printed.returncode == 0, printed.stderr
+    found = re.findall(r"--ulimit memlock=(\d+):\1", printed.stdout)
+    assert len(found) == 1, printed.stdout
+    value = int(found[0])
+    assert f"LimitMEMLOCK={value // 1024}K" in printed.stdout
+    assert f"ulimit -l {value // 1024}" in printed.stdout
+    return value
+
+
+def _run_watched(command: list[str], site: Site) -> tuple[int, str, int]:
+    """Runs ``command``; returns its exit status, stderr and sampled VmLck peak."""
+    process = subprocess.Popen(
+        command,
+        env=site.env,
+        cwd=site.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    sampler = _VmLckPeak(process.pid)
+    try:
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        peak = sampler.stop()
+    return process.returncode, err, peak
+
+
+def _ran(status: int, err: str) -> None:
+    assert status == 0, err
+    assert "stopped; audit log" in err
+    frames = [int(n) for n in re.findall(r"frames (\d+)", err)]
+    assert frames, err
+    assert frames[-1] > 0
+
+
+def test_8_mib_gives_one_error_naming_the_figure(
+    nonroot_site: Site, figure: int
+) -> None:
+    site = nonroot_site
+    failed = _as_user(site, DEBIAN_DEFAULT, site.lfr_run())
+    assert failed.returncode == 1, failed.stderr
+    assert "RLIMIT_MEMLOCK is 8.0 MiB" in failed.stderr
+    assert _figure(failed.stderr) == figure
+    assert figure > DEBIAN_DEFAULT
+    assert not (site.root / "run" / "alerts.db").exists(), "nothing may be opened"
+    assert not (site.root / "run" / "audit.log").exists()
+
+
+def test_the_figure_covers_what_a_run_locks(nonroot_site: Site, figure: int) -> None:
+    """The same run as root (no limit applies): what it locks stays within the figure.
+
+    ``mlock`` succeeds while the pages locked stay within the limit, so a peak at
+    or below the figure is what lets the run pass at the figure; the peak is
+    sampled, so it is a lower bound of the real one.
+    """
+    site = nonroot_site
+    out = site.root / "run-root"
+    out.mkdir(exist_ok=True)
+    command = site.lfr_run(
+        "--store", str(out / "alerts.db"), "--audit", str(out / "audit.log")
+    )
+    status, err, peak = _run_watched(command, site)
+    _ran(status, err)
+    print(f"figure {figure} bytes, VmLck peak sampled {peak} bytes")
+    assert 0 < peak <= figure
+    assert peak >= figure // 4, f"the figure {figure} is far above the peak {peak}"
+
+
+def test_the_figure_runs_as_that_user(nonroot_site: Site, figure: int) -> None:
+    site = nonroot_site
+    probe = subprocess.run(
+        ["prlimit", f"--memlock={figure}:{figure}", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip(
+            f"this machine cannot raise RLIMIT_MEMLOCK to {figure} bytes (the hard "
+            f"limit is lower and CAP_SYS_RESOURCE is missing: "
+            f"{probe.stderr.strip()}); test_the_figure_covers_what_a_run_locks "
+            "shows the run's locked peak within the figure instead"
+        )
+    below = _as_user(site, figure - 1024, site.lfr_run())
+    assert below.returncode == 1, below.stderr
+    assert _figure(below.stderr) == figure
+    status, err, peak = _run_watched(_drop(figure) + site.lfr_run(), site)
+    _ran(status, err)
+    assert (site.root / "run" / "audit.log").exists()
+    print(f"figure {figure} bytes, VmLck peak sampled {peak} bytes")
+    assert 0 < peak <= figure
+
+
+_START = """
+import sys
+from pathlib import Path
+import lfr
+from lfr.alerts import AlertStore
+from lfr.errors import MemlockBudgetError
+root = Path(sys.argv[1])
+key = lfr.Key.from_file(root / "store.key")
+wl = lfr.Watchlist.open(root / "w.lfrw", key)
+store = AlertStore(root / "run-api" / "alerts.db", key)
+dep = lfr.Deployment(
+    source=str(root / "people.avi"), watchlist=wl, store=store,
+    audit=root / "run-api" / "audit.log", signing_key=root / "signing" / "audit.key",
+)
+try:
+    dep.start()
+except MemlockBudgetError as exc:
+    print("required", exc.required, "limit", exc.limit)
+    print("budget", dep.memlock_budget().required)
+"""
+
+
+def test_deployment_start_checks_the_budget_first(
+    nonroot_site: Site, figure: int
+) -> None:
+    site = nonroot_site
+    out = site.root / "run-api"
+    out.mkdir(exist_ok=True)
+    shutil.chown(out, USER, GROUP)
+    result = _as_user(site, DEBIAN_DEFAULT, [site.python, "-c", _START, str(site.root)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "required",
+        str(figure),
+        "limit",
+        str(DEBIAN_DEFAULT),
+        "budget",
+        str(figure),
+    ], result.stdout
+    assert not (out / "audit.log").exists(), "the check comes before the log opens"
