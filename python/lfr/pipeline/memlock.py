@@ -38,7 +38,6 @@ import math
 import mmap
 import os
 import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,8 +226,8 @@ def matcher_bytes(rows: int, dim: int, dtype: str = "f32", rerank: bool = True) 
 def source_frame_sizes(spec: object) -> tuple[list[tuple[int, int]], str | None]:
     """The frame sizes a source will deliver, read without decoding a frame.
 
-    A folder: each image's size from its header (Pillow, which reads headers
-    lazily). A video file: the size its container declares (OpenCV). Anything
+    A folder: each image's size from its header (the folder source's own
+    header reader, which bounds it as the source does). A video file: the size its container declares (OpenCV). Anything
     else (a camera, a stream, frames in memory): unknown.
 
     Returns:
@@ -253,22 +252,17 @@ def source_frame_sizes(spec: object) -> tuple[list[tuple[int, int]], str | None]
 
 def _folder_sizes(folder: Path) -> tuple[list[tuple[int, int]], str | None]:
     from lfr.sources._images import IMAGE_SUFFIXES
+    from lfr.sources._stills import UnusableImageError, read_size
 
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow comes with matplotlib
-        return [], "Pillow is not installed to read image headers"
     sizes: set[tuple[int, int]] = set()
     for p in folder.iterdir():
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(p) as im:  # the header only; nothing is decoded
-                    sizes.add((int(im.size[0]), int(im.size[1])))
-        except Exception:  # an unreadable file is skipped by the source too
+            h, w = read_size(p)  # the header only, bounded as the source bounds it
+        except UnusableImageError:  # the source skips it too
             continue
+        sizes.add((w, h))
     if not sizes:
         return [], f"no image header could be read in {folder}"
     return sorted(sizes, key=lambda s: s[0] * s[1], reverse=True), None
