@@ -560,7 +560,9 @@ class Records(Closing):
                 raise
             return image
 
-    def export_preview(self, recording_id: str, *, by: str) -> Iterator[npt.NDArray[np.uint8]]:
+    def export_preview(
+        self, recording_id: str, *, by: str
+    ) -> Iterator[npt.NDArray[np.uint8]]:
         """A preview recording's frames, decrypted, audited (``preview_exported``).
 
         The recording is checked (known, live, opened by the store key) and the
@@ -579,9 +581,7 @@ class Records(Closing):
         with self._changing():
             frames = read_recording(self._store, recording_id)
             try:
-                self._log.append(
-                    "preview_exported", recording_id=recording_id, by=by
-                )
+                self._log.append("preview_exported", recording_id=recording_id, by=by)
             except BaseException:
                 frames.close()  # type: ignore[attr-defined]
                 raise

@@ -440,7 +440,11 @@ def _preview_export(args: argparse.Namespace, records: Records) -> int:
     from lfr.preview import recordings
 
     fps = next(
-        (r.fps for r in recordings(records.store) if r.recording_id == args.recording_id),
+        (
+            r.fps
+            for r in recordings(records.store)
+            if r.recording_id == args.recording_id
+        ),
         10.0,
     )
     # Checked and audited (preview_exported) before any frame is decrypted.

@@ -415,9 +415,7 @@ def _frames(file: Any, key: AlertKey, what: str) -> Iterator[U8]:
                 try:
                     key.open_entry(_END, seq, sealed)
                 except AlteredError:
-                    raise AlertStoreError(
-                        f"{what} is damaged at frame {seq}"
-                    ) from None
+                    raise AlertStoreError(f"{what} is damaged at frame {seq}") from None
                 return
             try:
                 image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

@@ -48,8 +48,9 @@ class PreviewFeed(Closing):
         >>> feed = PreviewFeed()
         >>> with Preview(on_frame=feed) as preview:
         ...     preview.render(np.full((48, 64, 3), 200, np.uint8), [], [])
-        >>> [image.shape for image in feed.frames(timeout=0.1)]
-        [(48, 64, 3)]
+        ...     shapes = [image.shape for image in feed.frames(timeout=0.1)]
+        >>> shapes, feed.closed
+        ([(48, 64, 3)], True)
     """
 
     def __init__(self, *, allow_unlocked: bool = False) -> None:
