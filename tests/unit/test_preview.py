@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import logging
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,18 @@ import pytest
 
 import lfr
 import lfr.preview
-from lfr.preview import Preview, PreviewWriter, blur_faces, blur_region
+from lfr.preview import (
+    Preview,
+    PreviewFeed,
+    PreviewRecorder,
+    blur_faces,
+    blur_region,
+    recordings,
+    render_preview,
+)
+from lfr.preview import recording as preview_recording
+from lfr.preview import render as preview_render
+from lfr.preview import screen as preview_screen
 
 U8 = npt.NDArray[np.uint8]
 RED = (0, 0, 255)
@@ -295,7 +304,7 @@ def test_scratch_is_wiped_even_on_error(monkeypatch: pytest.MonkeyPatch) -> None
             scratches.append(self)
             super().discard()
 
-    monkeypatch.setattr("lfr.preview.SecureBuffer", Spy)
+    monkeypatch.setattr("lfr.preview.render.SecureBuffer", Spy)
     render(frame, [FACE_A], [False])
     assert len(scratches) == 1
 
@@ -366,85 +375,15 @@ def test_the_detector_no_longer_finds_blurred_faces(
     assert blurred >= 50
 
 
-# --- PreviewWriter ---------------------------------------------------------------
-
-
-def count_frames(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    try:
-        n = 0
-        while capture.grab():
-            n += 1
-        return n
-    finally:
-        capture.release()
-
-
-def test_writer_writes_a_file_that_reads_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "preview.mp4"
-    frame = textured_frame()
-    with caplog.at_level(logging.WARNING, logger="lfr.preview"):
-        writer = PreviewWriter(path, 10.0, (W, H))
-    assert "not encrypted" in caplog.text
-    with writer:
-        for _ in range(5):
-            writer.write(frame)
-        writer.write(frame[:, ::-1])  # a strided view
-        writer.write(np.zeros((120, 200, 3), np.uint8))  # another size: stretched
-        assert writer.frames == 7
-    assert writer.closed
-    writer.close()  # idempotent
-    assert count_frames(path) == 7
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    capture = cv2.VideoCapture(str(path))
-    ok, first = capture.read()
-    capture.release()
-    assert ok
-    assert first.shape == (H, W, 3)
-    assert (
-        mean_abs_diff(np.asarray(first, np.uint8), frame) < 20
-    )  # lossy, but the same picture
-    with pytest.raises(RuntimeError, match="closed"):
-        writer.write(frame)
-    assert "7 frames" in repr(writer)
-
-
-def test_writer_tightens_an_existing_file(tmp_path: Path) -> None:
-    path = tmp_path / "preview.avi"
-    path.write_bytes(b"old")
-    path.chmod(0o644)
-    with PreviewWriter(path, 5, (64, 48), codec="MJPG") as writer:
-        writer.write(np.zeros((48, 64, 3), np.uint8))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert count_frames(path) == 1
-
-
-def test_writer_errors(tmp_path: Path) -> None:
-    with pytest.raises(OSError, match="cannot open a video writer"):
-        PreviewWriter(tmp_path / "preview.nosuchformat", 10.0, (64, 48))
-    assert not (tmp_path / "preview.nosuchformat").exists()
-    with pytest.raises(OSError, match="codec 'zzzz'"):
-        PreviewWriter(tmp_path / "preview.mp4", 10.0, (64, 48), codec="zzzz")
-    with pytest.raises(FileNotFoundError):
-        PreviewWriter(tmp_path / "missing" / "preview.mp4", 10.0, (64, 48))
-    with pytest.raises(ValueError, match="fps"):
-        PreviewWriter(tmp_path / "a.mp4", 0.0, (64, 48))
-    with pytest.raises(ValueError, match="codec"):
-        PreviewWriter(tmp_path / "a.mp4", 10.0, (64, 48), codec="mp4")
-    with pytest.raises(ValueError, match="size"):
-        PreviewWriter(tmp_path / "a.mp4", 10.0, (0, 48))
-    with pytest.raises(TypeError, match="size"):
-        PreviewWriter(tmp_path / "a.mp4", 10.0, (64.0, 48))  # type: ignore[arg-type]
-
-
 # --- Preview ---------------------------------------------------------------------
 
 
 def test_preview_callback_gets_the_blurred_frame_and_the_buffer_is_wiped() -> None:
     frame = textured_frame()
-    expected = render(frame, [FACE_A, FACE_B], [True, False], ["S-3", None])
+    expected = render_preview(
+        frame, [FACE_A, FACE_B], [True, False], ["S-3", None], out=np.empty_like(frame)
+    )
+    plain = render_preview(frame, [], [], out=np.empty_like(frame))
     copies: list[U8] = []
     kept: list[U8] = []
 
@@ -460,27 +399,8 @@ def test_preview_callback_gets_the_blurred_frame_and_the_buffer_is_wiped() -> No
         assert all(not np.asarray(b).any() for b in preview.buffers)
     assert len(copies) == 2
     np.testing.assert_array_equal(copies[0], expected)
-    np.testing.assert_array_equal(copies[1], frame)
+    np.testing.assert_array_equal(copies[1], plain)
     assert all(not image.any() for image in kept)  # wiped after the callback
-
-
-def test_preview_records_to_a_file_and_follows_size_changes(tmp_path: Path) -> None:
-    path = tmp_path / "preview.mp4"
-    seen: list[tuple[int, ...]] = []
-    frame = textured_frame()
-    preview = Preview(path, fps=5.0, on_frame=lambda image: seen.append(image.shape))
-    for _ in range(3):
-        preview.render(frame, [FACE_A], [False])
-    small = np.ascontiguousarray(frame[:120, :160])
-    preview.render(small, [(10, 10, 60, 70)], [False])
-    preview.close()
-    preview.close()
-    assert preview.closed
-    assert "closed" in repr(preview)
-    assert seen == [(H, W, 3)] * 3 + [(120, 160, 3)]
-    assert count_frames(path) == 4
-    with pytest.raises(RuntimeError, match="closed"):
-        preview.render(frame, [], [])
 
 
 def test_preview_wipes_when_the_callback_fails() -> None:
@@ -497,14 +417,12 @@ def test_preview_wipes_when_the_callback_fails() -> None:
 
 
 def test_preview_arguments() -> None:
-    with pytest.raises(ValueError, match="path, an on_frame"):
+    with pytest.raises(ValueError, match="on_frame callback, a recorder"):
         Preview()
-    with pytest.raises(FileNotFoundError):
-        Preview(Path("/nonexistent/folder/preview.mp4"))
     with pytest.raises(TypeError, match="callable"):
         Preview(on_frame=3)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="fps"):
-        Preview(on_frame=print, fps=-1)
+    with pytest.raises(TypeError, match="PreviewRecorder"):
+        Preview(recorder="file.avi")  # type: ignore[arg-type]
     with Preview(on_frame=print) as preview, pytest.raises(TypeError, match="keep"):
         preview.render(textured_frame(), [FACE_A], [1])
 
@@ -513,6 +431,75 @@ def test_docstring_examples_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    result = doctest.testmod(lfr.preview, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
+    for module in (preview_render, preview_screen, preview_recording):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0
+        assert result.failed == 0
+
+
+# --- render_preview, PreviewFeed, PreviewRecorder ----------------------------------
+
+
+def test_render_preview_blurs_a_face_it_was_not_given() -> None:
+    frame = textured_frame()
+    out = render_preview(frame, [FACE_A], [True], ["S-1"], out=np.empty_like(frame))
+    x1, y1, x2, y2 = (int(v) for v in FACE_B)
+    # FACE_B was never detected: blurred all the same (negative control below).
+    assert sharpness(out[y1:y2, x1:x2]) < 0.05 * sharpness(frame[y1:y2, x1:x2])
+    missed = blur_faces(frame, [FACE_A], [True], out=np.empty_like(frame))
+    np.testing.assert_array_equal(missed[y1:y2, x1:x2], frame[y1:y2, x1:x2])
+    # The matched face stays sharp inside its red frame.
+    ax1, ay1, ax2, ay2 = (int(v) for v in FACE_A)
+    inner = (slice(ay1 + 2, ay2 - 2), slice(ax1 + 2, ax2 - 2))
+    np.testing.assert_array_equal(out[inner], frame[inner])
+    with pytest.raises(ValueError, match="overlaps"):
+        render_preview(frame, [], [], out=frame)
+
+
+def test_preview_feed_hands_the_latest_frame_to_a_screen() -> None:
+    feed = PreviewFeed()
+    frame = textured_frame()
+    with Preview(on_frame=feed) as preview:
+        preview.render(frame, [FACE_A], [False])
+        preview.render(frame, [FACE_B], [False])  # overwrites the first
+        views = []
+        for image in feed.frames(timeout=0.05):
+            assert not image.flags.writeable
+            assert image.shape == (H, W, 3)
+            assert image.any()
+            views.append(image)
+        assert len(views) == 1
+        assert feed.dropped == 1
+        assert feed.received == 2
+        assert not views[0].any()  # wiped once the screen moved on
+    assert feed.closed  # closed with the preview: a screen's loop ends
+    assert list(feed.frames(timeout=0.05)) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        feed(frame)
+
+
+def test_recording_is_refused_by_another_store_and_a_tampered_file(
+    tmp_path: Path,
+) -> None:
+    key = lfr.Key.generate()
+    with lfr.AlertStore(tmp_path / "a.db", key) as store:
+        with PreviewRecorder(store) as recorder:
+            recorder.write(textured_frame())
+        frames = list(preview_recording.read_recording(store, recorder.recording_id))
+        assert len(frames) == 1
+        assert frames[0].shape == (H, W, 3)
+        data = bytearray(recorder.path.read_bytes())
+        data[-40] ^= 1  # inside the closing entry or the last frame
+        recorder.path.write_bytes(bytes(data))
+        with pytest.raises(lfr.errors.AlertStoreError):
+            list(preview_recording.read_recording(store, recorder.recording_id))
+        with pytest.raises(ValueError, match="not a preview recording id"):
+            preview_recording.read_recording(store, "../a")
+        assert [r.recording_id for r in recordings(store)] == [recorder.recording_id]
+    other = tmp_path / "b.db"
+    with lfr.AlertStore(other, key) as store:
+        moved = preview_recording.recordings_dir(store)
+        moved.mkdir()
+        (moved / recorder.path.name).write_bytes(recorder.path.read_bytes())
+        with pytest.raises(lfr.errors.AlertStoreError, match="another alert store"):
+            preview_recording.read_recording(store, recorder.recording_id)

@@ -560,8 +560,39 @@ class Records(Closing):
                 raise
             return image
 
+    def export_preview(
+        self, recording_id: str, *, by: str
+    ) -> Iterator[npt.NDArray[np.uint8]]:
+        """A preview recording's frames, decrypted, audited (``preview_exported``).
+
+        The recording is checked (known, live, opened by the store key) and the
+        export audited before this returns; the frames are decrypted as the
+        iterator is consumed (:mod:`lfr.preview.recording`).
+
+        Raises:
+            ValueError: ``recording_id`` is not a recording id.
+            KeyError: No such recording.
+            RetentionError: It has expired.
+            AlertStoreError: It belongs to another store or was altered.
+            AuditError: The log cannot be written (nothing is returned).
+        """
+        from lfr.preview.recording import read_recording
+
+        with self._changing():
+            frames = read_recording(self._store, recording_id)
+            try:
+                self._log.append("preview_exported", recording_id=recording_id, by=by)
+            except BaseException:
+                frames.close()  # type: ignore[attr-defined]
+                raise
+            return frames
+
     def purge(self, *, lock_timeout: float | None = None) -> list[str]:
         """Destroys expired alerts no hold keeps, and audits each (``alert_purged``).
+
+        Expired preview recordings (:mod:`lfr.preview.recording`) are destroyed
+        in the same call, each audited (``preview_purged``); their ids are not
+        in the returned list.
 
         A checkpoint that a reader blocks is retried for ``compact_wait``
         seconds; if the WAL still holds purged ciphertext then, an anomaly
@@ -585,6 +616,7 @@ class Records(Closing):
             for alert_id in gone:
                 self._log.append("alert_purged", alert_id=alert_id)
                 _step("purge:audited")
+            self._purge_previews()
             if gone and not self._settle():
                 _log.warning(
                     "alert store %s: a reader kept the WAL; purged ciphertext may "
@@ -601,6 +633,13 @@ class Records(Closing):
                     "are destroyed)",
                 )
             return gone
+
+    def _purge_previews(self) -> None:
+        """Destroys expired preview recordings, each audited (``preview_purged``)."""
+        from lfr.preview.recording import purge_recordings
+
+        for recording_id in purge_recordings(self._store):
+            self._log.append("preview_purged", recording_id=recording_id)
 
     def note_lost(
         self, lost: Sequence[LostAlert], deployment_id: str, *, audit: bool = True

@@ -244,3 +244,13 @@ class AlertKey:
         return self._open(
             row.sealed, self._sealer.context("review", self.alert_id, row.seq)
         )
+
+    def seal_entry(self, label: str, seq: int, plaintext: Any) -> bytes:
+        """Seals one numbered entry of a role (a preview recording's frames)."""
+        aad = self._sealer.context(label, self.alert_id, self.expires_us, seq)
+        return seal(self._cipher, plaintext, aad)
+
+    def open_entry(self, label: str, seq: int, sealed: bytes) -> bytes:
+        """Opens an entry sealed by :meth:`seal_entry` with this label and seq."""
+        aad = self._sealer.context(label, self.alert_id, self.expires_us, seq)
+        return self._open(sealed, aad)

@@ -326,6 +326,10 @@ EVENTS: Mapping[str, EventSpec] = {
     "alert_improved": _spec({"alert_id": _id, "score": _number}),
     # A person exported the alert's crop (lfr alerts show, for a case file).
     "alert_exported": _spec({"alert_id": _id, "by": _id}),
+    # A person exported a preview recording (lfr alerts preview-export); an
+    # expired recording was destroyed by a purge.
+    "preview_exported": _spec({"recording_id": _id, "by": _id}),
+    "preview_purged": _spec({"recording_id": _id}),
     "watchlist_loaded": _spec(
         {
             "deployment_id": _id,

@@ -36,7 +36,7 @@ _ACTIONS = ("engaged", "no_action")
 _STORED_AS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg"}
 _PNG = b"\x89PNG\r\n\x1a\n"
 #: The actions that change or export an alert: they need the log and its key.
-_AUDITED = ("show", "review", "hold", "release", "action", "purge")
+_AUDITED = ("show", "review", "hold", "release", "action", "purge", "preview-export")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -143,8 +143,37 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     _add_store_options(purge)
 
-    for parser in (listing, show, review, hold, release, action, purge):
+    previews = asub.add_parser(
+        "previews",
+        help="list the store's encrypted preview recordings",
+        description="Lists the preview recordings made with `lfr run "
+        "--record-preview` (id, start, expiry, fps). Without --audit nothing is "
+        "destroyed; with --audit, expired alerts and recordings are purged first "
+        "(alert_purged, preview_purged).",
+    )
+    _add_store_options(previews)
+
+    export = asub.add_parser(
+        "preview-export",
+        help="decrypt a preview recording into a video file (mode 0600), audited",
+        description="Decrypts a live preview recording (every passer-by blurred, "
+        "matched faces visible) and writes it to --out as a video (.avi: MJPG, "
+        ".mp4: mp4v). The export is recorded (preview_exported: recording id, "
+        "--by) before any frame is decrypted. The file is not encrypted and is "
+        "outside lfr's retention: delete it as alerts are deleted. Expired "
+        "recordings cannot be exported.",
+    )
+    export.add_argument("recording_id", metavar="ID", help="the recording's id")
+    _add_store_options(export)
+    export.add_argument(
+        "--out", required=True, metavar="VIDEO", help="the file to write (.avi, .mp4)"
+    )
+    export.add_argument("--force", action="store_true", help="overwrite VIDEO")
+    _add_by(export, "who exports the recording (an officer's id)")
+
+    for parser in (listing, show, review, hold, release, action, purge, previews):
         _add_audit_options(parser)
+    _add_audit_options(export)
 
 
 def _add_by(parser: argparse.ArgumentParser, text: str) -> None:
@@ -201,6 +230,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if args.audit is None:
             with _read_only(args) as store:
+                if args.alerts_command == "previews":
+                    return _previews(args, store)
                 return _list(args, store)
         with _records(args) as records:
             return int(_ACTIONS_RUN[args.alerts_command](args, records))
@@ -373,7 +404,83 @@ def _purge(args: argparse.Namespace, records: Records) -> int:
     return 0
 
 
+_CODECS = {".avi": "MJPG", ".mp4": "mp4v"}
+
+
+def _previews(args: argparse.Namespace, store: AlertStore) -> int:
+    from lfr.preview import recordings
+
+    for recording in recordings(store):
+        print(
+            f"{recording.recording_id}  started {recording.created.isoformat()}  "
+            f"expires {recording.expires.isoformat()}  {recording.fps:g} fps"
+        )
+    return 0
+
+
+def _previews_audited(args: argparse.Namespace, records: Records) -> int:
+    records.purge()
+    return _previews(args, records.store)
+
+
+def _preview_export(args: argparse.Namespace, records: Records) -> int:
+    import os
+
+    import cv2
+
+    out = Path(args.out)
+    codec = _CODECS.get(out.suffix.lower())
+    if codec is None:
+        raise ValueError(f"--out must end in {' or '.join(_CODECS)}, not {out.name}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists; refusing to overwrite it (--force)")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise FileNotFoundError(f"cannot write into {folder}: no such writable folder")
+    from lfr.preview import recordings
+
+    fps = next(
+        (
+            r.fps
+            for r in recordings(records.store)
+            if r.recording_id == args.recording_id
+        ),
+        10.0,
+    )
+    # Checked and audited (preview_exported) before any frame is decrypted.
+    frames = records.export_preview(args.recording_id, by=args.by)
+    writer = None
+    count = 0
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+        for image in frames:
+            if writer is None:
+                height, width = image.shape[:2]
+                writer = cv2.VideoWriter(
+                    str(out), cv2.VideoWriter.fourcc(*codec), fps, (width, height)
+                )
+                if not writer.isOpened():
+                    raise OSError(f"OpenCV cannot write {out} with codec {codec}")
+            writer.write(image)
+            image.fill(0)
+            count += 1
+    except BaseException:
+        if writer is not None:
+            writer.release()
+        out.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.release()
+    os.chmod(out, 0o600)
+    print(f"wrote {count} frame(s) to {out} (mode 0600; audited as preview_exported)")
+    return 0
+
+
 _ACTIONS_RUN = {
+    "previews": _previews_audited,
+    "preview-export": _preview_export,
     "list": _list_audited,
     "show": _show,
     "review": _review,

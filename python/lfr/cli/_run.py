@@ -79,9 +79,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     run.add_argument("--threshold", type=float, help="match threshold (cosine)")
     run.add_argument(
+        "--record-preview",
+        action="store_true",
+        help="record the operator preview (the whole picture blurred, matched "
+        "faces visible) encrypted with the store key, beside the store; it expires "
+        "and is purged with the alerts. Read it back with `lfr alerts "
+        "preview-export` (audited). Without this flag nothing is recorded",
+    )
+    run.add_argument(
         "--preview",
         metavar="OUT",
-        help="write a preview video with every non-matching face blurred",
+        help=argparse.SUPPRESS,  # removed: an unencrypted file; refused with a reason
     )
     run.add_argument("--camera-id", default="cam-1")
     run.add_argument("--location", default="unspecified")
@@ -131,7 +139,7 @@ def _memlock(args: argparse.Namespace) -> Any:
         watchlist_rows=header.templates,
         watchlist_dim=header.dim,
         watchlist_plain_bytes=len(sealed),
-        preview=bool(args.preview),
+        preview=bool(args.record_preview),
         frame_size=args.frame_size,
     )
 
@@ -218,6 +226,12 @@ def _run(
     from lfr.watchlist import Watchlist
 
     try:
+        if args.preview is not None:
+            raise ValueError(
+                "--preview OUT is gone: it wrote faces to an unencrypted video. Use "
+                "--record-preview (encrypted with the store key, purged with the "
+                "alerts, read back with `lfr alerts preview-export`)"
+            )
         budget = _memlock(args)  # before anything is locked
         if args.print_memlock:
             print(budget.describe())
@@ -232,10 +246,15 @@ def _run(
         store = AlertStore(args.store, key)
         _check_new_log(args, store)
         preview = None
-        if args.preview:
-            from lfr.preview import Preview
+        if args.record_preview:
+            from lfr.preview import Preview, PreviewRecorder
 
-            preview = Preview(Path(args.preview))
+            recorder = PreviewRecorder(store)
+            preview = Preview(recorder=recorder)
+            print(
+                f"recording the preview, encrypted: {recorder.recording_id}",
+                file=sys.stderr,
+            )
 
         def printed(alert: Any) -> None:
             print(

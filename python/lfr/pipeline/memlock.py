@@ -227,8 +227,9 @@ def source_frame_sizes(spec: object) -> tuple[list[tuple[int, int]], str | None]
     """The frame sizes a source will deliver, read without decoding a frame.
 
     A folder: each image's size from its header (the folder source's own
-    header reader, which bounds it as the source does). A video file: the size its container declares (OpenCV). Anything
-    else (a camera, a stream, frames in memory): unknown.
+    header reader, which bounds it as the source does). A video file: the size
+    its container declares (OpenCV). Anything else (a camera, a stream, frames in
+    memory): unknown.
 
     Returns:
         ``([(width, height), ...], None)``, or ``([], reason)`` when unknown.
@@ -358,9 +359,12 @@ def deployment_budget(
         MemlockItem(f"alert crops in flight ({CAPACITY + 2})", (CAPACITY + 2) * frame)
     )
     if preview:
-        from lfr.preview import _SCRATCH_BYTES
+        from lfr.preview.render import SCENE_SCRATCH_BYTES
 
-        items.append(MemlockItem("preview buffers", 2 * frame + pages(_SCRATCH_BYTES)))
+        # The rendered frame, a PreviewFeed's slot and shown frame, the blur scratch.
+        items.append(
+            MemlockItem("preview buffers", 3 * frame + pages(SCENE_SCRATCH_BYTES))
+        )
     running = sum(i.nbytes for i in items)
     # Before the run: the file's payload beside the templates while opening, and a
     # second copy of the templates while expired ones are dropped.
