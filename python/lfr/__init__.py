@@ -29,9 +29,11 @@ from lfr.errors import (
     PolicyError,
     RetentionError,
     SecureMemoryError,
+    SharedKeyError,
     SourceError,
     WatchlistError,
     WrongKeyError,
+    WrongStoreKeyError,
     WrongWatchlistKeyError,
 )
 from lfr.evaluation import EvalReport, evaluate
@@ -82,6 +84,7 @@ __all__ = [
     "SecureBuffer",
     "SecureMemoryError",
     "SecurePool",
+    "SharedKeyError",
     "SigningKey",
     "SourceError",
     "TrackSummary",
@@ -90,6 +93,7 @@ __all__ = [
     "Watchlist",
     "WatchlistError",
     "WrongKeyError",
+    "WrongStoreKeyError",
     "WrongWatchlistKeyError",
     "__version__",
     "available_kernels",
