@@ -147,7 +147,9 @@ def test_the_demo_keeps_the_watchlist_key_and_the_store_key_apart(
     listed = lfr_cli(*printed.group(1).split(), timeout=120)
     assert listed.returncode == 0, listed.stderr
     assert len([ln for ln in listed.stdout.splitlines() if ln.strip()]) >= 4
-    shown = re.search(r"see the watchlist:\s+lfr (watchlist list .*)$", run.stdout, re.M)
+    shown = re.search(
+        r"see the watchlist:\s+lfr (watchlist list .*)$", run.stdout, re.M
+    )
     assert shown is not None
     assert lfr_cli(*shown.group(1).split(), timeout=120).returncode == 0
     # Enrolment staff's key opens the watchlist, never the alerts.
@@ -159,9 +161,10 @@ def test_the_demo_keeps_the_watchlist_key_and_the_store_key_apart(
     assert "was created with key" in refused.stderr
     assert "its own key" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert "Watchlist and alert store keys | separate" in (
-        out / "deployment-record.md"
-    ).read_text()
+    assert (
+        "Watchlist and alert store keys | separate"
+        in (out / "deployment-record.md").read_text()
+    )
 
 
 @pytest.mark.data

@@ -560,7 +560,8 @@ def test_lfr_run_takes_two_keys_and_one_key_for_both_only_when_asked(
     assert "ALERT" in done.stdout
     keys, row = record(two)
     assert keys == "separate"
-    assert "separate" in row and "ONE KEY" not in row
+    assert "separate" in row
+    assert "ONE KEY" not in row
     listed = cli(site, "alerts", "list", "--store", str(two / "alerts.db"),
                  "--store-key", str(site.key_file))  # fmt: skip
     assert listed.returncode == 0, listed.stderr
@@ -568,7 +569,8 @@ def test_lfr_run_takes_two_keys_and_one_key_for_both_only_when_asked(
     staff = cli(site, "alerts", "list", "--store", str(two / "alerts.db"),
                 "--key-file", str(site.watchlist_key_file))  # fmt: skip
     assert staff.returncode == 1
-    assert "was created with key" in staff.stderr and "its own key" in staff.stderr
+    assert "was created with key" in staff.stderr
+    assert "its own key" in staff.stderr
     assert "Traceback" not in staff.stderr
 
     # One key file for both: refused before anything is made...
@@ -582,7 +584,8 @@ def test_lfr_run_takes_two_keys_and_one_key_for_both_only_when_asked(
     # ...and the old single --key-file is refused, naming the two options.
     old = run(tmp_path / "old", "--key-file", str(site.watchlist_key_file))
     assert old.returncode == 1
-    assert "--watchlist-key" in old.stderr and "--store-key" in old.stderr
+    assert "--watchlist-key" in old.stderr
+    assert "--store-key" in old.stderr
     assert list((tmp_path / "old").iterdir()) == []
 
     # ...run when asked explicitly, and the deployment record says so.

@@ -101,7 +101,8 @@ def test_the_watchlist_key_cannot_open_the_store(tmp_path: Path) -> None:
     assert isinstance(caught.value, WrongKeyError)
     assert isinstance(caught.value, lfr.AlertStoreError)
     message = str(caught.value)
-    assert store_key.key_id in message and wl_key.key_id in message
+    assert store_key.key_id in message
+    assert wl_key.key_id in message
     assert "its own key" in message
     # The control: the store's own key opens it.
     lfr.AlertStore(tmp_path / "a.db", store_key).close()
@@ -224,9 +225,11 @@ def test_lfr_run_refuses_key_file_naming_the_two_options(site: Path) -> None:
     out = _lfr(*_run_args(site, "--key-file", str(site / "keys" / "watchlist.key")))
     assert out.returncode == 1
     assert "--key-file is ambiguous" in out.stderr
-    assert "--watchlist-key" in out.stderr and "--store-key" in out.stderr
+    assert "--watchlist-key" in out.stderr
+    assert "--store-key" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (site / "a.db").exists() and not (site / "audit.log").exists()
+    assert not (site / "a.db").exists()
+    assert not (site / "audit.log").exists()
 
 
 def test_lfr_run_needs_both_keys(site: Path) -> None:
@@ -247,7 +250,8 @@ def test_lfr_run_refuses_one_key_file_for_both(site: Path) -> None:
     assert "the same key" in out.stderr
     assert "--allow-shared-key" in out.stderr
     assert "Traceback" not in out.stderr
-    assert not (site / "a.db").exists() and not (site / "audit.log").exists()
+    assert not (site / "a.db").exists()
+    assert not (site / "audit.log").exists()
 
 
 def test_lfr_run_refuses_a_copy_of_the_key_under_another_name(site: Path) -> None:
@@ -276,10 +280,15 @@ def test_lfr_watchlist_and_alerts_take_their_one_key_by_either_name(
         assert out.returncode == 0, out.stderr
     lfr.AlertStore(site / "a.db", lfr.Key.from_file(store_key)).close()
     for option in ("--key-file", "--store-key"):
-        out = _lfr("alerts", "list", "--store", str(site / "a.db"), option, str(store_key))
+        out = _lfr(
+            "alerts", "list", "--store", str(site / "a.db"), option, str(store_key)
+        )
         assert out.returncode == 0, out.stderr
     # Enrolment staff's key does not open the store: a clear error, no traceback.
-    out = _lfr("alerts", "list", "--store", str(site / "a.db"), "--key-file", str(wl_key))
+    out = _lfr(
+        "alerts", "list", "--store", str(site / "a.db"), "--key-file", str(wl_key)
+    )
     assert out.returncode == 1
-    assert "was created with key" in out.stderr and "its own key" in out.stderr
+    assert "was created with key" in out.stderr
+    assert "its own key" in out.stderr
     assert "Traceback" not in out.stderr

@@ -161,8 +161,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
         "--store-key",
         dest="key_file",
         metavar="K",
-        help="the alert store's own key file (`lfr keys create`), not the "
-        "watchlist's",
+        help="the alert store's own key file (`lfr keys create`), not the watchlist's",
     )
     group.add_argument(
         "--passphrase",

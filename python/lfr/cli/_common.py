@@ -95,8 +95,9 @@ def add_deployment_key_options(parser: argparse.ArgumentParser) -> None:
 
 
 def deployment_keys(args: argparse.Namespace) -> tuple[Key | Passphrase, Key]:
-    """The watchlist key and the store key that :func:`add_deployment_key_options`
-    options name.
+    """The watchlist key and the store key, as the deployment key options name them.
+
+    The options are those of :func:`add_deployment_key_options`.
 
     Returns:
         ``(watchlist key, store key)``; the first is a :class:`Passphrase` with
