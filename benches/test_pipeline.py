@@ -142,7 +142,7 @@ def run_once(
     wl = watchlist(folder, embedder, key, enrol)
     for old in folder.glob(f"{tag}.*"):
         old.unlink()
-    store = lfr.AlertStore(folder / f"{tag}.db", key)
+    store = lfr.AlertStore(folder / f"{tag}.db", lfr.Key.generate())  # its own key
     with Deployment(
         source=source,
         watchlist=wl,

@@ -33,9 +33,11 @@ from lfr.errors import (
     PolicyError,
     RetentionError,
     SecureMemoryError,
+    SharedKeyError,
     SourceError,
     WatchlistError,
     WrongKeyError,
+    WrongStoreKeyError,
     WrongWatchlistKeyError,
 )
 from lfr.evaluation import EvalReport, evaluate
@@ -86,6 +88,7 @@ __all__ = [
     "SecureBuffer",
     "SecureMemoryError",
     "SecurePool",
+    "SharedKeyError",
     "SigningKey",
     "SourceError",
     "TrackSummary",
@@ -94,6 +97,7 @@ __all__ = [
     "Watchlist",
     "WatchlistError",
     "WrongKeyError",
+    "WrongStoreKeyError",
     "WrongWatchlistKeyError",
     "__version__",
     "available_kernels",

@@ -21,9 +21,11 @@ __all__ = [
     "PolicyError",
     "RetentionError",
     "SecureMemoryError",
+    "SharedKeyError",
     "SourceError",
     "WatchlistError",
     "WrongKeyError",
+    "WrongStoreKeyError",
     "WrongWatchlistKeyError",
 ]
 
@@ -162,6 +164,25 @@ class WrongWatchlistKeyError(WatchlistError, WrongKeyError):
     """The watchlist was encrypted under another key.
 
     Both a :class:`WatchlistError` and a :class:`WrongKeyError`.
+    """
+
+
+class WrongStoreKeyError(AlertStoreError, WrongKeyError):
+    """The alert store was created with another key (a watchlist's key, say).
+
+    The store has its own key, separate from the watchlist's, so that those who
+    enrol people cannot read alerts. Both an :class:`AlertStoreError` and a
+    :class:`WrongKeyError`.
+    """
+
+
+class SharedKeyError(DeploymentError):
+    """The watchlist and the alert store are under the same key, unasked.
+
+    One key for both lets whoever enrols people read every alert. A deployment
+    refuses it unless ``allow_shared_key=True`` (``lfr run --allow-shared-key``),
+    and then records the choice (``keys="shared"`` in ``deployment_started``).
+    "The same key" is judged by the keys' public fingerprints (``key_id``).
     """
 
 

@@ -91,11 +91,15 @@ def test_demo_leaves_its_files_and_no_face_image(
         "alerts.db",
         "audit.log",
         "audit.pub",
-        "keys",  # site.key and audit.key: not in the audit log's folder
+        "keys",  # the keys: not in the audit log's folder
         "deployment-record.json",
         "deployment-record.md",
     } <= names
-    assert {p.name for p in (out / "keys").iterdir()} == {"site.key", "audit.key"}
+    assert {p.name for p in (out / "keys").iterdir()} == {
+        "watchlist.key",
+        "store.key",
+        "audit.key",
+    }
     assert "audit.key" not in names
     for path in out.rglob("*"):
         if path.is_dir():  # audit.log.live/: the running deployments' lock files
@@ -128,6 +132,39 @@ def test_the_demo_audit_log_verifies(
     assert check.returncode == 0, check.stdout + check.stderr
     assert "result: OK" in check.stdout
     assert "4 alerts" in check.stdout
+
+
+@pytest.mark.data
+def test_the_demo_keeps_the_watchlist_key_and_the_store_key_apart(
+    demo: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    """Two key files: the printed commands work, the watchlist's cannot open alerts."""
+    run, out = demo
+    assert run.returncode == 0, run.stderr[-3000:]
+    printed = re.search(r"see the alerts:\s+lfr (alerts list .*)$", run.stdout, re.M)
+    assert printed is not None, run.stdout[-3000:]
+    assert "--store-key" in printed.group(1)
+    listed = lfr_cli(*printed.group(1).split(), timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert len([ln for ln in listed.stdout.splitlines() if ln.strip()]) >= 4
+    shown = re.search(
+        r"see the watchlist:\s+lfr (watchlist list .*)$", run.stdout, re.M
+    )
+    assert shown is not None
+    assert lfr_cli(*shown.group(1).split(), timeout=120).returncode == 0
+    # Enrolment staff's key opens the watchlist, never the alerts.
+    refused = lfr_cli(
+        "alerts", "list", "--store", str(out / "alerts.db"),
+        "--key-file", str(out / "keys" / "watchlist.key"), timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "was created with key" in refused.stderr
+    assert "its own key" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (
+        "Watchlist and alert store keys | separate"
+        in (out / "deployment-record.md").read_text()
+    )
 
 
 @pytest.mark.data

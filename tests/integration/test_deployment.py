@@ -187,7 +187,7 @@ FULL_DISK = textwrap.dedent(
 
     folder, photo = Path(sys.argv[1]), sys.argv[2]
     key = lfr.Key.from_file(folder / "store.key")
-    wl = lfr.Watchlist.open(folder / "w.lfrw", key)
+    wl = lfr.Watchlist.open(folder / "w.lfrw", lfr.Key.from_file(folder / "wl.key"))
     store = lfr.AlertStore(folder / "alerts.db", key)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # Files may not grow past 256 KiB from here on: the store fills up first.
@@ -219,9 +219,11 @@ def test_a_full_disk_stops_cleanly_and_keeps_what_was_stored(
     photos = sorted(person.glob("*.jpg"))
     key = lfr.Key.generate()
     key.save(tmp_path / "store.key")
+    wl_key = lfr.Key.generate()  # the watchlist's own key
+    wl_key.save(tmp_path / "wl.key")
     signing = lfr.SigningKey.generate()
     signing.save(tmp_path / "audit.key")
-    wl = lfr.Watchlist.create(tmp_path / "w.lfrw", key, embedder=embedder)
+    wl = lfr.Watchlist.create(tmp_path / "w.lfrw", wl_key, embedder=embedder)
     wl.enroll("S-1", photos[:1], detector=detector, embedder=embedder)
     wl.save()
     # A big crop per alert: the photo scaled up, so a few alerts fill 256 KiB.
@@ -259,6 +261,7 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
     _, embedder = models
     key = lfr.Key.generate()
     key.save(tmp_path / "k.key")
+    lfr.Key.generate().save(tmp_path / "store.key")  # the alert store's own key
     random_watchlist(tmp_path, embedder, key)
     photos = sorted((lfw_dir / "unknowns").glob("*.jpg"))[:20]
     frames = tmp_path / "frames"
@@ -281,8 +284,10 @@ def test_lfr_run_stops_cleanly_on_ctrl_c(
             str(frames),
             "--watchlist",
             str(tmp_path / "w.lfrw"),
-            "--key-file",
+            "--watchlist-key",
             str(tmp_path / "k.key"),
+            "--store-key",
+            str(tmp_path / "store.key"),
             "--store",
             str(tmp_path / "a.db"),
             "--audit",
@@ -330,7 +335,7 @@ def test_the_stored_crop_is_the_tracks_best_view(
     sharp = scene(photos[0])
     soft = np.asarray(cv2.GaussianBlur(sharp, (0, 0), 1.2), np.uint8)
     frames = [soft, soft, soft, sharp, sharp]  # one track: alert on soft, then better
-    store = lfr.AlertStore(tmp_path / "a.db", key)
+    store = lfr.AlertStore(tmp_path / "a.db", lfr.Key.generate())
     signing = lfr.SigningKey.generate()
     with Deployment(
         source=frames,
@@ -376,7 +381,7 @@ def test_a_blocked_on_alert_holds_up_neither_frames_nor_storage(
         entered.set()
         release.wait(WAIT_S)  # bounded: the test cannot hang
 
-    store = lfr.AlertStore(tmp_path / "alerts.db", key)
+    store = lfr.AlertStore(tmp_path / "alerts.db", lfr.Key.generate())
     dep = Deployment(
         source=frames,
         watchlist=wl,

@@ -87,7 +87,9 @@ class Site:
             str(self.root / "people.avi"),
             "--watchlist",
             str(self.root / "w.lfrw"),
-            "--key-file",
+            "--watchlist-key",
+            str(self.root / "watchlist.key"),
+            "--store-key",
             str(self.root / "store.key"),
             "--store",
             str(self.root / "run" / "alerts.db"),
@@ -171,8 +173,9 @@ def nonroot_site(
         (root / "signing").mkdir()
         detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
         chosen = pick_people(lfw_dir, enrolled=2, unknown=2, seed=11)
-        key = lfr.Key.generate()
-        key.save(root / "store.key")
+        lfr.Key.generate().save(root / "store.key")
+        key = lfr.Key.generate()  # the watchlist's own key
+        key.save(root / "watchlist.key")
         SigningKey.generate().save(root / "signing" / "audit.key")
         wl = lfr.Watchlist.create(root / "w.lfrw", key, embedder=embedder)
         for name, photos in chosen.enrol.items():
@@ -364,9 +367,9 @@ import lfr
 from lfr.alerts import AlertStore
 from lfr.errors import MemlockBudgetError
 root = Path(sys.argv[1])
-key = lfr.Key.from_file(root / "store.key")
-wl = lfr.Watchlist.open(root / "w.lfrw", key)
-store = AlertStore(root / "run-api" / "alerts.db", key)
+wl = lfr.Watchlist.open(root / "w.lfrw", lfr.Key.from_file(root / "watchlist.key"))
+store_key = lfr.Key.from_file(root / "store.key")
+store = AlertStore(root / "run-api" / "alerts.db", store_key)
 dep = lfr.Deployment(
     source=str(root / "people.avi"), watchlist=wl, store=store,
     audit=root / "run-api" / "audit.log", signing_key=root / "signing" / "audit.key",

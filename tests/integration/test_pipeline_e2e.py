@@ -272,6 +272,7 @@ def check_audit(
         "watchlist_loaded",
     ]
     assert records[1].fields["threshold"] == dep.threshold
+    assert records[1].fields["keys"] == "separate"  # the store's key is its own
     assert [r.event for r in records[-2:]] == [
         "watchlist_destroyed",
         "deployment_stopped",

@@ -52,7 +52,20 @@ class Site:
 
     @property
     def key_file(self) -> Path:
+        """The alert store's key (reviewers')."""
         return self.folder / "store.key"
+
+    @property
+    def watchlist_key_file(self) -> Path:
+        """The watchlist's own key (enrolment staff's)."""
+        return self.folder / "watchlist.key"
+
+    def keys(self) -> list[str]:
+        """lfr run's key options: the two keys."""
+        return [
+            "--watchlist-key", str(self.watchlist_key_file),
+            "--store-key", str(self.key_file),
+        ]  # fmt: skip
 
     @property
     def signing_file(self) -> Path:
@@ -66,9 +79,11 @@ def site(lfw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
     chosen = pick_people(lfw_dir, enrolled=3, unknown=0, seed=2)
     key = lfr.Key.generate()
     key.save(folder / "store.key")
+    wl_key = lfr.Key.generate()
+    wl_key.save(folder / "watchlist.key")
     signing = SigningKey.generate()
     signing.save(folder / "audit.key")
-    wl = lfr.Watchlist.create(folder / "w.lfrw", key, embedder=embedder)
+    wl = lfr.Watchlist.create(folder / "w.lfrw", wl_key, embedder=embedder)
     for name, photos in chosen.enrol.items():
         enrol_usable(wl, name, photos, detector, embedder)
     assert len(wl) >= 2
@@ -116,8 +131,7 @@ class Run:
                 url,
                 "--watchlist",
                 str(site.folder / "w.lfrw"),
-                "--key-file",
-                str(site.key_file),
+                *site.keys(),
                 "--store",
                 str(store),
                 "--audit",
@@ -409,7 +423,7 @@ def test_a_killed_lfr_run_is_closed_as_crashed_by_the_next_start(
     # The next start: lfr run on the video file (it ends by itself).
     again = cli(
         site, "run", "--source", str(site.video),
-        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--watchlist", str(site.folder / "w.lfrw"), *site.keys(),
         "--store", str(store), "--audit", str(log),
         "--signing-key", str(site.signing_file),
     )  # fmt: skip
@@ -436,7 +450,7 @@ def test_lfr_run_refuses_a_signing_key_beside_the_log(
     site.signing.save(beside)
     args = [
         "run", "--source", str(site.video),
-        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--watchlist", str(site.folder / "w.lfrw"), *site.keys(),
         "--store", str(tmp_path / "alerts.db"), "--audit", str(tmp_path / "audit.log"),
         "--signing-key", str(beside),
     ]  # fmt: skip
@@ -472,7 +486,7 @@ def test_a_deleted_log_and_a_new_lfr_run_are_reported_by_verify(
     store, log = tmp_path / "alerts.db", tmp_path / "audit.log"
     args = [
         "run", "--source", str(site.video),
-        "--watchlist", str(site.folder / "w.lfrw"), "--key-file", str(site.key_file),
+        "--watchlist", str(site.folder / "w.lfrw"), *site.keys(),
         "--store", str(store), "--audit", str(log),
         "--signing-key", str(site.signing_file),
     ]  # fmt: skip
@@ -505,3 +519,79 @@ def test_a_deleted_log_and_a_new_lfr_run_are_reported_by_verify(
     records, _ = read_log(log, public)
     started = next(r for r in records if r.event == "deployment_started")
     assert started.fields["store_alerts"] == len(raised)
+
+
+def test_lfr_run_takes_two_keys_and_one_key_for_both_only_when_asked(
+    site: Site, tmp_path: Path
+) -> None:
+    """The watchlist key and the store key: separate, or one by explicit choice."""
+    public = site.signing.public_key()
+    pub = tmp_path / "audit.pub"
+    public.save(pub)
+
+    def run(folder: Path, *keys: str) -> subprocess.CompletedProcess[str]:
+        folder.mkdir()
+        return cli(
+            site, "run", "--source", str(site.video),
+            "--watchlist", str(site.folder / "w.lfrw"), *keys,
+            "--store", str(folder / "alerts.db"), "--audit", str(folder / "audit.log"),
+            "--signing-key", str(site.signing_file),
+        )  # fmt: skip
+
+    def record(folder: Path) -> tuple[str, str]:
+        """deployment_started's keys, and the record's row that shows them."""
+        records, problems = read_log(folder / "audit.log", public)
+        assert problems == []
+        started = next(r for r in records if r.event == "deployment_started")
+        made = cli(site, "audit", "report", str(folder / "audit.log"),
+                   "--public-key", str(pub), "--out", str(folder))  # fmt: skip
+        assert made.returncode == 0, made.stdout + made.stderr
+        row = next(
+            line
+            for line in (folder / "deployment-record.md").read_text().splitlines()
+            if "Watchlist and alert store keys" in line
+        )
+        return started.fields["keys"], row
+
+    # Two keys, end to end: alerts stored, readable with the store key only.
+    two = tmp_path / "two"
+    done = run(two, *site.keys())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ALERT" in done.stdout
+    keys, row = record(two)
+    assert keys == "separate"
+    assert "separate" in row
+    assert "ONE KEY" not in row
+    listed = cli(site, "alerts", "list", "--store", str(two / "alerts.db"),
+                 "--store-key", str(site.key_file))  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip()
+    staff = cli(site, "alerts", "list", "--store", str(two / "alerts.db"),
+                "--key-file", str(site.watchlist_key_file))  # fmt: skip
+    assert staff.returncode == 1
+    assert "was created with key" in staff.stderr
+    assert "its own key" in staff.stderr
+    assert "Traceback" not in staff.stderr
+
+    # One key file for both: refused before anything is made...
+    same = ["--watchlist-key", str(site.watchlist_key_file),
+            "--store-key", str(site.watchlist_key_file)]  # fmt: skip
+    refused = run(tmp_path / "refused", *same)
+    assert refused.returncode == 1
+    assert "the same key" in refused.stderr
+    assert "--allow-shared-key" in refused.stderr
+    assert list((tmp_path / "refused").iterdir()) == []
+    # ...and the old single --key-file is refused, naming the two options.
+    old = run(tmp_path / "old", "--key-file", str(site.watchlist_key_file))
+    assert old.returncode == 1
+    assert "--watchlist-key" in old.stderr
+    assert "--store-key" in old.stderr
+    assert list((tmp_path / "old").iterdir()) == []
+
+    # ...run when asked explicitly, and the deployment record says so.
+    shared = tmp_path / "shared"
+    done = run(shared, *same, "--allow-shared-key")
+    assert done.returncode == 0, done.stderr[-2000:]
+    keys, row = record(shared)
+    assert keys == "shared"
+    assert "ONE KEY FOR BOTH" in row

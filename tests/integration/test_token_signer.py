@@ -110,7 +110,7 @@ def test_a_deployment_signed_through_the_token_verifies(
     wl.add(
         "R-1", np.random.default_rng(0).standard_normal((1, embedder.dim), np.float32)
     )
-    store = lfr.AlertStore(tmp_path / "alerts.db", key)
+    store = lfr.AlertStore(tmp_path / "alerts.db", lfr.Key.generate())  # its own
     with TokenSigner.generate(token, "deployment") as signer:
         with Deployment(
             source=[np.zeros((120, 160, 3), np.uint8)] * 3,

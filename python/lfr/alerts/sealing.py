@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lfr.alerts.rows import FORMAT, FORMAT_VERSION, HoldAction, HoldRow, ReviewRow
 from lfr.alerts.values import _wipe
-from lfr.errors import AlertStoreError, WrongKeyError
+from lfr.errors import AlertStoreError, WrongKeyError, WrongStoreKeyError
 from lfr.keys import (
     KeyProvider,
     data_cipher,
@@ -82,16 +82,17 @@ class Sealer:
         where: Names the store in error messages (``"alert store PATH"``).
 
     Raises:
-        WrongKeyError: The store was made with another key (both ids named).
+        WrongStoreKeyError: The store was made with another key (both ids named).
         AlertStoreError: The key check does not open: the metadata was altered.
     """
 
     def __init__(self, key: KeyProvider, meta: Mapping[str, str], where: str) -> None:
         stored_id = str(meta.get("key_id"))
         if stored_id != key.key_id:
-            raise WrongKeyError(
+            raise WrongStoreKeyError(
                 f"{where} was created with key {stored_id}, not with the "
-                f"key given ({key.key_id})"
+                f"key given ({key.key_id}); an alert store has its own key, "
+                "separate from the watchlist's (lfr run --store-key)"
             )
         store_id, created = str(meta.get("store_id")), str(meta.get("created"))
         try:

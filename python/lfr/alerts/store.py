@@ -239,8 +239,9 @@ class AlertStore(Closing):
             ``path`` then only names the store.
 
     Raises:
-        WrongKeyError: The store was created with another key (both key ids are
-            named).
+        WrongStoreKeyError: The store was created with another key (both key
+            ids are named), a watchlist's key for example: a store has its own
+            key. A :class:`~lfr.errors.WrongKeyError` too.
         AlertStoreError: The file is not an lfr alert store, is damaged, or has an
             unknown format version. In every error case the file is left as it was.
         TypeError: ``key``, ``policy``, ``clock`` or ``repository`` has the

@@ -286,11 +286,15 @@ EVENTS: Mapping[str, EventSpec] = {
         # rows whose key a purge destroyed); the chain of logs must account for
         # both. And when the watchlist was created (Watchlist.created): an
         # auditor's policy may bound its age at the start (Policy.max_watchlist_age).
+        # And whether the watchlist and the store were under separate keys, or one
+        # key by the operator's explicit choice (Deployment(allow_shared_key=True),
+        # lfr run --allow-shared-key): "separate" or "shared".
         {
             "store_id": _id,
             "store_alerts": _count,
             "store_purged": _count,
             "watchlist_created": _time,
+            "keys": _choice("separate", "shared"),
         },
     ),
     # A deployment killed before it could log its stop is closed by the next start

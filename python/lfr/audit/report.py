@@ -98,6 +98,9 @@ class DeploymentSummary:
             (:meth:`lfr.RetentionPolicy.to_json`; ``None`` if unreadable).
         watchlist_created: When its watchlist was created, as recorded at the
             start (``None`` if not recorded).
+        keys: ``"separate"`` when the watchlist and the alert store had their
+            own keys, ``"shared"`` when one key served both by the operator's
+            explicit choice (``allow_shared_key``); ``None`` if not recorded.
 
     Raises:
         ValueError: A count is negative.
@@ -126,6 +129,7 @@ class DeploymentSummary:
     threshold: float | None = None
     policy: dict[str, Any] | None = field(default=None, hash=False)
     watchlist_created: datetime | None = None
+    keys: str | None = None
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -151,6 +155,7 @@ class DeploymentSummary:
             "threshold": self.threshold,
             "policy": None if self.policy is None else dict(self.policy),
             "watchlist_created": _iso_or_none(self.watchlist_created),
+            "keys": self.keys,
         }
 
 
@@ -582,6 +587,7 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
             if summary.watchlist_created is None
             else _when(summary.watchlist_created),
         ),
+        ("Watchlist and alert store keys", _keys(summary.keys)),
         (
             "Match threshold",
             "not recorded" if summary.threshold is None else f"{summary.threshold:g}",
@@ -716,9 +722,26 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         threshold=_threshold(fields),
         policy=_recorded_policy(fields),
         watchlist_created=when(fields, "watchlist_created"),
+        keys=_recorded_keys(fields),
         **totals,
         **outcomes,
     )
+
+
+def _recorded_keys(fields: Mapping[str, Any]) -> str | None:
+    value = fields.get("keys")
+    return value if value in ("separate", "shared") else None
+
+
+def _keys(keys: str | None) -> str:
+    if keys == "separate":
+        return "separate (enrolment staff cannot read alerts)"
+    if keys == "shared":
+        return (
+            "ONE KEY FOR BOTH, by the operator's explicit choice: whoever can "
+            "open the watchlist can read the alerts"
+        )
+    return "not recorded"
 
 
 def _threshold(fields: Mapping[str, Any]) -> float | None:

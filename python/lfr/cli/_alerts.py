@@ -1,7 +1,9 @@
 """``lfr alerts``: list, show, review, hold, release, action and purge stored alerts.
 
-Alert stores are opened with a key file only: a store records its key's id but no
-scrypt parameters, so a passphrase cannot be turned back into its key.
+Alert stores are opened with their own key file (``--key-file K``, also named
+``--store-key K`` as in ``lfr run``), not the watchlist's: those who enrol people
+cannot read alerts. A store records its key's id but no scrypt parameters, so a
+passphrase cannot be turned back into its key.
 
 Every command that changes an alert or exports its crop (``show``, ``review``,
 ``hold``, ``release``, ``action``, ``purge``) needs the deployment's audit log and
@@ -184,7 +186,11 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", required=True, metavar="S", help="the alert store")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument(
-        "--key-file", metavar="K", help="the store's key file (`lfr keys create`)"
+        "--key-file",
+        "--store-key",
+        dest="key_file",
+        metavar="K",
+        help="the alert store's own key file (`lfr keys create`), not the watchlist's",
     )
     group.add_argument(
         "--passphrase",

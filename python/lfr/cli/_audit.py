@@ -123,6 +123,8 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--store-key-file",
+        "--store-key",
+        dest="store_key_file",
         metavar="K",
         help="the store's key file, to check it is the store's and that its "
         "alerts' data keys are theirs (without it, only the plaintext ids are "

@@ -37,7 +37,8 @@ __all__ = ["add_parsers", "find_data", "run"]
 #: The photo sets a data directory may hold, in the order they are looked for.
 _DATA_SETS = ("lfw-dev",)
 _VIDEO = "demo-video.avi"
-_KEY = "keys/site.key"
+_WATCHLIST_KEY = "keys/watchlist.key"  # enrolment staff's
+_STORE_KEY = "keys/store.key"  # reviewers': the watchlist's cannot open the store
 _SIGNING_KEY = "keys/audit.key"  # never in the audit log's folder
 _PUBLIC_KEY = "audit.pub"
 _WATCHLIST = "watchlist.lfrw"
@@ -376,15 +377,21 @@ def _demo(
     people = _choose(data, args.enrolled, args.unknown, args.seed)
     detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
 
-    # Keys: one for the watchlist and the alerts, one to sign the audit log.
+    # Keys: the watchlist's, the alert store's (another), one to sign the audit log.
     key = Key.generate()
-    (out / _KEY).parent.mkdir(mode=0o700, exist_ok=True)
-    key.save(out / _KEY)
+    store_key = Key.generate()
+    (out / _WATCHLIST_KEY).parent.mkdir(mode=0o700, exist_ok=True)
+    key.save(out / _WATCHLIST_KEY)
+    store_key.save(out / _STORE_KEY)
     signing = SigningKey.generate()
     signing.save(out / _SIGNING_KEY)
     public = signing.public_key()
     public.save(out / _PUBLIC_KEY)
-    print(f"\n1. Keys: {_KEY} (AES-256: encrypts the watchlist and every alert)")
+    print(f"\n1. Keys: {_WATCHLIST_KEY} (AES-256: encrypts the watchlist),")
+    print(
+        f"   {_STORE_KEY} (AES-256: encrypts every alert; the watchlist's key "
+        "cannot open them)"
+    )
     print(
         f"   and {_SIGNING_KEY} (Ed25519: signs the audit log; public: {_PUBLIC_KEY})"
     )
@@ -433,7 +440,7 @@ def _demo(
         "match the same person; every other face is wiped at once"
     )
     printer = _Printer(truth.frames)
-    store = AlertStore(out / _STORE, key)
+    store = AlertStore(out / _STORE, store_key)
     deployment: Deployment | None = None
 
     def alerted(alert: Any) -> None:
@@ -533,17 +540,23 @@ def _demo(
     )
     print(f"  - {time.monotonic() - began:.1f} s in all")
 
-    store_args = f"--store {out / _STORE} --key-file {out / _KEY}"
+    store_args = f"--store {out / _STORE} --store-key {out / _STORE_KEY}"
     print("\nWhere everything is")
     print(f"  watchlist:          {out / _WATCHLIST}")
     print(f"  alert store:        {out / _STORE}")
     print(f"  audit log:          {out / _AUDIT}")
     print(f"  public key:         {out / _PUBLIC_KEY}")
     print(f"  deployment record:  {record[0]} and .md")
-    print(f"  keys:               {out / _KEY}, {out / _SIGNING_KEY}")
+    print(f"  watchlist key:      {out / _WATCHLIST_KEY} (enrolment staff)")
+    print(f"  alert store key:    {out / _STORE_KEY} (reviewers)")
+    print(f"  audit signing key:  {out / _SIGNING_KEY}")
     if args.keep_video:
         print(f"  video (faces!):     {video}")
     audit_args = f"--audit {out / _AUDIT} --signing-key {out / _SIGNING_KEY}"
+    print(
+        f"  see the watchlist:  lfr watchlist list {out / _WATCHLIST} "
+        f"--watchlist-key {out / _WATCHLIST_KEY}"
+    )
     print(f"  see the alerts:     lfr alerts list {store_args}")
     print("    (read only: it destroys nothing; every change below is audited)")
     print(

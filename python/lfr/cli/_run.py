@@ -7,6 +7,13 @@ still blocked then is abandoned: its alerts are named on stderr and audited as
 ``alert_lost`` at the next start). The exit status is 0 after a clean stop and 1
 after an error (a full disk, an unwritable log), which is printed with every alert
 decided but not stored and audited.
+
+It takes two keys: the watchlist's (``--watchlist-key K`` or
+``--watchlist-passphrase``), held by those who enrol people, and the alert
+store's own (``--store-key K``), held by those who review alerts. One key for both
+is refused unless ``--allow-shared-key`` (then recorded in ``deployment_started``
+and shown in the deployment record); a single ``--key-file`` is refused with a
+message naming the two options.
 """
 
 from __future__ import annotations
@@ -20,7 +27,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lfr.cli._common import add_key_options, fail, key_from, signer_from
+from lfr.cli._common import (
+    add_deployment_key_options,
+    deployment_keys,
+    fail,
+    signer_from,
+)
 from lfr.errors import LfrError
 
 #: How often the main thread looks for a stop signal or the end, in seconds.
@@ -42,7 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "or folder of images",
     )
     run.add_argument("--watchlist", required=True, metavar="WL", help=".lfrw file")
-    add_key_options(run)
+    add_deployment_key_options(run)
     run.add_argument(
         "--store", default="alerts.db", help="alert store (default: %(default)s)"
     )
@@ -221,8 +233,8 @@ def _run(
 ) -> int:
     from lfr.alerts import AlertStore
     from lfr.embed import FaceEmbedder
-    from lfr.keys import Passphrase
     from lfr.pipeline import Deployment
+    from lfr.pipeline.deployment import check_separate_keys
     from lfr.watchlist import Watchlist
 
     try:
@@ -238,12 +250,16 @@ def _run(
             return 0
         budget.check()
         signing = _signing_key(args)  # refused before anything loads
-        key = key_from(args)
+        watchlist_key, store_key = deployment_keys(args)  # refused before loading
         embedder = FaceEmbedder()
-        watchlist = Watchlist.open(args.watchlist, key, model_id=embedder.model_id)
-        if isinstance(key, Passphrase):
-            raise ValueError("the alert store needs a key file (--key-file)")
-        store = AlertStore(args.store, key)
+        watchlist = Watchlist.open(
+            args.watchlist, watchlist_key, model_id=embedder.model_id
+        )
+        # A passphrase's key is known once derived: compared before the store opens.
+        check_separate_keys(
+            watchlist.key_id, store_key.key_id, allow_shared=args.allow_shared_key
+        )
+        store = AlertStore(args.store, store_key)
         _check_new_log(args, store)
         preview = None
         if args.record_preview:
@@ -281,6 +297,7 @@ def _run(
             every=args.every,
             checkpoints=args.checkpoints,
             frame_size=args.frame_size,
+            allow_shared_key=args.allow_shared_key,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)

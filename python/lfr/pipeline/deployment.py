@@ -57,7 +57,7 @@ from lfr.audit.checkpoint import Checkpoint, make_checkpoint
 from lfr.audit.liveness import RunningMark, close_crashed
 from lfr.detect import FaceDetector
 from lfr.embed import FaceEmbedder
-from lfr.errors import DeploymentError, LfrError
+from lfr.errors import DeploymentError, LfrError, SharedKeyError
 from lfr.pipeline.frame_step import FrameStep, Handover
 from lfr.pipeline.memlock import MemlockBudget, for_deployment
 from lfr.pipeline.stats import Counts, DeploymentStats, Latencies, percentile
@@ -71,7 +71,7 @@ from lfr.sources.readahead import read_ahead
 from lfr.tracking import Tracker, TrackerConfig
 from lfr.watchlist import Watchlist
 
-__all__ = ["DEFAULT_THRESHOLD", "Deployment"]
+__all__ = ["DEFAULT_THRESHOLD", "Deployment", "check_separate_keys"]
 
 _log = logging.getLogger(__name__)
 
@@ -88,9 +88,14 @@ class Deployment:
         source: What :func:`lfr.open_source` takes (camera index, file, URL,
             folder, iterable of frames), or an open :class:`lfr.protocols.Source`
             (an :class:`~lfr.FrameSource`, or an integrator's own).
-        watchlist: The watchlist; its templates must come from ``embedder``.
+        watchlist: The watchlist, opened with the watchlist key
+            (:attr:`lfr.Watchlist.key_id`); its templates must come from
+            ``embedder``.
         store: Where alerts go (changed only through :class:`lfr.alerts.Records`,
-            which the deployment makes with the audit log).
+            which the deployment makes with the audit log), opened with the
+            store key (:attr:`lfr.AlertStore.key_id`). The two keys are separate,
+            so that whoever enrols people cannot read alerts; the deployment
+            compares their public fingerprints (``key_id``), never key material.
         audit: The audit log: a path (created, or continued if it exists; needs
             ``signing_key``) or an open :class:`~lfr.AuditLog`.
         policy: Retention policy (default: the store's).
@@ -119,6 +124,10 @@ class Deployment:
             (and audit it). The file stays; see docs/watchlists.md.
         allow_unlocked: Run even where memory cannot be locked (audited as an
             anomaly).
+        allow_shared_key: Run although the watchlist and the store are under
+            the same key (their ``key_id`` is equal). Refused otherwise; when
+            allowed, the ``deployment_started`` record says ``keys="shared"``
+            (``"separate"`` otherwise) and the deployment record shows it.
         every: Process every n-th frame of file and folder sources.
         stop_timeout: The longest :meth:`close` waits for the threads (seconds).
         checkpoints: Where signed checkpoints of the audit log go
@@ -140,6 +149,8 @@ class Deployment:
         MemlockBudgetError: From :meth:`start`, before anything is opened or
             allocated, when ``RLIMIT_MEMLOCK`` is below :meth:`memlock_budget`
             (unless ``allow_unlocked``); the message gives the figure to set.
+        SharedKeyError: The watchlist and the store are under the same key and
+            ``allow_shared_key`` is False (a :class:`~lfr.errors.DeploymentError`).
         DeploymentError: From :meth:`start`, when it cannot start (a source that
             cannot be opened, a watchlist made with another embedder, an audit log
             that does not verify). Nothing is stored then; if the audit log was
@@ -171,6 +182,7 @@ class Deployment:
         counters_interval: timedelta = timedelta(seconds=60),
         destroy_watchlist: bool = True,
         allow_unlocked: bool = False,
+        allow_shared_key: bool = False,
         every: int = 1,
         stop_timeout: float = 8.0,
         checkpoints: (
@@ -183,6 +195,7 @@ class Deployment:
             raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
         if stop_timeout <= 0:
             raise ValueError(f"stop_timeout must be positive, got {stop_timeout}")
+        self._shared_key = _shared_key(watchlist, store, allow=allow_shared_key)
         self._watchlist = watchlist
         self._store = store
         self._policy = policy or store.policy
@@ -235,6 +248,11 @@ class Deployment:
     def deployment_id(self) -> str:
         """This deployment's id (in alerts and the audit log)."""
         return self._deployment_id
+
+    @property
+    def shared_key(self) -> bool:
+        """Whether the watchlist and the store share one key (``allow_shared_key``)."""
+        return self._shared_key
 
     @property
     def threshold(self) -> float:
@@ -395,6 +413,7 @@ class Deployment:
             policy=self._policy,
             lfr_version=__version__,
             watchlist_created=wl.created,
+            keys="shared" if self._shared_key else "separate",
         )
         self._started_audited = True  # from here on a failed start is closed
         self._audit(
@@ -750,6 +769,47 @@ class Deployment:
             records.purge(lock_timeout=wait)
         except (LfrError, OSError) as exc:
             _log.warning("the last purge did not run: %s", type(exc).__name__)
+
+
+def _shared_key(watchlist: Watchlist, store: AlertStore, *, allow: bool) -> bool:
+    """Whether both are under one key; refused unless ``allow``.
+
+    Raises:
+        SharedKeyError: They are, and ``allow`` is False.
+    """
+    return check_separate_keys(watchlist.key_id, store.key_id, allow_shared=allow)
+
+
+def check_separate_keys(
+    watchlist_key_id: str, store_key_id: str, *, allow_shared: bool = False
+) -> bool:
+    """Whether the watchlist key and the store key are one key; refused unless allowed.
+
+    Keys are compared by their public fingerprints (:attr:`lfr.Key.key_id`,
+    ``KeyProvider.key_id``), never by their material.
+
+    Args:
+        watchlist_key_id: The watchlist key's ``key_id``.
+        store_key_id: The alert store key's ``key_id``.
+        allow_shared: The operator's explicit choice of one key for both.
+
+    Returns:
+        True when they are the same key (and ``allow_shared`` is True).
+
+    Raises:
+        SharedKeyError: They are the same key and ``allow_shared`` is False.
+    """
+    if watchlist_key_id != store_key_id:
+        return False
+    if not allow_shared:
+        raise SharedKeyError(
+            f"the watchlist and the alert store are under the same key "
+            f"({watchlist_key_id}): whoever can open the watchlist (enrolment "
+            "staff) could read every alert. Give the store its own key (`lfr keys "
+            "create`), or pass allow_shared_key=True (lfr run --allow-shared-key), "
+            "which the deployment record then shows"
+        )
+    return True
 
 
 def _append_checkpoint(target: Path, checkpoint: Checkpoint) -> None:
