@@ -82,6 +82,7 @@ def _regions(pid: int | str) -> list[tuple[int, int, str]]:
 def scan_for_keys(masked: list[U64], mask: U64, pid: int | str = "self") -> Scan:
     """Every place in a process's readable memory that holds one of the keys."""
     buf = np.zeros(_CHUNK + _OVERLAP, np.uint8)
+    whole = buf.data
     refs = np.stack(masked) if masked else np.zeros((0, 4), "<u8")
     report = Scan()
     fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
@@ -92,7 +93,7 @@ def scan_for_keys(masked: list[U64], mask: U64, pid: int | str = "self") -> Scan
             while pos < end:
                 want = min(end - pos, buf.size)
                 try:
-                    got = os.preadv(fd, [memoryview(buf)[:want]], pos)
+                    got = os.preadv(fd, [whole[:want]], pos)
                 except OSError:
                     got = 0
                 if got <= 0:
