@@ -431,6 +431,9 @@ class Key(Uncopyable):
     def unwrap(self, wrapped: bytes, context: bytes) -> bytearray:
         """Decrypts :meth:`wrap`'s output (the caller wipes it after use).
 
+        For the :class:`KeyProvider` protocol only: the key passes through a Python
+        ``bytes`` that cannot be wiped. lfr itself uses :meth:`unwrap_into`.
+
         Raises:
             WrongKeyError: Not wrapped by this key for this context, or altered.
         """
