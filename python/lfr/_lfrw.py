@@ -34,17 +34,9 @@ import numpy as np
 from cryptography.exceptions import InvalidTag
 
 from lfr._files import write_file
+from lfr.ciphers import DataCipher
 from lfr.errors import WatchlistError, WrongKeyError, WrongWatchlistKeyError
-from lfr.keys import (
-    KEY_SIZE,
-    KeyProvider,
-    Passphrase,
-    ScryptParams,
-    data_cipher,
-    new_data_key,
-    open_sealed_into,
-    seal,
-)
+from lfr.keys import KeyProvider, Passphrase, ScryptParams
 from lfr.secure import SecureBuffer
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Header", "WrongWatchlistKeyError"]
@@ -213,13 +205,11 @@ def decrypt(path: Path, key: KeyProvider | Passphrase) -> Opened:
         )
     altered = WatchlistError(f"{path} is damaged or has been altered")
     try:
-        data_key = key.unwrap(base64.b64decode(wrapped, validate=True), _CONTEXT)
+        cipher = DataCipher.unwrap(
+            key, base64.b64decode(wrapped, validate=True), _CONTEXT
+        )
     except (WrongKeyError, ValueError):
         raise altered from None
-    try:
-        cipher = data_cipher(data_key)
-    finally:
-        data_key[:] = bytes(KEY_SIZE)
     size = len(sealed) - _NONCE - _TAG
     plain = SecureBuffer(max(size, 1))
     try:
@@ -227,12 +217,13 @@ def decrypt(path: Path, key: KeyProvider | Passphrase) -> Opened:
         # hold it, and the buffer could not be closed and wiped).
         view = plain.array(np.uint8, (size,))
         try:
-            open_sealed_into(cipher, sealed, aad, view)
+            cipher.open_into(sealed, aad, view)
             unpacked = _unpack(view, header)
         except InvalidTag:
             unpacked = None
         del view
     finally:
+        cipher.close()
         plain.discard()
     if unpacked is None:
         raise altered
@@ -252,7 +243,10 @@ def _unpack(
     if 4 + n + rows * dim * 4 != size:
         return None
     try:
-        subjects = json.loads(bytes(view[4 : 4 + n]).decode("utf-8"))
+        # Decoded from the secure buffer itself: no bytes copy. The str and the
+        # records parsed from it are the watchlist's subjects in the Python heap
+        # (docs/data-handling.md names them).
+        subjects = json.loads(str(view[4 : 4 + n].data, "utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(subjects, list) or len(subjects) != header.subjects:
@@ -277,12 +271,20 @@ def write(
     plaintext payload is assembled in a secure buffer that is wiped at once.
     """
     meta = json.dumps(subjects, sort_keys=True, separators=(",", ":")).encode()
-    data_key = new_data_key()
-    try:
-        wrapped = base64.b64encode(key.wrap(data_key, _CONTEXT)).decode()
-        cipher = data_cipher(data_key)
-    finally:
-        data_key[:] = bytes(KEY_SIZE)
+    with DataCipher.generate() as cipher:
+        wrapped = base64.b64encode(cipher.wrap(key, _CONTEXT)).decode()
+        return _write_sealed(path, header, cipher, wrapped, meta, templates)
+
+
+def _write_sealed(
+    path: Path,
+    header: Header,
+    cipher: DataCipher,
+    wrapped: str,
+    meta: bytes,
+    templates: np.ndarray,
+) -> str:
+    """:func:`write` with the data key's cipher in hand."""
     fields = header.to_json()
     fields["wrapped_key"] = wrapped
     raw = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
@@ -294,7 +296,7 @@ def write(
         view[:4] = np.frombuffer(struct.pack("<I", len(meta)), np.uint8)
         view[4 : 4 + len(meta)] = np.frombuffer(meta, np.uint8)
         view[4 + len(meta) :] = body
-        sealed = seal(cipher, view, aad)
+        sealed = cipher.seal(view, aad)
         del view, body
     write_file(path, aad + sealed, 0o600, overwrite=True)
     return file_sha256(aad, sealed)

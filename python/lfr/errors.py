@@ -12,6 +12,7 @@ __all__ = [
     "AlertStoreError",
     "AuditError",
     "CaptureMismatchError",
+    "CipherSelfTestError",
     "DeploymentError",
     "EnrolmentError",
     "KeyFileError",
@@ -68,6 +69,17 @@ class ModelError(LfrError):
 
     The message names the command that fixes it where there is one
     (``lfr models fetch``).
+    """
+
+
+class CipherSelfTestError(LfrError, ImportError):
+    """The installed ``cryptography`` would not encrypt with lfr's keys.
+
+    Raised by :func:`lfr.ciphers.check_ciphers` when ``import lfr`` runs its
+    known-answer test: a cipher built the way lfr builds them encrypted with
+    something other than its key (for example an all-zero key, wiped while the
+    cipher still referred to it). lfr refuses to run rather than seal alerts or
+    watchlists with a wrong key.
     """
 
 

@@ -18,8 +18,13 @@ alert store makes expiry final, even in backups.
 
 Key material lives in a :class:`~lfr.secure.SecureBuffer` (locked where the memlock
 limit allows, never in core dumps) and never appears in logs, exceptions or reprs:
-those show :attr:`Key.key_id`, a public fingerprint. Limits: the passphrase ``str`` and
-the copy that ``cryptography`` keeps inside its cipher objects are not wiped by lfr.
+those show :attr:`Key.key_id`, a public fingerprint. Every cipher lfr builds reads its
+key from a secure buffer that the cipher's owner keeps for as long as the cipher
+(:func:`_key_cipher`; :class:`lfr.ciphers.DataCipher` for data keys), so a
+``cryptography`` build that keeps a reference to the key instead of copying it still
+encrypts with the right key; :mod:`lfr.ciphers` checks that on import. Limits: the
+passphrase ``str``, and the key schedule that OpenSSL keeps inside a live cipher
+object, are not in lfr's secure memory (see docs/data-handling.md).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -41,12 +46,16 @@ from lfr._files import write_file
 from lfr.errors import KeyFileError, WrongKeyError
 from lfr.secure import SecureBuffer
 
+if TYPE_CHECKING:
+    from lfr.ciphers import DataCipher
+
 __all__ = [
     "KEY_SIZE",
     "Key",
     "KeyProvider",
     "Passphrase",
     "ScryptParams",
+    "SecureKeyProvider",
     "Uncopyable",
     "data_cipher",
     "new_data_key",
@@ -83,11 +92,53 @@ class KeyProvider(Protocol):
     def unwrap(self, wrapped: bytes, context: bytes) -> bytearray:
         """Decrypts a wrapped data key; the caller wipes the result after use.
 
+        lfr calls this only on providers without ``unwrap_into``
+        (:class:`SecureKeyProvider`): it copies the result into secure memory at
+        once and overwrites it with zeros. A ``bytes`` result (what KMS client
+        libraries such as boto3 return) cannot be overwritten: that copy stays in
+        the Python heap until its memory is reused.
+
         Raises:
             WrongKeyError: ``wrapped`` was not made by this key with this context,
                 or was altered.
         """
         ...
+
+
+@runtime_checkable
+class SecureKeyProvider(KeyProvider, Protocol):
+    """A :class:`KeyProvider` that can unwrap straight into lfr's secure memory.
+
+    lfr prefers :meth:`unwrap_into` wherever a provider has it (:class:`Key` does),
+    so the plaintext data key never exists outside a secure buffer.
+    """
+
+    def unwrap_into(self, wrapped: bytes, context: bytes, out: Any) -> None:
+        """Decrypts a wrapped data key into ``out``, a writable 32-byte buffer.
+
+        Raises:
+            WrongKeyError: ``wrapped`` was not made by this key with this context,
+                or was altered.
+            ValueError: ``out`` is not a writable buffer of :data:`KEY_SIZE` bytes.
+        """
+        ...
+
+
+def _key_cipher(buf: SecureBuffer) -> tuple[AESGCM, memoryview]:
+    """An AES-GCM cipher over a view of a key's secure buffer (lfr's key discipline).
+
+    The caller keeps the returned view, and the buffer, for as long as it keeps the
+    cipher, and wipes the buffer only after dropping the cipher. No temporary copy of
+    the key is made here, so it does not matter whether ``cryptography`` copies the
+    key (OpenSSL 3.2 or later) or keeps a reference to it and reads it at every
+    operation (builds against older OpenSSL): either way the cipher uses the key.
+    """
+    view = memoryview(buf)
+    try:
+        return AESGCM(view), view
+    except BaseException:
+        view.release()
+        raise
 
 
 class Uncopyable:
@@ -220,7 +271,7 @@ class Key(Uncopyable):
     cannot be pickled or copied; :meth:`destroy` wipes it.
     """
 
-    __slots__ = ("_aead", "_buf", "_id", "_kdf")
+    __slots__ = ("_aead", "_buf", "_id", "_kdf", "_keyview")
     _save_hint = "; save it with Key.save"
 
     def __init__(self, _buf: SecureBuffer, kdf: ScryptParams | None = None) -> None:
@@ -228,14 +279,14 @@ class Key(Uncopyable):
             raise TypeError("use Key.generate, Key.from_file or Key.from_passphrase")
         self._buf = _buf
         self._kdf = kdf
-        view = memoryview(_buf)
-        copy = bytearray(view)  # hmac takes no memoryview; wiped below
+        copy = bytearray(memoryview(_buf))  # hmac takes no memoryview; wiped below
         try:
             self._id = hmac.new(copy, _ID_LABEL, hashlib.sha256).hexdigest()[:16]
-            self._aead: AESGCM | None = AESGCM(view)
         finally:
             copy[:] = bytes(len(copy))
-            view.release()
+        # The cipher's view (and so the buffer) lives until destroy(): see _key_cipher.
+        aead, self._keyview = _key_cipher(_buf)
+        self._aead: AESGCM | None = aead
 
     # -- making keys -------------------------------------------------------------
 
@@ -370,12 +421,18 @@ class Key(Uncopyable):
         """The scrypt parameters this key was derived with, or None."""
         return self._kdf
 
-    def wrap(self, data_key: bytes | bytearray, context: bytes) -> bytes:
-        """Encrypts a data key with AES-256-GCM, bound to ``context``."""
+    def wrap(self, data_key: bytes | bytearray | memoryview, context: bytes) -> bytes:
+        """Encrypts a data key with AES-256-GCM, bound to ``context``.
+
+        ``data_key`` may be any 32-byte buffer, a secure buffer's view included.
+        """
         return seal(self._cipher(), data_key, context)
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytearray:
         """Decrypts :meth:`wrap`'s output (the caller wipes it after use).
+
+        For the :class:`KeyProvider` protocol only: the key passes through a Python
+        ``bytes`` that cannot be wiped. lfr itself uses :meth:`unwrap_into`.
 
         Raises:
             WrongKeyError: Not wrapped by this key for this context, or altered.
@@ -383,16 +440,41 @@ class Key(Uncopyable):
         try:
             return bytearray(open_sealed(self._cipher(), wrapped, context))
         except InvalidTag:
-            raise WrongKeyError(
-                f"key {self._id} cannot unwrap this data key: it was wrapped by "
-                "another key, for another record, or has been altered"
-            ) from None
+            raise self._cannot_unwrap() from None
+
+    def unwrap_into(self, wrapped: bytes, context: bytes, out: Any) -> None:
+        """Decrypts :meth:`wrap`'s output straight into ``out`` (no other copy).
+
+        This is how lfr unwraps with a :class:`Key`
+        (:meth:`lfr.ciphers.DataCipher.unwrap`): ``out`` is the data cipher's
+        secure buffer.
+
+        Raises:
+            WrongKeyError: Not wrapped by this key for this context, or altered.
+            ValueError: ``out`` is not a writable buffer of :data:`KEY_SIZE` bytes.
+        """
+        target = _bytes_view(out)
+        if target.readonly or target.nbytes != KEY_SIZE:
+            raise ValueError(f"out must be a writable buffer of {KEY_SIZE} bytes")
+        if len(wrapped) != _NONCE + KEY_SIZE + 16:
+            raise self._cannot_unwrap()
+        try:
+            open_sealed_into(self._cipher(), wrapped, context, target)
+        except InvalidTag:
+            raise self._cannot_unwrap() from None
+
+    def _cannot_unwrap(self) -> WrongKeyError:
+        return WrongKeyError(
+            f"key {self._id} cannot unwrap this data key: it was wrapped by "
+            "another key, for another record, or has been altered"
+        )
 
     # -- lifetime -------------------------------------------------------------------
 
     def destroy(self) -> None:
         """Wipes the key; any later use raises ``ValueError``."""
-        self._aead = None
+        self._aead = None  # the cipher first: it may read the buffer until now
+        self._keyview.release()
         if not self._buf.closed:
             self._buf.discard()
 
@@ -416,7 +498,27 @@ class Key(Uncopyable):
         return f"Key(key_id={self._id!r}{state})"
 
 
-def seal(cipher: AESGCM, plaintext: Any, aad: bytes) -> bytes:
+class _Aead(Protocol):
+    """What :func:`seal` and friends need: ``AESGCM`` or a :class:`DataCipher`."""
+
+    def encrypt(self, nonce: bytes, data: Any, associated_data: bytes | None) -> bytes:
+        """Encrypts ``data``; returns ciphertext and tag."""
+        ...
+
+    def decrypt(
+        self, nonce: bytes, data: bytes, associated_data: bytes | None
+    ) -> bytes:
+        """Decrypts and authenticates ``data``."""
+        ...
+
+    def decrypt_into(
+        self, nonce: bytes, data: bytes, associated_data: bytes | None, buf: Any
+    ) -> int:
+        """Decrypts and authenticates ``data`` into ``buf``; returns its length."""
+        ...
+
+
+def seal(cipher: _Aead, plaintext: Any, aad: bytes) -> bytes:
     """AES-256-GCM with a random 96-bit nonce: ``nonce || ciphertext || tag``.
 
     ``plaintext`` may be any bytes-like object (a secure buffer view included).
@@ -425,7 +527,7 @@ def seal(cipher: AESGCM, plaintext: Any, aad: bytes) -> bytes:
     return nonce + cipher.encrypt(nonce, _bytes_view(plaintext), aad)
 
 
-def open_sealed(cipher: AESGCM, sealed: bytes, aad: bytes) -> bytes:
+def open_sealed(cipher: _Aead, sealed: bytes, aad: bytes) -> bytes:
     """Reverses :func:`seal`.
 
     Raises:
@@ -436,7 +538,7 @@ def open_sealed(cipher: AESGCM, sealed: bytes, aad: bytes) -> bytes:
     return cipher.decrypt(sealed[:_NONCE], sealed[_NONCE:], aad)
 
 
-def open_sealed_into(cipher: AESGCM, sealed: bytes, aad: bytes, out: Any) -> None:
+def open_sealed_into(cipher: _Aead, sealed: bytes, aad: bytes, out: Any) -> None:
     """Reverses :func:`seal` straight into ``out``: no plaintext copy elsewhere.
 
     ``out`` is a writable buffer of exactly the plaintext's size, normally a
@@ -451,15 +553,28 @@ def open_sealed_into(cipher: AESGCM, sealed: bytes, aad: bytes, out: Any) -> Non
     cipher.decrypt_into(sealed[:_NONCE], sealed[_NONCE:], aad, _bytes_view(out))
 
 
-def data_cipher(data_key: bytes | bytearray) -> AESGCM:
-    """An AES-256-GCM cipher for a data key (which the caller then wipes)."""
-    if len(data_key) != KEY_SIZE:
-        raise ValueError(f"a data key has {KEY_SIZE} bytes, got {len(data_key)}")
-    return AESGCM(data_key)  # no bytes copy: the caller's bytearray is wiped
+def data_cipher(data_key: bytes | bytearray) -> DataCipher:
+    """A cipher with its own secure copy of ``data_key`` (which the caller wipes).
+
+    Kept for integrators' code; lfr itself makes data keys in secure memory
+    (:meth:`lfr.ciphers.DataCipher.generate`, :meth:`~lfr.ciphers.DataCipher.unwrap`)
+    and never holds one in a ``bytearray``. The result works with :func:`seal`,
+    :func:`open_sealed` and :func:`open_sealed_into`; close it when done.
+
+    Raises:
+        ValueError: ``data_key`` does not have :data:`KEY_SIZE` bytes.
+    """
+    from lfr.ciphers import DataCipher
+
+    return DataCipher.from_key(data_key)
 
 
 def new_data_key() -> bytearray:
-    """A fresh random data key (the caller wipes it after use)."""
+    """A fresh random data key in the Python heap (the caller wipes it after use).
+
+    Kept for integrators' code; lfr uses :meth:`lfr.ciphers.DataCipher.generate`,
+    which never puts the key outside secure memory.
+    """
     return bytearray(os.urandom(KEY_SIZE))
 
 

@@ -7,11 +7,14 @@ from types import ModuleType
 
 import pytest
 
+import lfr.ciphers
 import lfr.matcher
 import lfr.secure
 
 
-@pytest.mark.parametrize("module", [lfr.matcher, lfr.secure], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [lfr.ciphers, lfr.matcher, lfr.secure], ids=lambda m: m.__name__
+)
 def test_examples_run(module: ModuleType) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0

@@ -9,6 +9,12 @@ another store, or an edited expiry, hold end or sequence number, fails to open.
 
 The store's key check (a data key wrapped when the store was made) tells a wrong
 key from a damaged store on open.
+
+Data keys exist only inside :class:`~lfr.ciphers.DataCipher` buffers (secure memory):
+an :class:`AlertKey` owns its cipher and :meth:`AlertKey.close` (or dropping it)
+wipes the key. Records, holds and reviews are decrypted into a secure buffer and
+decoded from there, so the only plaintext copies in the Python heap are the decoded
+``str`` and the values parsed from it (docs/data-handling.md).
 """
 
 from __future__ import annotations
@@ -16,22 +22,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lfr.alerts.rows import FORMAT, FORMAT_VERSION, HoldAction, HoldRow, ReviewRow
-from lfr.alerts.values import _wipe
+from lfr.ciphers import DataCipher
 from lfr.errors import AlertStoreError, WrongKeyError, WrongStoreKeyError
-from lfr.keys import (
-    KeyProvider,
-    data_cipher,
-    new_data_key,
-    open_sealed,
-    open_sealed_into,
-    seal,
-)
+from lfr.keys import KeyProvider
+from lfr.secure import SecureBuffer
 
 __all__ = [
     "SEAL_OVERHEAD",
@@ -96,15 +97,15 @@ class Sealer:
             )
         store_id, created = str(meta.get("store_id")), str(meta.get("created"))
         try:
-            check = key.unwrap(
+            DataCipher.unwrap(
+                key,
                 bytes.fromhex(str(meta.get("key_check"))),
                 context(store_id, "check", created),
-            )
+            ).close()
         except (WrongKeyError, ValueError):
             raise AlertStoreError(
                 f"{where} is damaged: its metadata was altered"
             ) from None
-        _wipe(check)
         self._key = key
         self._store_id = store_id
 
@@ -121,11 +122,8 @@ class Sealer:
             that order.
         """
         store_id = str(uuid.uuid4())
-        check = new_data_key()
-        try:
-            wrapped = key.wrap(check, context(store_id, "check", created))
-        finally:
-            _wipe(check)
+        with DataCipher.generate() as check:
+            wrapped = check.wrap(key, context(store_id, "check", created))
         return {
             "key_id": key.key_id,
             "store_id": store_id,
@@ -144,14 +142,12 @@ class Sealer:
 
     def new_key(self, alert_id: str, expires_us: int) -> tuple[bytes, AlertKey]:
         """A fresh data key for a new alert: the wrapped key, and its cipher."""
-        data_key = new_data_key()
+        cipher = DataCipher.generate()
         try:
-            wrapped = self._key.wrap(
-                data_key, self.context("key", alert_id, expires_us)
-            )
-            cipher = data_cipher(data_key)
-        finally:
-            _wipe(data_key)
+            wrapped = cipher.wrap(self._key, self.context("key", alert_id, expires_us))
+        except BaseException:
+            cipher.close()
+            raise
         return wrapped, AlertKey(self, alert_id, expires_us, cipher)
 
     def open_key(self, alert_id: str, expires_us: int, wrapped: bytes) -> AlertKey:
@@ -161,53 +157,95 @@ class Sealer:
             AlteredError: The wrapped key does not belong to this alert and expiry.
         """
         try:
-            data_key = self._key.unwrap(
-                bytes(wrapped), self.context("key", alert_id, expires_us)
+            cipher = DataCipher.unwrap(
+                self._key, bytes(wrapped), self.context("key", alert_id, expires_us)
             )
         except WrongKeyError:
             raise AlteredError from None
-        try:
-            return AlertKey(self, alert_id, expires_us, data_cipher(data_key))
-        finally:
-            _wipe(data_key)
+        return AlertKey(self, alert_id, expires_us, cipher)
 
 
 class AlertKey:
     """One alert's unwrapped data key: seals and opens its record, crop and entries.
 
-    Every ``open_*`` raises :class:`AlteredError` when the value does not authenticate.
+    It owns the alert's :class:`~lfr.ciphers.DataCipher`: :meth:`close` (or the
+    end of its ``with`` block, or dropping the last reference) wipes the data key,
+    and a closed key refuses every use (``ValueError``). Every ``open_*`` raises
+    :class:`AlteredError` when the value does not authenticate.
     """
 
     __slots__ = ("_cipher", "_sealer", "alert_id", "expires_us")
 
     def __init__(
-        self, sealer: Sealer, alert_id: str, expires_us: int, cipher: AESGCM
+        self, sealer: Sealer, alert_id: str, expires_us: int, cipher: DataCipher
     ) -> None:
         self._sealer = sealer
         self._cipher = cipher
         self.alert_id = alert_id
         self.expires_us = expires_us
 
+    def close(self) -> None:
+        """Wipes the data key (idempotent)."""
+        self._cipher.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._cipher.closed
+
+    def __enter__(self) -> AlertKey:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def _aad(self, label: str) -> bytes:
         return self._sealer.context(label, self.alert_id, self.expires_us)
 
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
         try:
-            return open_sealed(self._cipher, sealed, aad)
+            return self._cipher.open(sealed, aad)
         except InvalidTag:
             raise AlteredError from None
 
+    def _open_text(self, sealed: bytes, aad: bytes) -> str:
+        """Opens a UTF-8 value in a secure buffer and decodes it from there.
+
+        No ``bytes`` copy of the plaintext is made; the returned ``str`` is the
+        one copy in the Python heap (it cannot be wiped).
+        """
+        size = plaintext_size(sealed)
+        with SecureBuffer(max(size, 1), allow_unlocked=True) as plain:
+            view = plain.array(np.uint8, (size,))
+            try:
+                self._cipher.open_into(sealed, aad, view)
+                return str(view.data, "utf-8")
+            except InvalidTag:
+                raised = True
+            except UnicodeDecodeError:
+                raised = False
+            finally:
+                del view
+        if raised:
+            raise AlteredError
+        raise ValueError("the value is not UTF-8 text")
+
     def seal_record(self, plaintext: Any) -> bytes:
         """Seals the record (any bytes-like plaintext, which the caller wipes)."""
-        return seal(self._cipher, plaintext, self._aad("record"))
+        return self._cipher.seal(plaintext, self._aad("record"))
 
-    def open_record(self, sealed: bytes) -> bytes:
-        """Opens the record."""
-        return self._open(sealed, self._aad("record"))
+    def open_record(self, sealed: bytes) -> str:
+        """Opens the record (JSON text, decoded from secure memory)."""
+        return self._open_text(sealed, self._aad("record"))
 
     def seal_crop(self, encoded: Any) -> bytes:
         """Seals the encoded crop (any bytes-like, a numpy array included)."""
-        return seal(self._cipher, encoded, self._aad("crop"))
+        return self._cipher.seal(encoded, self._aad("crop"))
 
     def open_crop(self, sealed: bytes) -> bytes:
         """Opens the crop."""
@@ -216,7 +254,7 @@ class AlertKey:
     def open_crop_into(self, sealed: bytes, out: Any) -> None:
         """Opens the crop straight into ``out`` (of :func:`plaintext_size` bytes)."""
         try:
-            open_sealed_into(self._cipher, sealed, self._aad("crop"), out)
+            self._cipher.open_into(sealed, self._aad("crop"), out)
         except InvalidTag:
             raise AlteredError from None
 
@@ -225,31 +263,31 @@ class AlertKey:
     ) -> bytes:
         """Seals a hold-history entry, bound to its seq, action and end."""
         aad = self._sealer.context("hold", self.alert_id, seq, action, until_us)
-        return seal(self._cipher, plaintext, aad)
+        return self._cipher.seal(plaintext, aad)
 
-    def open_hold(self, row: HoldRow) -> bytes:
+    def open_hold(self, row: HoldRow) -> str:
         """Opens a hold-history entry (also checking its seq, action and end)."""
         aad = self._sealer.context(
             "hold", self.alert_id, row.seq, row.action, row.until_us
         )
-        return self._open(row.sealed, aad)
+        return self._open_text(row.sealed, aad)
 
     def seal_review(self, seq: int, plaintext: bytes) -> bytes:
         """Seals a review, bound to its seq."""
-        return seal(
-            self._cipher, plaintext, self._sealer.context("review", self.alert_id, seq)
+        return self._cipher.seal(
+            plaintext, self._sealer.context("review", self.alert_id, seq)
         )
 
-    def open_review(self, row: ReviewRow) -> bytes:
+    def open_review(self, row: ReviewRow) -> str:
         """Opens a review (also checking its seq)."""
-        return self._open(
+        return self._open_text(
             row.sealed, self._sealer.context("review", self.alert_id, row.seq)
         )
 
     def seal_entry(self, label: str, seq: int, plaintext: Any) -> bytes:
         """Seals one numbered entry of a role (a preview recording's frames)."""
         aad = self._sealer.context(label, self.alert_id, self.expires_us, seq)
-        return seal(self._cipher, plaintext, aad)
+        return self._cipher.seal(plaintext, aad)
 
     def open_entry(self, label: str, seq: int, sealed: bytes) -> bytes:
         """Opens an entry sealed by :meth:`seal_entry` with this label and seq."""

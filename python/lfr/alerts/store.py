@@ -934,8 +934,8 @@ class AlertStore(Closing):
         if row is None or row.wrapped_key is None:
             return False
         try:
-            key = self._unwrap(alert_id, row.expires_us, row.wrapped_key)
-            self._holds(key, self._repo.holds(alert_id))
+            with self._unwrap(alert_id, row.expires_us, row.wrapped_key) as key:
+                self._holds(key, self._repo.holds(alert_id))
         except AlertStoreError:
             return False
         return True
@@ -1022,12 +1022,12 @@ class AlertStore(Closing):
                     state.buried.append(alert_id)
                     continue
                 try:
-                    key = self._unwrap(alert_id, row.expires_us, row.wrapped_key)
-                    holds = self._holds(key, self._repo.holds(alert_id))
-                    opened = _Opened(
-                        alert_id, row.expires_us, key, row.record, row.crop, holds
-                    )
-                    state.alerts.append(self._alert(opened, _us(self._now())))
+                    with self._unwrap(alert_id, row.expires_us, row.wrapped_key) as key:
+                        holds = self._holds(key, self._repo.holds(alert_id))
+                        opened = _Opened(
+                            alert_id, row.expires_us, key, row.record, row.crop, holds
+                        )
+                        state.alerts.append(self._alert(opened, _us(self._now())))
                     state.holds[alert_id] = holds
                 except AlertStoreError:
                     state.unreadable.append(alert_id)

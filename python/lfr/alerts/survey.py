@@ -99,7 +99,7 @@ def survey_store(
             if wrapped is None:
                 continue
             try:
-                sealer.open_key(str(alert_id), int(expires_us), bytes(wrapped))
+                sealer.open_key(str(alert_id), int(expires_us), bytes(wrapped)).close()
             except AlteredError:
                 unreadable.append(str(alert_id))
     return StoreSurvey(

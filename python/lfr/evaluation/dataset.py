@@ -22,10 +22,11 @@ import numpy.typing as npt
 import platformdirs
 from cryptography.exceptions import InvalidTag
 
+from lfr.ciphers import DataCipher
 from lfr.detect import Detections, FaceDetector
 from lfr.embed import FaceEmbedder
 from lfr.errors import LfrError
-from lfr.keys import Key, data_cipher, new_data_key, open_sealed_into, seal
+from lfr.keys import Key
 from lfr.quality import QualityGate
 
 __all__ = [
@@ -212,13 +213,10 @@ class EmbeddingCache:
             if header["count"] != count or header["dim"] != dim:
                 return None
             context = _context(pipeline, dataset)
-            data_key = key.unwrap(base64.b64decode(header["key"]), context)
-            try:
-                cipher = data_cipher(data_key)
-            finally:
-                data_key[:] = bytes(len(data_key))
+            wrapped = base64.b64decode(header["key"])
             out = np.empty(count * (dim * 4 + 1), np.uint8)
-            open_sealed_into(cipher, sealed, _MAGIC + header_line + context, out)
+            with DataCipher.unwrap(key, wrapped, context) as cipher:
+                cipher.open_into(sealed, _MAGIC + header_line + context, out)
         except (LfrError, InvalidTag, ValueError, KeyError, OSError):
             return None
         finally:
@@ -237,25 +235,29 @@ class EmbeddingCache:
         key = self._key(create=True)
         assert key is not None
         context = _context(pipeline, dataset)
-        data_key = new_data_key()
         try:
-            wrapped = key.wrap(data_key, context)
-            cipher = data_cipher(data_key)
+            with DataCipher.generate() as cipher:
+                wrapped = cipher.wrap(key, context)
+                count, dim = vectors.shape
+                header = json.dumps(
+                    {
+                        "count": count,
+                        "dim": dim,
+                        "key": base64.b64encode(wrapped).decode(),
+                    }
+                ).encode()
+                plain = np.concatenate(
+                    [
+                        np.ascontiguousarray(vectors, np.float32)
+                        .view(np.uint8)
+                        .ravel(),
+                        present.astype(np.uint8),
+                    ]
+                )
+                sealed = cipher.seal(plain, _MAGIC + header + context)
+                plain[:] = 0
         finally:
-            data_key[:] = bytes(len(data_key))
             key.destroy()
-        count, dim = vectors.shape
-        header = json.dumps(
-            {"count": count, "dim": dim, "key": base64.b64encode(wrapped).decode()}
-        ).encode()
-        plain = np.concatenate(
-            [
-                np.ascontiguousarray(vectors, np.float32).view(np.uint8).ravel(),
-                present.astype(np.uint8),
-            ]
-        )
-        sealed = seal(cipher, plain, _MAGIC + header + context)
-        plain[:] = 0
         path = self.entry(pipeline, dataset)
         from lfr._files import write_file
 

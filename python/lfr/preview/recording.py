@@ -169,8 +169,8 @@ class PreviewRecorder(Closing):
         expires_us = _us(now + store.policy.alert_ttl)
         self._id = str(uuid.uuid4())
         self._expires = _from_us(expires_us)
-        wrapped, self._key = store._sealer.new_key(_key_name(self._id), expires_us)
-        self._key_ref: AlertKey | None = self._key
+        wrapped, key = store._sealer.new_key(_key_name(self._id), expires_us)
+        self._key_ref: AlertKey | None = key
         folder = recordings_dir(store)
         folder.mkdir(mode=0o700, exist_ok=True)
         os.chmod(folder, 0o700)
@@ -266,6 +266,7 @@ class PreviewRecorder(Closing):
                 self._file.flush()
                 os.fsync(self._file.fileno())
             finally:
+                key.close()  # the data key is wiped with the recording's end
                 self._file.close()
             _log.info("preview recording %s closed", self._id)
 
@@ -402,7 +403,7 @@ def read_recording(store: AlertStore, recording_id: str) -> Iterator[U8]:
 def _frames(file: Any, key: AlertKey, what: str) -> Iterator[U8]:
     from lfr.alerts.sealing import AlteredError
 
-    with file:
+    with file, key:
         seq = 0
         while True:
             sealed = _read_entry(file, what)
