@@ -14,6 +14,7 @@ __all__ = [
     "CaptureMismatchError",
     "DeploymentError",
     "EnrolmentError",
+    "HardeningError",
     "KeyFileError",
     "LfrError",
     "ModelError",
@@ -37,6 +38,17 @@ class SecureMemoryError(LfrError, MemoryError):
     Raised, failing closed, when ``mlock`` is refused (``RLIMIT_MEMLOCK`` too low) or
     the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says how much
     memory is needed and how to raise the limit; ``allow_unlocked=True`` runs anyway.
+    """
+
+
+class HardeningError(LfrError):
+    """The process cannot be hardened: core dumps stay possible.
+
+    Raised, failing closed, by every entry point that handles faces or keys
+    (:meth:`lfr.Deployment.start`, :meth:`lfr.Watchlist.enroll`, the ``lfr``
+    commands that read keys or faces) when the kernel refuses ``RLIMIT_CORE = 0``
+    or ``PR_SET_DUMPABLE = 0``. ``allow_core_dumps=True`` (``--allow-core-dumps``)
+    runs anyway, audited where there is an audit log.
     """
 
 

@@ -98,6 +98,9 @@ class DeploymentSummary:
             (:meth:`lfr.RetentionPolicy.to_json`; ``None`` if unreadable).
         watchlist_created: When its watchlist was created, as recorded at the
             start (``None`` if not recorded).
+        hardened: Whether its process ran with core dumps off and not dumpable,
+            as recorded at the start (``False``: the operator allowed core dumps;
+            ``None`` if not recorded, as in older logs).
 
     Raises:
         ValueError: A count is negative.
@@ -126,6 +129,7 @@ class DeploymentSummary:
     threshold: float | None = None
     policy: dict[str, Any] | None = field(default=None, hash=False)
     watchlist_created: datetime | None = None
+    hardened: bool | None = None
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -151,6 +155,7 @@ class DeploymentSummary:
             "threshold": self.threshold,
             "policy": None if self.policy is None else dict(self.policy),
             "watchlist_created": _iso_or_none(self.watchlist_created),
+            "hardened": self.hardened,
         }
 
 
@@ -587,6 +592,14 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
             "not recorded" if summary.threshold is None else f"{summary.threshold:g}",
         ),
         (
+            "Core dumps",
+            "not recorded"
+            if summary.hardened is None
+            else "off (process hardened)"
+            if summary.hardened
+            else "ALLOWED by the operator (--allow-core-dumps)",
+        ),
+        (
             "Retention policy recorded",
             "not recorded"
             if summary.policy is None
@@ -716,6 +729,7 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         threshold=_threshold(fields),
         policy=_recorded_policy(fields),
         watchlist_created=when(fields, "watchlist_created"),
+        hardened=_hardened(fields),
         **totals,
         **outcomes,
     )
@@ -726,6 +740,11 @@ def _threshold(fields: Mapping[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return finite(value)
+
+
+def _hardened(fields: Mapping[str, Any]) -> bool | None:
+    value = fields.get("hardened")
+    return value if isinstance(value, bool) else None
 
 
 def _recorded_policy(fields: Mapping[str, Any]) -> dict[str, Any] | None:

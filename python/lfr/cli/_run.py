@@ -7,6 +7,11 @@ still blocked then is abandoned: its alerts are named on stderr and audited as
 ``alert_lost`` at the next start). The exit status is 0 after a clean stop and 1
 after an error (a full disk, an unwritable log), which is printed with every alert
 decided but not stored and audited.
+
+Before any key or face is read the process is hardened (no core dumps, not
+dumpable); when that fails it exits 1 unless ``--allow-core-dumps``, which the
+audit log records (``deployment_started.hardened`` false, anomaly
+``core_dumps_allowed``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lfr.cli._common import add_key_options, fail, key_from, signer_from
+from lfr.cli._common import (
+    add_hardening_option,
+    add_key_options,
+    fail,
+    harden,
+    key_from,
+    signer_from,
+)
 from lfr.errors import LfrError
 
 #: How often the main thread looks for a stop signal or the end, in seconds.
@@ -93,6 +105,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=1,
         help="process every n-th frame of a file or folder",
     )
+    add_hardening_option(run)
 
 
 def _signing_key(args: argparse.Namespace) -> Any:
@@ -177,6 +190,7 @@ def _run(
     from lfr.watchlist import Watchlist
 
     try:
+        harden("run", args)  # before any key or face is read
         signing = _signing_key(args)  # refused before anything loads
         key = key_from(args)
         embedder = FaceEmbedder()
@@ -215,6 +229,7 @@ def _run(
             preview=preview,
             every=args.every,
             checkpoints=args.checkpoints,
+            allow_core_dumps=args.allow_core_dumps,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)
