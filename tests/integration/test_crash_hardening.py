@@ -44,6 +44,7 @@ import lfr
 from lfr.alerts import Records
 from lfr.audit import SigningKey, read_log, verify
 from lfr.audit.log import Record
+from lfr.audit.report import render_markdown
 from lfr.errors import EnrolmentError
 
 pytestmark = pytest.mark.data
@@ -431,6 +432,7 @@ def test_negative_control_the_override_runs_warned_and_audited(
     report = verify(run_log, SigningKey.load(site.signing_file).public_key())
     assert report.ok, report.violations
     assert [d.hardened for d in report.deployments] == [False]
+    assert "| Core dumps | ALLOWED by the operator" in render_markdown(report)
 
     made = refused(
         ["watchlist", "create", str(tmp_path / "new.lfrw"), "--key-file",
