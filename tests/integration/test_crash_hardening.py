@@ -449,7 +449,9 @@ def test_negative_control_the_override_runs_warned_and_audited(
         tmp_path,
     )  # fmt: skip
     assert purged.returncode == 0, purged.stderr
-    kinds = [r.fields.get("kind") for r in records_of(log, site) if r.event == "anomaly"]
+    kinds = [
+        r.fields.get("kind") for r in records_of(log, site) if r.event == "anomaly"
+    ]
     assert "core_dumps_allowed" in kinds
 
 

@@ -177,8 +177,10 @@ def test_require_hardening_fails_closed_unless_core_dumps_are_allowed() -> None:
         print(json.dumps(result))
         """
     )
-    message, typed = out["error"]  # type: ignore[misc]
-    assert typed
+    error = out["error"]
+    assert isinstance(error, list)
+    message = str(error[0])
+    assert error[1] is True  # an LfrError
     assert "cannot switch core dumps off" in message
     assert "allow_core_dumps=True" in message
     assert "--allow-core-dumps" in message
@@ -193,9 +195,10 @@ def test_the_audit_records_whether_the_process_was_hardened() -> None:
     from tests.support.audit_records import Records
 
     started = dict(Records().start().fields)
-    assert check_event("deployment_started", {**started, "hardened": False})[
-        "hardened"
-    ] is False
+    assert (
+        check_event("deployment_started", {**started, "hardened": False})["hardened"]
+        is False
+    )
     assert "hardened" not in check_event("deployment_started", started)
     for bad in (1, "false", None):
         with pytest.raises(ValueError, match="hardened must be true or false"):
