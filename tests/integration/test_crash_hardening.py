@@ -1,8 +1,10 @@
 """No core dump from a crash of any entry point that handles faces or keys (issue 15).
 
 Each command (``lfr run`` over a folder of photos, ``lfr demo``, ``lfr watchlist
-enroll``, ``lfr eval``) runs in a child whose core-file limit the test raises to
-unlimited first (``ulimit -c unlimited``, as root may). The child is the real
+enroll``, ``lfr eval``) runs in a child whose core-file limit is raised to
+unlimited first (``ulimit -c unlimited``; by :class:`tests.support.unhardened.Launcher`,
+started at collection, since the pytest process may be hardened by then). The
+child is the real
 command with real models and LFW photos, started through :data:`PROBE`: it calls
 ``lfr.cli.main`` as ``python -m lfr`` does, and wraps ``FaceEmbedder.embed`` so
 that the first embedding (on the named thread) is completed and then the thread
@@ -28,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,7 @@ from lfr.audit import SigningKey, read_log, verify
 from lfr.audit.log import Record
 from lfr.audit.report import render_markdown
 from lfr.errors import EnrolmentError
+from tests.support.unhardened import Launcher
 
 pytestmark = pytest.mark.data
 
@@ -105,16 +107,17 @@ def plain_core_pattern() -> bool:
     return bool(pattern) and not pattern.startswith("|") and "/" not in pattern
 
 
-def core_limit_raisable() -> bool:
-    hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
-    return hard == resource.RLIM_INFINITY or os.geteuid() == 0
+#: Spawns the crashing children with ``ulimit -c unlimited``. Started here, at
+#: collection, before any test runs: a test that calls ``Deployment.start`` or
+#: ``Watchlist.enroll`` in the pytest process hardens it for good, and its own
+#: children could then not raise the core limit again.
+LAUNCHER = Launcher()
 
 
-def unlimited_core() -> None:  # pragma: no cover - runs in the child
-    """``ulimit -c unlimited`` (soft and hard; root may raise the hard limit)."""
-    resource.setrlimit(
-        resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
-    )
+@pytest.fixture(scope="module", autouse=True)
+def _launcher() -> Iterator[None]:
+    yield
+    LAUNCHER.close()
 
 
 @dataclass(frozen=True)
@@ -260,33 +263,34 @@ def crash(argv: Sequence[str], prefix: str, cwd: Path) -> Crash:
     SIGSEGV while a face is in memory."""
     ready = cwd / "probe-ready.json"
     err = cwd / "probe.stderr"
-    with err.open("w") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-c", PROBE, str(ready), prefix, *argv],
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            preexec_fn=unlimited_core,
+    try:
+        pid = LAUNCHER.spawn(
+            [sys.executable, "-c", PROBE, str(ready), prefix, *argv], cwd, err
         )
+    except PermissionError as exc:
+        pytest.skip(f"the core limit cannot be raised here: {exc}")
+    returncode: int | None = None
     try:
         deadline = time.monotonic() + WAIT_S
         while not ready.exists():
-            if child.poll() is not None:
+            returncode = LAUNCHER.wait(pid, 0)
+            if returncode is not None:
                 pytest.fail(
-                    f"{argv[0]} ended ({child.returncode}) before embedding a "
+                    f"{argv[0]} ended ({returncode}) before embedding a "
                     f"face: {err.read_text()[-2000:]}"
                 )
             assert time.monotonic() < deadline, f"{argv[0]} never embedded a face"
             time.sleep(0.05)
-        limit = core_limit(child.pid)
+        limit = core_limit(pid)
         dumpable = int(json.loads(ready.read_text())["dumpable"])
         before = set(cwd.iterdir())
-        child.send_signal(signal.SIGSEGV)
-        returncode = child.wait(timeout=WAIT_S)  # a core takes a moment to write
+        os.kill(pid, signal.SIGSEGV)
+        returncode = LAUNCHER.wait(pid, WAIT_S)  # a core takes a moment to write
+        assert returncode is not None, f"{argv[0]} outlived SIGSEGV"
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(timeout=WAIT_S)
+        if returncode is None:
+            os.kill(pid, signal.SIGKILL)
+            LAUNCHER.wait(pid, WAIT_S)
     prefix_name = core_pattern().split("%")[0] or "core"
     cores = [p for p in set(cwd.iterdir()) - before if p.name.startswith(prefix_name)]
     return Crash(limit, dumpable, returncode, cores)
@@ -303,8 +307,6 @@ def work(tmp_path: Path) -> Iterator[Path]:
 def test_a_crash_with_a_face_in_memory_writes_no_core(
     name: str, site: Site, work: Path, lfw_dir: Path
 ) -> None:
-    if not core_limit_raisable():
-        pytest.skip("the core limit cannot be raised here: ulimit -c unlimited fails")
     done = crash(command(name, site, work, lfw_dir), COMMANDS[name], work)
     assert done.core_limit == ("0", "0"), f"/proc/PID/limits: {done.core_limit}"
     assert done.dumpable == 0
@@ -321,8 +323,6 @@ def test_a_crash_with_a_face_in_memory_writes_no_core(
 def test_negative_control_the_override_leaves_core_dumps_on(
     name: str, site: Site, work: Path, lfw_dir: Path
 ) -> None:
-    if not core_limit_raisable():
-        pytest.skip("the core limit cannot be raised here: ulimit -c unlimited fails")
     argv = [*command(name, site, work, lfw_dir), "--allow-core-dumps"]
     done = crash(argv, COMMANDS[name], work)
     assert done.core_limit == ("unlimited", "unlimited")
