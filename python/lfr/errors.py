@@ -15,6 +15,7 @@ __all__ = [
     "CipherSelfTestError",
     "DeploymentError",
     "EnrolmentError",
+    "HardeningError",
     "KeyFileError",
     "LfrError",
     "MemlockBudgetError",
@@ -62,6 +63,17 @@ class MemlockBudgetError(SecureMemoryError):
         super().__init__(message)
         self.required = required
         self.limit = limit
+
+
+class HardeningError(LfrError):
+    """The process cannot be hardened: core dumps stay possible.
+
+    Raised, failing closed, by every entry point that handles faces or keys
+    (:meth:`lfr.Deployment.start`, :meth:`lfr.Watchlist.enroll`, the ``lfr``
+    commands that read keys or faces) when the kernel refuses ``RLIMIT_CORE = 0``
+    or ``PR_SET_DUMPABLE = 0``. ``allow_core_dumps=True`` (``--allow-core-dumps``)
+    runs anyway, audited where there is an audit log.
+    """
 
 
 class ModelError(LfrError):

@@ -10,7 +10,9 @@ freed. numpy and OpenCV write straight into it through zero-copy views
 
 :class:`SecurePool` hands out fixed-size buffers and takes them back wiped, so the hot
 path never allocates. :func:`harden_process` switches core dumps off and reports swap
-and the locked-memory budget. See docs/data-handling.md for the rules that follow.
+and the locked-memory budget; :func:`require_hardening` is how every entry point that
+handles faces or keys calls it, failing closed. See docs/data-handling.md for the
+rules that follow.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy.typing as npt
 
 from lfr import _core
 from lfr._closing import Closing
+from lfr.errors import HardeningError
 
 __all__ = [
     "MemoryReport",
@@ -40,6 +43,7 @@ __all__ = [
     "SwapDevice",
     "harden_process",
     "memory_status",
+    "require_hardening",
 ]
 
 _log = logging.getLogger(__name__)
@@ -394,6 +398,11 @@ class MemoryReport:
     swap: tuple[SwapDevice, ...]
 
     @property
+    def hardened(self) -> bool:
+        """No core file can be written and the process is not dumpable."""
+        return self.core_dumps_disabled and not self.dumpable
+
+    @property
     def memlock_headroom(self) -> int | None:
         """Bytes that can still be locked; ``None`` when there is no limit."""
         if self.memlock_privileged or self.memlock_limit is None:
@@ -490,3 +499,54 @@ def harden_process() -> MemoryReport:
     """
     _core.harden()
     return memory_status()
+
+
+def require_hardening(allow_core_dumps: bool = False) -> MemoryReport:
+    """Hardens the process before faces or keys are handled, or refuses.
+
+    The one place where lfr's entry points (:meth:`lfr.Deployment.start`,
+    :meth:`lfr.Watchlist.enroll`, the ``lfr`` commands that read faces or keys)
+    switch core dumps off: it calls :func:`harden_process` and checks that both
+    settings hold (``RLIMIT_CORE`` 0 soft and hard, not dumpable).
+
+    Args:
+        allow_core_dumps: The operator's explicit override: leave core dumps as
+            the environment sets them (to debug a crash) and do not refuse. Where
+            there is an audit log the caller records it
+            (``deployment_started.hardened`` false and an ``anomaly``
+            ``core_dumps_allowed``); here it is logged as a warning. A process
+            hardened earlier stays hardened: the report then says so.
+
+    Returns:
+        The :class:`MemoryReport` afterwards; :attr:`MemoryReport.hardened` says
+        whether core dumps are off.
+
+    Raises:
+        HardeningError: ``allow_core_dumps`` is false and the kernel refused a
+            setting, or it did not hold afterwards.
+    """
+    if allow_core_dumps:
+        report = memory_status()
+        if not report.hardened:
+            _log.warning(
+                "core dumps allowed (allow_core_dumps): a crash may write faces "
+                "and keys to disk"
+            )
+        return report
+    try:
+        report = harden_process()
+    except OSError as exc:
+        raise HardeningError(
+            f"cannot switch core dumps off ({exc}); a crash could write faces and "
+            "keys to disk. Fix the environment (a seccomp or container policy that "
+            "refuses setrlimit/prctl), or run anyway with allow_core_dumps=True "
+            "(--allow-core-dumps), which is audited"
+        ) from exc
+    if not report.hardened:
+        raise HardeningError(
+            "core dumps are still possible after hardening (RLIMIT_CORE "
+            f"{'0' if report.core_dumps_disabled else 'not 0'}, dumpable "
+            f"{report.dumpable}); run anyway with allow_core_dumps=True "
+            "(--allow-core-dumps), which is audited"
+        )
+    return report

@@ -37,7 +37,7 @@ import numpy.typing as npt
 from lfr import _lfrw
 from lfr.errors import RetentionError, WatchlistError
 from lfr.keys import KeyProvider, Passphrase
-from lfr.secure import SecureBuffer
+from lfr.secure import SecureBuffer, require_hardening
 
 if TYPE_CHECKING:
     from lfr.enrolment import ImageInput
@@ -524,6 +524,7 @@ class Watchlist:
         detector: Detector | None = None,
         embedder: Embedder | None = None,
         gate: QualityGate | None = None,
+        allow_core_dumps: bool = False,
     ) -> Subject:
         """Enrols a subject from photographs: one template per image.
 
@@ -548,11 +549,17 @@ class Watchlist:
                 :class:`~lfr.embed.FaceEmbedder`); it must be the watchlist's
                 model.
             gate: A :class:`~lfr.quality.QualityGate` (default thresholds).
+            allow_core_dumps: Enrol although core dumps stay possible. By default
+                the process is hardened first (no core dumps, not dumpable:
+                :func:`lfr.secure.require_hardening`), and enrolment is refused
+                when that fails; with this override a warning is logged instead.
 
         Returns:
             The subject's record.
 
         Raises:
+            HardeningError: Core dumps cannot be switched off (and
+                ``allow_core_dumps`` is false); nothing is read.
             EnrolmentError: Some image has no usable face, several, or cannot be
                 read (``failures`` lists ``(index, reason)``).
             WatchlistError: ``embedder`` is not the watchlist's model.
@@ -561,6 +568,7 @@ class Watchlist:
         from lfr.enrolment import embed_images  # the vision stack, on first use
 
         self._alive()
+        require_hardening(allow_core_dumps)  # before any face is read
         items = list(images)
         if not items:
             raise ValueError("enrolment needs at least one image")

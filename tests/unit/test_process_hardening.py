@@ -1,6 +1,9 @@
-"""harden_process, memory_status and failing closed when memory cannot be locked.
+"""harden_process, require_hardening, memory_status, and failing closed when memory
+cannot be locked or core dumps cannot be switched off.
 
-Hardening is irreversible, so it runs in child processes.
+Hardening is irreversible, so it runs in child processes. "The kernel refuses" is
+provoked by replacing ``lfr._core.harden`` in the child (a real refusal needs a
+seccomp policy).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 import lfr
 from lfr.secure import _swaps, memory_status
 
+PR_GET_DUMPABLE = 3
 PR_CAPBSET_DROP = 24
 CAP_IPC_LOCK = 14
 
@@ -74,7 +78,9 @@ def test_memory_status_matches_the_kernel() -> None:
     buf = lfr.SecureBuffer(1 << 20)
     assert memory_status().memlock_locked >= buf.mapped_nbytes
     buf.close()
-    assert status.dumpable  # this test process was not hardened
+    # Deployment.start and Watchlist.enroll harden the process they run in, so
+    # earlier tests may have hardened this one: compare with the kernel.
+    assert status.dumpable == bool(ctypes.CDLL(None).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
 
 
 def test_locking_fails_closed_with_the_numbers_and_the_fix() -> None:
@@ -126,3 +132,76 @@ def test_swap_backing_is_classified(tmp_path: Path) -> None:
         512 * 1024,
         "unknown",
     )
+
+
+def test_require_hardening_hardens() -> None:
+    out = run_child(
+        """
+        import json, resource
+        from lfr.secure import require_hardening
+        report = require_hardening()
+        print(json.dumps({
+            "hardened": report.hardened,
+            "rlimit_core": resource.getrlimit(resource.RLIMIT_CORE),
+        }))
+        """
+    )
+    assert out == {"hardened": True, "rlimit_core": [0, 0]}
+
+
+def test_require_hardening_fails_closed_unless_core_dumps_are_allowed() -> None:
+    out = run_child(
+        """
+        import errno, json
+        import lfr._core
+        from lfr.errors import HardeningError, LfrError
+        from lfr.secure import require_hardening
+
+        def refused():
+            raise PermissionError(errno.EPERM, "setrlimit(RLIMIT_CORE) failed")
+
+        lfr._core.harden = refused
+        result = {}
+        try:
+            require_hardening()
+        except HardeningError as e:
+            result["error"] = [str(e), isinstance(e, LfrError)]
+        # Harden "succeeds" but nothing changed: refused too.
+        lfr._core.harden = lambda: (True, False)
+        try:
+            require_hardening()
+        except HardeningError as e:
+            result["unchanged"] = str(e)
+        report = require_hardening(allow_core_dumps=True)
+        result["allowed"] = [report.hardened, report.dumpable]
+        print(json.dumps(result))
+        """
+    )
+    error = out["error"]
+    assert isinstance(error, list)
+    message = str(error[0])
+    assert error[1] is True  # an LfrError
+    assert "cannot switch core dumps off" in message
+    assert "allow_core_dumps=True" in message
+    assert "--allow-core-dumps" in message
+    assert "core dumps are still possible" in str(out["unchanged"])
+    # The override leaves the process as it was (negative control: the child
+    # was dumpable, so the refusals above were not a side effect).
+    assert out["allowed"] == [False, True]
+
+
+def test_the_audit_records_whether_the_process_was_hardened() -> None:
+    from lfr.audit.events import check_event
+    from tests.support.audit_records import Records
+
+    started = dict(Records().start().fields)
+    assert (
+        check_event("deployment_started", {**started, "hardened": False})["hardened"]
+        is False
+    )
+    assert "hardened" not in check_event("deployment_started", started)
+    for bad in (1, "false", None):
+        with pytest.raises(ValueError, match="hardened must be true or false"):
+            check_event("deployment_started", {**started, "hardened": bad})
+    anomaly = check_event("anomaly", {"kind": "core_dumps_allowed"})
+    assert anomaly["kind"] == "core_dumps_allowed"

@@ -10,7 +10,8 @@ applies it again to what it reads.
 Kinds of field (:class:`FieldKind`): ``id`` a non-empty string; ``text`` a
 non-empty string of at most 1000 characters; ``count`` an int >= 0; ``number`` a
 finite float (ints accepted); ``time`` an aware ``datetime`` or an ISO 8601 string
-with a zone; ``sha256`` 64 lowercase hex digits; ``ids`` a non-empty list of ids;
+with a zone; ``sha256`` 64 lowercase hex digits; ``flag`` true or false; ``ids`` a
+non-empty list of ids;
 ``policy`` a :class:`lfr.RetentionPolicy` or its ``to_json()``; and enumerations
 (``decision``, ``action``, ``anomaly kind``).
 """
@@ -72,6 +73,7 @@ ANOMALY_KINDS = (
     "trail_reconciled",
     "clock_went_back",
     "key_beside_log",
+    "core_dumps_allowed",
     "other",
 )
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -173,6 +175,12 @@ def _time(name: str, value: Any) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got a naive time")
     return format_time(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {_type_name(value)}")
+    return value
 
 
 def _sha256(name: str, value: Any) -> str:
@@ -289,12 +297,15 @@ EVENTS: Mapping[str, EventSpec] = {
         # And whether the watchlist and the store were under separate keys, or one
         # key by the operator's explicit choice (Deployment(allow_shared_key=True),
         # lfr run --allow-shared-key): "separate" or "shared".
+        # And whether the process was hardened (no core dumps, not dumpable;
+        # false only under the operator's allow_core_dumps override).
         {
             "store_id": _id,
             "store_alerts": _count,
             "store_purged": _count,
             "watchlist_created": _time,
             "keys": _choice("separate", "shared"),
+            "hardened": _flag,
         },
     ),
     # A deployment killed before it could log its stop is closed by the next start

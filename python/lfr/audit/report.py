@@ -101,6 +101,9 @@ class DeploymentSummary:
         keys: ``"separate"`` when the watchlist and the alert store had their
             own keys, ``"shared"`` when one key served both by the operator's
             explicit choice (``allow_shared_key``); ``None`` if not recorded.
+        hardened: Whether its process ran with core dumps off and not dumpable,
+            as recorded at the start (``False``: the operator allowed core dumps;
+            ``None`` if not recorded, as in older logs).
 
     Raises:
         ValueError: A count is negative.
@@ -130,6 +133,7 @@ class DeploymentSummary:
     policy: dict[str, Any] | None = field(default=None, hash=False)
     watchlist_created: datetime | None = None
     keys: str | None = None
+    hardened: bool | None = None
 
     def __post_init__(self) -> None:
         for name in _SUMMARY_COUNTS:
@@ -156,6 +160,7 @@ class DeploymentSummary:
             "policy": None if self.policy is None else dict(self.policy),
             "watchlist_created": _iso_or_none(self.watchlist_created),
             "keys": self.keys,
+            "hardened": self.hardened,
         }
 
 
@@ -593,6 +598,14 @@ def _deployment_table(summary: DeploymentSummary) -> list[str]:
             "not recorded" if summary.threshold is None else f"{summary.threshold:g}",
         ),
         (
+            "Core dumps",
+            "not recorded"
+            if summary.hardened is None
+            else "off (process hardened)"
+            if summary.hardened
+            else "ALLOWED by the operator (--allow-core-dumps)",
+        ),
+        (
             "Retention policy recorded",
             "not recorded"
             if summary.policy is None
@@ -723,6 +736,7 @@ def _summary(trail: DeploymentTrail) -> DeploymentSummary:
         policy=_recorded_policy(fields),
         watchlist_created=when(fields, "watchlist_created"),
         keys=_recorded_keys(fields),
+        hardened=_hardened(fields),
         **totals,
         **outcomes,
     )
@@ -749,6 +763,11 @@ def _threshold(fields: Mapping[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return finite(value)
+
+
+def _hardened(fields: Mapping[str, Any]) -> bool | None:
+    value = fields.get("hardened")
+    return value if isinstance(value, bool) else None
 
 
 def _recorded_policy(fields: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -14,6 +14,11 @@ and first records anything the store did that the log lacks. ``list`` without
 it purges them, audited). These commands work while ``lfr run`` writes the same
 log. Crops are written only to the file ``show --out`` names (mode 0600), never to
 the terminal.
+
+Every action reads the store's key, so it first hardens the process (no core
+dumps, not dumpable) and exits 1 when it cannot, unless ``--allow-core-dumps``:
+warned on stderr, and with ``--audit`` recorded in the log (an ``anomaly``
+``core_dumps_allowed``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lfr.cli._common import fail, parse_time, signer_from
+from lfr.cli._common import (
+    add_hardening_option,
+    fail,
+    harden,
+    parse_time,
+    signer_from,
+)
 from lfr.errors import LfrError
 
 if TYPE_CHECKING:
@@ -175,7 +186,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     for parser in (listing, show, review, hold, release, action, purge, previews):
         _add_audit_options(parser)
+        add_hardening_option(parser)
     _add_audit_options(export)
+    add_hardening_option(export)
 
 
 def _add_by(parser: argparse.ArgumentParser, text: str) -> None:
@@ -234,12 +247,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "--signing-key SK)",
         )
     try:
+        hardened = harden(command, args).hardened  # before the key is read
         if args.audit is None:
             with _read_only(args) as store:
                 if args.alerts_command == "previews":
                     return _previews(args, store)
                 return _list(args, store)
         with _records(args) as records:
+            if not hardened:
+                records.log.append(
+                    "anomaly",
+                    kind="core_dumps_allowed",
+                    detail=f"lfr {command} ran with core dumps allowed "
+                    "(--allow-core-dumps)",
+                )
             return int(_ACTIONS_RUN[args.alerts_command](args, records))
     except KeyError as exc:
         return fail(command, f"no alert {exc.args[0] if exc.args else ''} in the store")

@@ -1,4 +1,4 @@
-"""What several commands share: key options, error output, dates."""
+"""What several commands share: key options, hardening, error output, dates."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from lfr.keys import Key, Passphrase
 from lfr.protocols import Signer
+from lfr.secure import MemoryReport, require_hardening
 
 #: Environment variable a script can set instead of typing a passphrase.
 PASSPHRASE_ENV = "LFR_PASSPHRASE"
@@ -145,6 +146,35 @@ def deployment_keys(args: argparse.Namespace) -> tuple[Key | Passphrase, Key]:
             store.destroy()
             raise
     return watchlist, store
+
+
+def add_hardening_option(parser: argparse.ArgumentParser) -> None:
+    """``--allow-core-dumps``: the operator's override of :func:`harden`."""
+    parser.add_argument(
+        "--allow-core-dumps",
+        action="store_true",
+        help="run although core dumps stay possible (to debug a crash): by default "
+        "the command switches them off first and refuses to run when it cannot. "
+        "Audited where the command writes an audit log, else warned on stderr",
+    )
+
+
+def harden(command: str, args: argparse.Namespace) -> MemoryReport:
+    """Hardens the process before a command reads faces or keys.
+
+    Core dumps off and not dumpable (:func:`lfr.secure.require_hardening`), or
+    :class:`~lfr.errors.HardeningError` (the command then fails with status 1),
+    unless ``--allow-core-dumps``: then a warning on stderr, and the caller
+    audits it where it has an audit log.
+    """
+    report = require_hardening(args.allow_core_dumps)
+    if not report.hardened:
+        print(
+            f"lfr {command}: warning: core dumps are allowed (--allow-core-dumps); "
+            "a crash may write faces and keys to disk",
+            file=sys.stderr,
+        )
+    return report
 
 
 def signer_from(spec: str) -> Signer:

@@ -11,7 +11,9 @@ truth. The video shows faces, so it is deleted at the end unless
 ``--keep-video`` is given.
 
 Exit status 0 when every enrolled person was alerted, no one else was and the
-audit log verifies; 1 otherwise, with the reason.
+audit log verifies; 1 otherwise, with the reason. Before anything is read the
+process is hardened (no core dumps, not dumpable) or the demo exits 1, unless
+``--allow-core-dumps`` (recorded in the audit log, as for ``lfr run``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lfr.cli._common import fail
+from lfr.cli._common import add_hardening_option, fail, harden
 from lfr.errors import LfrError
 
 __all__ = ["add_parsers", "find_data", "run"]
@@ -98,6 +100,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_true",
         help="keep the composed video (it shows faces) in the work directory",
     )
+    add_hardening_option(demo)
 
 
 # -- finding the photos ----------------------------------------------------------------
@@ -220,7 +223,13 @@ def _choose(root: Path, enrolled: int, unknown: int, seed: int) -> list[_Person]
     return known + unknowns
 
 
-def _enrol(watchlist: Any, person: _Person, detector: Any, embedder: Any) -> None:
+def _enrol(
+    watchlist: Any,
+    person: _Person,
+    detector: Any,
+    embedder: Any,
+    allow_core_dumps: bool = False,
+) -> None:
     """Enrols ``person`` from the photos that show exactly one usable face."""
     from lfr.errors import EnrolmentError
 
@@ -236,6 +245,7 @@ def _enrol(watchlist: Any, person: _Person, detector: Any, embedder: Any) -> Non
                 added_by="lfr demo",
                 detector=detector,
                 embedder=embedder,
+                allow_core_dumps=allow_core_dumps,
             )
         except EnrolmentError as exc:
             bad = {index for index, _ in exc.failures}
@@ -342,6 +352,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.enrolled < 1 or args.unknown < 0:
         return fail("demo", "--enrolled must be at least 1, --unknown at least 0")
     try:
+        harden("demo", args)  # before any key or face is made or read
+    except LfrError as exc:
+        return fail("demo", exc)
+    try:
         data = find_data(args.data)
         out, temporary = _out_dir(args.out, data)
     except (OSError, ValueError) as exc:
@@ -403,7 +417,7 @@ def _demo(
     watchlist = Watchlist.create(out / _WATCHLIST, key, embedder=embedder)
     known = [p for p in people if p.enrol]
     for person in known:
-        _enrol(watchlist, person, detector, embedder)
+        _enrol(watchlist, person, detector, embedder, args.allow_core_dumps)
     watchlist.save()
     enrolled = [p for p in people if p.enrolled]
     if not enrolled:
@@ -478,6 +492,7 @@ def _demo(
             embedder=embedder,
             tracking=tracking,
             on_alert=alerted,
+            allow_core_dumps=args.allow_core_dumps,
         )
         deployment.start()
         while not deployment.wait(0.25):

@@ -1,10 +1,15 @@
-"""``lfr eval``: 1:N accuracy and fairness of the pipeline on a labelled dataset."""
+"""``lfr eval``: 1:N accuracy and fairness of the pipeline on a labelled dataset.
+
+It reads faces, so it first hardens the process (no core dumps, not dumpable) and
+exits 1 when it cannot, unless ``--allow-core-dumps``: it writes no audit log, so
+that is warned on stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from lfr.cli._common import fail
+from lfr.cli._common import add_hardening_option, fail, harden
 from lfr.errors import LfrError
 
 
@@ -51,6 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--cache", metavar="DIR", help="embedding cache directory")
     p.add_argument("--no-cache", action="store_true", help="do not cache")
     p.add_argument("--no-gate", action="store_true", help="skip the quality gate")
+    add_hardening_option(p)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lfr.evaluation import evaluate
 
     try:
+        harden("eval", args)  # before any face is read
         report = evaluate(
             args.dataset,
             enrol=args.enrol,

@@ -14,6 +14,10 @@ store's own (``--store-key K``), held by those who review alerts. One key for bo
 is refused unless ``--allow-shared-key`` (then recorded in ``deployment_started``
 and shown in the deployment record); a single ``--key-file`` is refused with a
 message naming the two options.
+Before any key or face is read the process is hardened (no core dumps, not
+dumpable); when that fails it exits 1 unless ``--allow-core-dumps``, which the
+audit log records (``deployment_started.hardened`` false, anomaly
+``core_dumps_allowed``).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from typing import Any
 
 from lfr.cli._common import (
     add_deployment_key_options,
+    add_hardening_option,
     deployment_keys,
     fail,
+    harden,
     signer_from,
 )
 from lfr.errors import LfrError
@@ -113,6 +119,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=1,
         help="process every n-th frame of a file or folder",
     )
+    add_hardening_option(run)
     run.add_argument(
         "--frame-size",
         metavar="WxH",
@@ -249,6 +256,7 @@ def _run(
             print(budget.describe())
             return 0
         budget.check()
+        harden("run", args)  # before any key or face is read
         signing = _signing_key(args)  # refused before anything loads
         watchlist_key, store_key = deployment_keys(args)  # refused before loading
         embedder = FaceEmbedder()
@@ -298,6 +306,7 @@ def _run(
             checkpoints=args.checkpoints,
             frame_size=args.frame_size,
             allow_shared_key=args.allow_shared_key,
+            allow_core_dumps=args.allow_core_dumps,
         )
     except (LfrError, OSError, ValueError) as exc:
         return fail("run", exc)

@@ -1,7 +1,11 @@
 """``lfr watchlist``: create, enrol, list, remove, info.
 
 ``list`` and ``info`` show subject ids and the records a force keeps, never
-templates. Every command that changes the file writes it atomically.
+templates. Every command that changes the file writes it atomically. Every action
+but ``info`` reads a key (and ``enroll`` faces), so it first hardens the process
+(no core dumps, not dumpable) and exits 1 when it cannot, unless
+``--allow-core-dumps``: these commands write no audit log, so that is warned on
+stderr.
 """
 
 from __future__ import annotations
@@ -11,7 +15,14 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from lfr.cli._common import add_key_options, fail, key_from, parse_time
+from lfr.cli._common import (
+    add_hardening_option,
+    add_key_options,
+    fail,
+    harden,
+    key_from,
+    parse_time,
+)
 from lfr.errors import EnrolmentError, LfrError
 
 if TYPE_CHECKING:
@@ -72,11 +83,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     info.add_argument("path", metavar="PATH")
     info.add_argument("--json", action="store_true", help="print JSON")
 
+    for parser in (create, enroll, listing, remove):  # they read a key
+        add_hardening_option(parser)
+
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs one ``watchlist`` action."""
     action = args.watchlist_command
     try:
+        if action != "info":  # every other action reads a key
+            harden(f"watchlist {action}", args)
         return int(_ACTIONS[action](args))
     except EnrolmentError as exc:
         print(
@@ -136,6 +152,7 @@ def _enroll(args: argparse.Namespace) -> int:
             added_by=args.added_by,
             expires=args.expires,
             embedder=_embedder_for(wl.model_id),
+            allow_core_dumps=args.allow_core_dumps,
         )
         wl.save()
     finally:

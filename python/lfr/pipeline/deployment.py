@@ -65,7 +65,7 @@ from lfr.pipeline.writer import AlertWriter, Announcer
 from lfr.protocols import Detector, Embedder, Renderer, Signer, Source
 from lfr.quality import QualityGate
 from lfr.retention import RetentionPolicy
-from lfr.secure import memory_status
+from lfr.secure import MemoryReport, memory_status, require_hardening
 from lfr.sources import Frame, SourceSpec, open_source
 from lfr.sources.readahead import read_ahead
 from lfr.tracking import Tracker, TrackerConfig
@@ -128,6 +128,12 @@ class Deployment:
             the same key (their ``key_id`` is equal). Refused otherwise; when
             allowed, the ``deployment_started`` record says ``keys="shared"``
             (``"separate"`` otherwise) and the deployment record shows it.
+        allow_core_dumps: Start although core dumps stay possible. By default
+            :meth:`start` first hardens the process (``RLIMIT_CORE`` 0 soft and
+            hard, not dumpable: :func:`lfr.secure.require_hardening`) and
+            refuses to start when it cannot. With this override it leaves core
+            dumps as they are; ``deployment_started`` then records
+            ``hardened: false`` and an ``anomaly`` ``core_dumps_allowed`` follows.
         every: Process every n-th frame of file and folder sources.
         stop_timeout: The longest :meth:`close` waits for the threads (seconds).
         checkpoints: Where signed checkpoints of the audit log go
@@ -151,11 +157,11 @@ class Deployment:
             (unless ``allow_unlocked``); the message gives the figure to set.
         SharedKeyError: The watchlist and the store are under the same key and
             ``allow_shared_key`` is False (a :class:`~lfr.errors.DeploymentError`).
-        DeploymentError: From :meth:`start`, when it cannot start (a source that
-            cannot be opened, a watchlist made with another embedder, an audit log
-            that does not verify). Nothing is stored then; if the audit log was
-            already open, the failed start is audited (an anomaly, then
-            ``deployment_stopped``).
+        DeploymentError: From :meth:`start`, when it cannot start (core dumps
+            cannot be switched off, a source that cannot be opened, a watchlist
+            made with another embedder, an audit log that does not verify).
+            Nothing is stored then; if the audit log was already open, the
+            failed start is audited (an anomaly, then ``deployment_stopped``).
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class Deployment:
         destroy_watchlist: bool = True,
         allow_unlocked: bool = False,
         allow_shared_key: bool = False,
+        allow_core_dumps: bool = False,
         every: int = 1,
         stop_timeout: float = 8.0,
         checkpoints: (
@@ -208,6 +215,8 @@ class Deployment:
         self._counters_interval = counters_interval
         self._destroy_watchlist = destroy_watchlist
         self._allow_unlocked = allow_unlocked
+        self._allow_core_dumps = bool(allow_core_dumps)
+        self._hardening: MemoryReport | None = None
         self._source_spec, self._every = source, every
         self._signing_key = signing_key
         self._audit_spec = audit
@@ -316,6 +325,8 @@ class Deployment:
             if not (memory.memlock_privileged or memory.memlock_limit is None):
                 self.memlock_budget().check(memory)
         try:
+            # Before a model, the log's key or a frame is touched: no core dumps.
+            self._hardening = require_hardening(self._allow_core_dumps)
             embedder = self._embedder = self._embedder or FaceEmbedder()
             self._watchlist.check_model(embedder.model_id)
             detector = self._detector = self._detector or FaceDetector()
@@ -398,8 +409,9 @@ class Deployment:
 
     def _audit_start(self) -> None:
         wl = self._watchlist
-        if self._records is None:
+        if self._records is None or self._hardening is None:
             raise RuntimeError("_audit_start before the records are open")
+        hardened = self._hardening.hardened
         self._records.audit_start(
             deployment_id=self._deployment_id,
             camera_ids=[self._camera_id],
@@ -414,8 +426,17 @@ class Deployment:
             lfr_version=__version__,
             watchlist_created=wl.created,
             keys="shared" if self._shared_key else "separate",
+            hardened=hardened,
         )
         self._started_audited = True  # from here on a failed start is closed
+        if not hardened:
+            self._audit(
+                "anomaly",
+                kind="core_dumps_allowed",
+                detail="the operator allowed core dumps (allow_core_dumps): a "
+                "crash may write faces and keys to disk",
+                deployment_id=self._deployment_id,
+            )
         self._audit(
             "watchlist_loaded",
             deployment_id=self._deployment_id,
