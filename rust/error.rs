@@ -110,16 +110,16 @@ impl fmt::Display for Error {
                     ),
                     None => format!("{} is locked already", size(*locked)),
                 };
-                let needed = requested + locked;
+                // No figure for this allocation alone: raised to it, the next one fails.
                 write!(
                     f,
-                    "cannot lock {} for face data ({os}): {budget}. Raise the limit to at \
-                     least {} (`ulimit -l {}` in KiB, systemd `LimitMEMLOCK=`, `docker run \
-                     --ulimit memlock=-1`, or /etc/security/limits.conf), or pass \
+                    "cannot lock {} for face data ({os}): {budget}. Set the limit to the \
+                     figure of the whole deployment, which `lfr run --print-memlock` and \
+                     `Deployment.memlock_budget()` give (systemd `LimitMEMLOCK=`, \
+                     `ulimit -l` in KiB, `docker run --ulimit memlock=` in bytes, or \
+                     /etc/security/limits.conf), grant CAP_IPC_LOCK, or pass \
                      allow_unlocked=True to run with memory that may be swapped to disk",
                     size(*requested),
-                    size(needed),
-                    needed.div_ceil(1024)
                 )
             }
             Error::Unprotected {
@@ -191,5 +191,28 @@ impl From<Error> for pyo3::PyErr {
             Error::Os { errno, .. } => PyOSError::new_err((errno, msg)),
             _ => PyValueError::new_err(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_failed_points_to_the_deployment_figure() {
+        let msg = Error::LockFailed {
+            requested: 1 << 20,
+            limit: Some(64 << 10),
+            locked: 8 << 10,
+            errno: libc::ENOMEM,
+        }
+        .to_string();
+        assert!(msg.contains("cannot lock 1.0 MiB"), "{msg}");
+        assert!(msg.contains("RLIMIT_MEMLOCK is 64 KiB and 8 KiB is locked already"));
+        assert!(msg.contains("lfr run --print-memlock"), "{msg}");
+        assert!(msg.contains("Deployment.memlock_budget()"), "{msg}");
+        // No limit that covers only the allocation that failed (1 MiB + 8 KiB).
+        assert!(!msg.contains("at least"), "{msg}");
+        assert!(!msg.contains("1032"), "{msg}");
     }
 }

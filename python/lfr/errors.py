@@ -40,8 +40,11 @@ class SecureMemoryError(LfrError, MemoryError):
     """Memory for face data cannot be locked or protected.
 
     Raised, failing closed, when ``mlock`` is refused (``RLIMIT_MEMLOCK`` too low) or
-    the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says how much
-    memory is needed and how to raise the limit; ``allow_unlocked=True`` runs anyway.
+    the kernel lacks ``MADV_DONTDUMP``/``MADV_WIPEONFORK``. The message says what was
+    asked, the limit and what is locked already, and points to the deployment's whole
+    figure (``lfr run --print-memlock``, ``Deployment.memlock_budget()``), never to a
+    limit that covers only the allocation that failed; ``allow_unlocked=True`` runs
+    anyway.
     """
 
 

@@ -70,7 +70,9 @@ class SecureBuffer(_core.SecureBuffer):
 
     Raises:
         lfr.errors.SecureMemoryError: The memory cannot be locked or protected; the
-            message says how much is needed and how to raise the limit.
+            message says what was asked, the limit and what is locked already, and
+            points to the whole deployment's figure (``lfr run --print-memlock``,
+            :meth:`lfr.Deployment.memlock_budget`) rather than this allocation's.
         ValueError: ``nbytes`` is 0.
 
     Examples:

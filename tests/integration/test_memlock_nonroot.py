@@ -15,7 +15,15 @@ a real watchlist, two who are not) as ``nobody`` with ``CAP_IPC_LOCK`` dropped
   figure as its limit runs to the end (exit 0, frames processed), and
   one KiB below the figure it fails with the same error (this part skips, with
   the reason, where the hard limit cannot be raised: no ``CAP_SYS_RESOURCE``);
-- ``Deployment.start()`` raises the same typed error before the audit log opens.
+- ``Deployment.start()`` raises the same typed error before the audit log opens;
+- where the hard limit cannot be raised (8 MiB), a deployment configured to fit
+  under it (a 320x240 video, ``FaceDetector(working_size=320)``,
+  ``FaceEmbedder(batch=1)``) shows the same: its ``Deployment.memlock_budget()``
+  counts that detector's and embedder's own buffers; as ``nobody`` 64 KiB below
+  its figure ``start()`` raises one error naming it, and at exactly the figure it
+  runs to the end (every frame, faces seen, the audit log verifies);
+- a lock refused outside the check points to the deployment's figure, not to a
+  limit that covers only the allocation that failed.
 
 Negative control: the same probe shows the setup really drops the capability and
 sets the limit (root without ``setpriv`` is privileged), so the failure comes from
@@ -47,6 +55,7 @@ import lfr
 from lfr.audit import SigningKey
 from lfr.demo import compose_video, pick_people
 from lfr.models import model_dir
+from lfr.pipeline.memlock import detector_bytes, embedder_bytes
 from tests.support.enrol import enrol_usable
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
@@ -196,11 +205,11 @@ def nonroot_site(
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _figure(stderr: str) -> int:
+def _figure(stderr: str, prefix: str = "lfr run: ") -> int:
     """The one figure the error names, checked to agree in its three forms."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("lfr run: "), stderr
+    assert lines[0].startswith(prefix), stderr
     assert "Traceback" not in stderr
     docker = re.findall(r"--ulimit memlock=(\d+):(\d+)", stderr)
     ulimit = re.findall(r"ulimit -l (\d+)", stderr)
@@ -272,8 +281,8 @@ def figure(nonroot_site: Site) -> int:
     return value
 
 
-def _run_watched(command: list[str], site: Site) -> tuple[int, str, int]:
-    """Runs ``command``; returns its exit status, stderr and sampled VmLck peak."""
+def _run_watched(command: list[str], site: Site) -> tuple[int, str, str, int]:
+    """Runs ``command``; returns its exit status, stdout, stderr and VmLck peak."""
     process = subprocess.Popen(
         command,
         env=site.env,
@@ -284,13 +293,13 @@ def _run_watched(command: list[str], site: Site) -> tuple[int, str, int]:
     )
     sampler = _VmLckPeak(process.pid)
     try:
-        _, err = process.communicate(timeout=TIMEOUT_S)
+        out, err = process.communicate(timeout=TIMEOUT_S)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
         peak = sampler.stop()
-    return process.returncode, err, peak
+    return process.returncode, out, err, peak
 
 
 def _ran(status: int, err: str) -> None:
@@ -327,7 +336,7 @@ def test_the_figure_covers_what_a_run_locks(nonroot_site: Site, figure: int) -> 
     command = site.lfr_run(
         "--store", str(out / "alerts.db"), "--audit", str(out / "audit.log")
     )
-    status, err, peak = _run_watched(command, site)
+    status, _, err, peak = _run_watched(command, site)
     _ran(status, err)
     print(f"figure {figure} bytes, VmLck peak sampled {peak} bytes")
     assert 0 < peak <= figure
@@ -348,12 +357,14 @@ def test_the_figure_runs_as_that_user(nonroot_site: Site, figure: int) -> None:
             f"this machine cannot raise RLIMIT_MEMLOCK to {figure} bytes (the hard "
             f"limit is lower and CAP_SYS_RESOURCE is missing: "
             f"{probe.stderr.strip()}); test_the_figure_covers_what_a_run_locks "
-            "shows the run's locked peak within the figure instead"
+            "shows the run's locked peak within the figure, and "
+            "test_small_deployment_at_its_figure_runs_to_the_end a deployment that "
+            "fits the hard limit running at its figure, instead"
         )
     below = _as_user(site, figure - 1024, site.lfr_run())
     assert below.returncode == 1, below.stderr
     assert _figure(below.stderr) == figure
-    status, err, peak = _run_watched(_drop(figure) + site.lfr_run(), site)
+    status, _, err, peak = _run_watched(_drop(figure) + site.lfr_run(), site)
     _ran(status, err)
     assert (site.root / "run" / "audit.log").exists()
     print(f"figure {figure} bytes, VmLck peak sampled {peak} bytes")
@@ -400,3 +411,163 @@ def test_deployment_start_checks_the_budget_first(
         str(figure),
     ], result.stdout
     assert not (out / "audit.log").exists(), "the check comes before the log opens"
+
+
+# -- a deployment whose own figure is below the hard limit -----------------------------
+#
+# Where the hard limit cannot be raised (no CAP_SYS_RESOURCE, hard limit 8 MiB), the
+# default run's figure cannot be set, but a deployment configured for a small box can
+# be: small frames, a detector that works at 320 px and an embedder that embeds one
+# face (and its mirror image) at a time. Its figure, as Deployment.memlock_budget()
+# computes it, is below 8 MiB; the same process as nobody, without CAP_IPC_LOCK, is
+# refused 64 KiB below it and runs to the end at exactly it.
+
+SMALL_SIZE = (320, 240)  # frames of the small video
+SMALL_WORKING = 320  # FaceDetector(working_size=)
+SMALL_BATCH = 1  # FaceEmbedder(batch=)
+SMALL_MARGIN = 64 << 10
+
+_SMALL = """
+import sys
+from pathlib import Path
+import lfr
+from lfr.alerts import AlertStore
+from lfr.errors import MemlockBudgetError
+from lfr.secure import memory_status
+root, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+working, batch, timeout = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+key = lfr.Key.from_file(root / "store.key")
+wl = lfr.Watchlist.open(root / "w.lfrw", key)
+store = AlertStore(out / "alerts.db", key)
+try:
+    dep = lfr.Deployment(
+        source=str(root / "small.avi"), watchlist=wl, store=store,
+        audit=out / "audit.log", signing_key=root / "signing" / "audit.key",
+        detector=lfr.FaceDetector(working_size=working),
+        embedder=lfr.FaceEmbedder(batch=batch),
+    )
+    if mode == "budget":
+        print(dep.memlock_budget().describe())
+        wl.destroy()
+        sys.exit(0)
+    m = memory_status()
+    print("privileged", m.memlock_privileged, "limit", m.memlock_limit, flush=True)
+    try:
+        dep.start()
+    except MemlockBudgetError as exc:
+        print(f"MemlockBudgetError: {exc}", file=sys.stderr)
+        sys.exit(3)
+    finished = dep.wait(timeout)
+    dep.close()
+    s = dep.stats()
+    print("finished", finished, "frames", s.frames, "faces", s.faces,
+          "alerts", s.alerts, flush=True)
+finally:
+    store.close()
+"""
+
+
+@dataclass(frozen=True)
+class Small:
+    site: Site
+    frames: int  # frames in the small video
+
+    def command(self, out: Path, mode: str) -> list[str]:
+        return [
+            self.site.python, "-c", _SMALL, str(self.site.root), str(out), mode,
+            str(SMALL_WORKING), str(SMALL_BATCH), str(TIMEOUT_S - 30),
+        ]  # fmt: skip
+
+    def out(self, name: str) -> Path:
+        path = self.site.root / name
+        path.mkdir()
+        shutil.chown(path, USER, GROUP)
+        return path
+
+
+@pytest.fixture(scope="module")
+def small(nonroot_site: Site, lfw_dir: Path) -> Small:
+    """A small video of the same people, beside the other run's files."""
+    chosen = pick_people(lfw_dir, enrolled=2, unknown=2, seed=11)
+    people = [*chosen.probe.values(), *([p] for p in chosen.unknown)]
+    video = nonroot_site.root / "small.avi"
+    truth = compose_video(
+        people, video, size=SMALL_SIZE, fps=10, seed=11, seconds_per_person=1.0,
+        per_frame=(1, 2), face_widths=(70, 110),
+    )  # fmt: skip
+    shutil.chown(video, USER, GROUP)
+    return Small(nonroot_site, truth.frames)
+
+
+@pytest.fixture(scope="module")
+def small_figure(small: Small) -> int:
+    """``Deployment.memlock_budget()`` of the small deployment, as ``nobody``."""
+    printed = _as_user(
+        small.site, DEBIAN_DEFAULT, small.command(small.out("small-budget"), "budget")
+    )
+    assert printed.returncode == 0, printed.stderr
+    print(printed.stdout)
+    parts = dict(re.findall(r"^(\S.*?)\s{2,}(\d+) bytes", printed.stdout, re.MULTILINE))
+    # The detector's and the embedder's own buffers, not the defaults'.
+    assert int(parts["detector buffers"]) == detector_bytes(SMALL_WORKING)
+    assert int(parts["embedder buffers"]) == embedder_bytes(150, 128, 2 * SMALL_BATCH)
+    found = re.findall(r"--ulimit memlock=(\d+):\1", printed.stdout)
+    assert len(found) == 1, printed.stdout
+    value = int(found[0])
+    assert int(parts["total"]) == value
+    assert value < DEBIAN_DEFAULT, "the small deployment must fit the hard limit"
+    return value
+
+
+def test_small_deployment_below_its_figure_gets_one_error(
+    small: Small, small_figure: int
+) -> None:
+    out = small.out("small-below")
+    limit = small_figure - SMALL_MARGIN
+    failed = _as_user(small.site, limit, small.command(out, "run"))
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert failed.stdout.split() == ["privileged", "False", "limit", str(limit)]
+    assert _figure(failed.stderr, "MemlockBudgetError: ") == small_figure
+    assert f"RLIMIT_MEMLOCK is {limit / 1048576:.1f} MiB" in failed.stderr
+    assert not (out / "audit.log").exists(), "the check comes before the log opens"
+
+
+def test_small_deployment_at_its_figure_runs_to_the_end(
+    small: Small, small_figure: int
+) -> None:
+    out = small.out("small-at")
+    status, stdout, err, peak = _run_watched(
+        _drop(small_figure) + small.command(out, "run"), small.site
+    )
+    assert status == 0, stdout + err
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["privileged", "False", "limit", str(small_figure)]
+    done = lines[-1].split()
+    assert done[:4] == ["finished", "True", "frames", str(small.frames)], stdout
+    assert int(done[5]) > 0, f"no face was seen: {stdout}"
+    log = out / "audit.log"
+    assert log.exists()
+    public = SigningKey.load(small.site.root / "signing" / "audit.key").public_key()
+    report = lfr.audit.verify(log, public, store=out / "alerts.db")
+    assert report.ok, report
+    print(stdout, f"small figure {small_figure} bytes, VmLck peak sampled {peak}")
+    # The kernel kept the run within the limit; the figure is not a wild guess.
+    assert small_figure // 4 <= peak <= small_figure
+
+
+def test_a_failed_allocation_points_to_the_deployment_figure(
+    nonroot_site: Site,
+) -> None:
+    """A lock refused outside the budget's check names no per-allocation limit."""
+    probe = (
+        "import lfr\ntry:\n    lfr.SecureBuffer(1 << 20)\n"
+        "except lfr.errors.SecureMemoryError as exc:\n    print(exc)\n"
+    )
+    result = _as_user(nonroot_site, 64 << 10, [nonroot_site.python, "-c", probe])
+    assert result.returncode == 0, result.stderr
+    message = result.stdout.strip()
+    assert message.startswith("cannot lock 1.0 MiB"), message
+    assert "RLIMIT_MEMLOCK is 64 KiB" in message
+    assert "lfr run --print-memlock" in message
+    assert "Deployment.memlock_budget()" in message
+    assert "at least" not in message  # no limit that covers only this buffer
