@@ -436,9 +436,8 @@ from lfr.errors import MemlockBudgetError
 from lfr.secure import memory_status
 root, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 working, batch, timeout = int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
-key = lfr.Key.from_file(root / "store.key")
-wl = lfr.Watchlist.open(root / "w.lfrw", key)
-store = AlertStore(out / "alerts.db", key)
+wl = lfr.Watchlist.open(root / "w.lfrw", lfr.Key.from_file(root / "watchlist.key"))
+store = AlertStore(out / "alerts.db", lfr.Key.from_file(root / "store.key"))
 try:
     dep = lfr.Deployment(
         source=str(root / "small.avi"), watchlist=wl, store=store,

@@ -96,20 +96,24 @@ def run_child(code: str, **env: str) -> dict[str, Any]:
 # Iterates a folder source, measuring peak RSS around it; ``BOUND`` (if given)
 # replaces lfr's own header bound, to show what it prevents.
 FOLDER_RUN = """
-import json, logging, resource, sys
+import json, logging, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 import lfr.sources, lfr.sources._stills as stills
+def hwm():  # own peak RSS, KiB (ru_maxrss would start at the forking parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 bound = {bound!r}
 if bound is not None:
     stills.MAX_STILL_PIXELS = bound
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 seen = []
 with lfr.sources.open_source({folder!r}, pool_size=1, allow_unlocked=True) as source:
     for frame in source.frames():
         with frame:
             seen.append([frame.index, list(frame.image.shape)])
     stats = source.stats
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({{"seen": seen, "skipped": stats.skipped,
                   "delivered": stats.delivered, "rss_mb": (peak - before) / 1024}}))
 """
@@ -155,14 +159,18 @@ def test_size_bomb_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
 
 
 IMREAD_BOMB = """
-import json, resource
+import json
 import lfr, cv2
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # own peak RSS, KiB (ru_maxrss would start at the forking parent's)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+before = hwm()
 try:
     shape = list(cv2.imread({path!r}, cv2.IMREAD_COLOR).shape)
 except cv2.error:
     shape = None
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 print(json.dumps({{"shape": shape, "rss_mb": (peak - before) / 1024}}))
 """
 
