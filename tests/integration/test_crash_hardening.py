@@ -398,6 +398,14 @@ def refusal_cases(
             "alerts", "purge", *alerts, "--audit", str(log), "--signing-key",
             str(site.signing_file),
         ],
+        "audit verify": [
+            "audit", "verify", str(log), "--public-key", f"{log}.pub",
+            "--store", str(store), "--store-key", str(site.store_key),
+        ],
+        "audit checkpoint": [
+            "audit", "checkpoint", str(log), "--signing-key", str(site.signing_file),
+        ],
+        "keys create": ["keys", "create", str(work / "new.key")],
     }  # fmt: skip
 
 
@@ -417,6 +425,7 @@ def test_every_command_refuses_to_run_when_core_dumps_stay_on(
     assert not (tmp_path / "logs" / "audit.log").exists()
     assert not (tmp_path / "new.lfrw").exists()
     assert not (tmp_path / "demo").exists()
+    assert not (tmp_path / "new.key").exists()
     assert records_site[1].read_bytes() == log_before
 
 

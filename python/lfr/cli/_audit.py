@@ -23,7 +23,13 @@ from lfr.audit.checkpoint import Checkpoint, load_checkpoints, make_checkpoint
 from lfr.audit.log import AuditLog
 from lfr.audit.report import AuditReport, describe_policy, verify, write_report
 from lfr.audit.signing import PublicKey
-from lfr.cli._common import fail, parse_time, signer_from
+from lfr.cli._common import (
+    add_hardening_option,
+    fail,
+    harden,
+    parse_time,
+    signer_from,
+)
 from lfr.errors import LfrError, PolicyError
 from lfr.governance.policy import Policy, read_policy_file
 from lfr.keys import Key
@@ -102,6 +108,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "(quoted) for a key in a PKCS#11 token",
     )
     point.add_argument("--out", metavar="FILE", help="write it here, not to stdout")
+    add_hardening_option(point)
 
 
 def _add_logs(parser: argparse.ArgumentParser) -> None:
@@ -128,8 +135,9 @@ def _add_store(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="the store's key file, to check it is the store's and that its "
         "alerts' data keys are theirs (without it, only the plaintext ids are "
-        "checked)",
+        "checked); the process is hardened (no core dumps) before it is read",
     )
+    add_hardening_option(parser)
 
 
 def _add_policy(parser: argparse.ArgumentParser) -> None:
@@ -171,9 +179,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         checkpoints: list[Checkpoint] = []
         for path in getattr(args, "checkpoint", []):
             checkpoints += load_checkpoints(path)
-        store_key = (
-            None if args.store_key_file is None else Key.from_file(args.store_key_file)
-        )
+        store_key = None
+        if args.store_key_file is not None:
+            harden(command, args)  # before the store key is read
+            store_key = Key.from_file(args.store_key_file)
         if store_key is not None and args.store is None:
             raise ValueError("--store-key-file needs --store")
         *earlier, log = args.logs
@@ -209,6 +218,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _checkpoint(args: argparse.Namespace, command: str) -> int:
     try:
+        harden(command, args)  # before the signing key (or a token's PIN) is read
         key = signer_from(args.signing_key)
         with AuditLog.open(args.log, key) as log:
             checkpoint = make_checkpoint(log)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lfr.audit.log import public_key_path
 from lfr.audit.signing import SigningKey
-from lfr.cli._common import fail
+from lfr.cli._common import add_hardening_option, fail, harden
 from lfr.errors import LfrError
 from lfr.keys import Key
 
@@ -42,10 +42,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="PUB",
         help="with a pkcs11: PATH, where to write the public key (for auditors)",
     )
+    add_hardening_option(create)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs ``keys create``."""
+    try:
+        harden("keys create", args)  # before a key (or a token's PIN) is in memory
+    except LfrError as exc:
+        return fail("keys create", exc)
     if args.signing and args.path.startswith("pkcs11:"):
         return _create_in_token(args.path, args.public_key, overwrite=args.force)
     if args.signing:
