@@ -251,12 +251,14 @@ def _run(
                 "--record-preview (encrypted with the store key, purged with the "
                 "alerts, read back with `lfr alerts preview-export`)"
             )
+        # Before any key or face is read; opening the video for its size (below)
+        # lets FFmpeg probe, which may decode a frame.
+        harden("run", args)
         budget = _memlock(args)  # before anything is locked
         if args.print_memlock:
             print(budget.describe())
             return 0
         budget.check()
-        harden("run", args)  # before any key or face is read
         signing = _signing_key(args)  # refused before anything loads
         watchlist_key, store_key = deployment_keys(args)  # refused before loading
         embedder = FaceEmbedder()
