@@ -320,13 +320,18 @@ class Deployment:
         """
         if self._thread is not None or self._closed:
             raise DeploymentError("a deployment starts once")
+        try:
+            # Before a model, the log's key or a frame is touched: no core dumps.
+            # (The budget below opens a video for its size: FFmpeg's probe may
+            # decode a frame.)
+            self._hardening = require_hardening(self._allow_core_dumps)
+        except LfrError as exc:
+            raise DeploymentError(f"the deployment cannot start: {exc}") from exc
         if not self._allow_unlocked:
             memory = memory_status()
             if not (memory.memlock_privileged or memory.memlock_limit is None):
                 self.memlock_budget().check(memory)
         try:
-            # Before a model, the log's key or a frame is touched: no core dumps.
-            self._hardening = require_hardening(self._allow_core_dumps)
             embedder = self._embedder = self._embedder or FaceEmbedder()
             self._watchlist.check_model(embedder.model_id)
             detector = self._detector = self._detector or FaceDetector()
