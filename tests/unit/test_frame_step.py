@@ -123,7 +123,8 @@ def run_frames(
         vector[0, VECTORS[name]] = 1.0
         wl.add(name, vector)
     shown = shown or Shown()
-    tracker, handed, counts = Recording(), [], Counts()
+    tracker, counts = Recording(), Counts()
+    handed: list[Handover] = []
     gate = QualityGate(
         min_score=0.0, min_eye_distance=0.0, max_yaw=10.0,
         pitch_range=(0.0, 10.0), max_roll=180.0, min_sharpness=0.0,
