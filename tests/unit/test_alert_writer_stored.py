@@ -8,6 +8,7 @@ has a time limit.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -24,12 +25,18 @@ TRACK = (0, "S-0001")
 class FakeRecords:
     """Records that store an alert in a dict, or fail with ``OSError``."""
 
-    def __init__(self, fail: bool) -> None:
+    def __init__(self, fail: bool, hold: bool = False) -> None:
         self.fail = fail
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not hold:
+            self.release.set()
         self.rows: dict[str, Any] = {}
         self.store = SimpleNamespace(get=self.rows.__getitem__)
 
     def raise_alert(self, **fields: Any) -> Any:
+        self.entered.set()
+        assert self.release.wait(WAIT_S), "the test did not release the write"
         if self.fail:
             raise OSError("no space left on device")
         alert = SimpleNamespace(**fields)
@@ -82,6 +89,19 @@ def test_stored_while_the_track_lasts() -> None:
     assert writer.stored(TRACK)
     assert not writer.stored((1, "S-0001"))
     assert not writer.stored((0, "S-0002"))
+
+
+def test_not_stored_while_the_write_is_in_progress() -> None:
+    announced: list[Any] = []
+    records = FakeRecords(fail=False, hold=True)
+    writer = writer_for(records, announced)
+    writer.put(alert())
+    assert records.entered.wait(WAIT_S), "the writer did not start the write"
+    # Handed over and being written, not yet stored: not shown.
+    assert not writer.stored(TRACK)
+    records.release.set()
+    assert writer.close(WAIT_S)
+    assert writer.stored(TRACK)  # positive control
 
 
 def test_an_alert_whose_write_failed_is_never_stored() -> None:
