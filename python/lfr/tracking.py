@@ -150,7 +150,10 @@ class FaceDecision:
 
     Attributes:
         track_id: The track the face belongs to (unique within a :class:`Tracker`).
-        subject_id: The subject the face matched above threshold, or None.
+        subject_id: The subject the face matched above threshold, or None. Set
+            for every match, also before the track confirms it (``alert`` false):
+            a match is not an alert, and the pipeline shows or stores a face
+            only for a subject its track has alerted (:mod:`lfr.pipeline.frame_step`).
         score: That match's score, or None.
         alert: This face confirms ``subject_id`` for its track under the k-of-n
             rule: true exactly once per track and subject, on the first frame the

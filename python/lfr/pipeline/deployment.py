@@ -353,6 +353,7 @@ class Deployment:
                 threshold=self._threshold,
                 hand_over=self._hand_over,
                 preview=self._preview,
+                alert_stored=self._alert_stored,
             )
             self._check_stop()
             self._records.purge()  # before the source opens: a live one starts at once
@@ -724,6 +725,11 @@ class Deployment:
             item.discard()
             return
         self._writer.put(item)
+
+    def _alert_stored(self, track: tuple[int, str]) -> bool:
+        """Whether the writer has stored the alert of ``track`` (preview only)."""
+        writer = self._writer
+        return writer is not None and writer.stored(track)
 
     def _announce(self, alert: Alert, captured: float) -> None:
         with self._lock:

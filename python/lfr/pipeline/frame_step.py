@@ -8,6 +8,18 @@ one) copies the face with a margin into a fresh secure buffer and hands it to th
 alert writer (:mod:`lfr.pipeline.writer`). Every other face's embedding is wiped
 with the batch buffer; the frame's pooled buffer goes back to its source after
 the step. The step holds no pixels between frames.
+
+**What the operator preview shows sharp.** A match is not an alert: the tracker
+reports the subject of every face that scored above the threshold, also before
+its k-of-n rule is met, and a single-frame false match of a passer-by is exactly
+what that rule suppresses. The preview therefore shows a face sharp, labelled
+with a subject id, only when the face matched a subject that its track has
+*alerted*, and that alert is stored (``alert_stored``, the writer's
+:meth:`~lfr.pipeline.writer.AlertWriter.stored`): not on the frames before the
+confirmation, not on the alert's own frame (its write is still queued), not for
+an alert whose write failed, and not for a second subject the same track matched
+but did not confirm. Every other face is blurred like a passer-by's, and its
+subject id is drawn nowhere.
 """
 
 from __future__ import annotations
@@ -81,6 +93,10 @@ class FrameStep:
         threshold: Cosine similarity at or above which a face matches.
         hand_over: Takes each :class:`Handover` (the writer's queue).
         preview: Draws each frame with passers-by blurred, or None.
+        alert_stored: Whether a ``(track id, subject)`` pair's alert is stored
+            (:meth:`lfr.pipeline.writer.AlertWriter.stored`); only such faces
+            are shown sharp. None: an alert counts as stored once it is handed
+            over (for a ``hand_over`` that stores synchronously).
     """
 
     def __init__(
@@ -95,6 +111,7 @@ class FrameStep:
         threshold: float,
         hand_over: Callable[[Handover], None],
         preview: Renderer | None = None,
+        alert_stored: Callable[[tuple[int, str]], bool] | None = None,
     ) -> None:
         self._detector = detector
         self._embedder = embedder
@@ -105,6 +122,7 @@ class FrameStep:
         self._threshold = threshold
         self._hand_over = hand_over
         self._preview = preview
+        self._alert_stored = alert_stored
         self._vectors = SecureBuffer(BATCH * embedder.dim * 4)
         # The (track, subject) pairs that alerted.
         self._alerted: set[tuple[int, str]] = set()
@@ -140,8 +158,9 @@ class FrameStep:
             keep = np.zeros(n, bool)
             labels: list[str | None] = [None] * n
             for i, d in zip(passed, decisions):
-                keep[i] = d.subject_id is not None
-                labels[i] = d.subject_id
+                if self._shown_sharp(d.track_id, d.subject_id):
+                    keep[i] = True
+                    labels[i] = d.subject_id
             self._preview.render(image, faces.boxes, keep, labels)
         del image
         counts.frames += 1
@@ -150,6 +169,19 @@ class FrameStep:
         counts.alerts += raised
         counts.wiped += len(kept) - raised
         return (_time.monotonic() - frame.captured) * 1e3
+
+    def _shown_sharp(self, track_id: int, subject: str | None) -> bool:
+        """Whether the preview shows a face sharp: its track's stored alert.
+
+        A match that has not (yet) confirmed, or whose alert was not stored, is
+        blurred like any passer-by (see the module's docstring).
+        """
+        if subject is None:
+            return False
+        track = (track_id, subject)
+        if track not in self._alerted:
+            return False
+        return self._alert_stored is None or self._alert_stored(track)
 
     def finish(self) -> None:
         """Ends every track (their writer entries) and wipes the batch buffer."""

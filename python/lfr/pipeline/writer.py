@@ -13,6 +13,11 @@ did not finish into *unaudited* (stored; the next :class:`~lfr.alerts.Records` o
 the store audits it) and *lost* (not stored: named by id, camera and time, and
 audited as ``alert_lost``).
 
+:meth:`AlertWriter.stored` tells the processing thread which ``(track, subject)``
+pairs have an alert in the store: only their faces are shown sharp in the operator
+preview. A pair enters once its alert is stored and audited, and leaves when its
+track ends, its alert expires or is purged; an alert that was lost never enters.
+
 :class:`Announcer` calls the integrator's ``on_alert`` and feeds
 :meth:`lfr.Deployment.alerts`, on a thread of its own, so a slow callback delays
 only later callbacks, never frames or storage.
@@ -82,6 +87,8 @@ class AlertWriter:
         self._current: Handover | None = None
         # (track, subject) -> alert id, for better views; writer thread only.
         self._track_alerts: dict[tuple[int, str], str] = {}
+        # The pairs whose alert is stored (read by the processing thread).
+        self._stored: set[tuple[int, str]] = set()
         self._thread = threading.Thread(
             target=self._run, name=f"lfr-alerts-{camera_id}", daemon=True
         )
@@ -94,6 +101,21 @@ class AlertWriter:
     def error(self) -> BaseException | None:
         """The error that stopped the writer, if any."""
         return self._error
+
+    def stored(self, track: tuple[int, str]) -> bool:
+        """Whether ``track`` (a ``(track id, subject)`` pair) has a stored alert.
+
+        True from the moment its alert is stored and audited until the track
+        ends or the alert expires or is purged; never for an alert that was
+        lost, and never after the writer failed or was abandoned. Safe from any
+        thread.
+        """
+        with self._lock:
+            return (
+                track in self._stored
+                and self._error is None
+                and not self._abandoned.is_set()
+            )
 
     def lost(self) -> list[LostAlert]:
         """Alerts decided but not stored (so far)."""
@@ -200,6 +222,8 @@ class AlertWriter:
     def _write(self, item: Handover) -> None:
         if item.kind == "ended":
             self._track_alerts.pop(item.track, None)
+            with self._lock:
+                self._stored.discard(item.track)
             return
         if item.crop is None:
             return
@@ -214,6 +238,8 @@ class AlertWriter:
                         )
                     except (RetentionError, KeyError):
                         del self._track_alerts[item.track]  # expired or purged
+                        with self._lock:
+                            self._stored.discard(item.track)
                 return
             alert = self._records.raise_alert(
                 subject_id=item.track[1],
@@ -228,6 +254,8 @@ class AlertWriter:
         finally:
             del crop
         self._track_alerts[item.track] = alert.alert_id
+        with self._lock:
+            self._stored.add(item.track)
         self._announce(alert, item.captured)
 
     def _sort_failed(self, item: Handover) -> None:
