@@ -5,7 +5,7 @@ subject id around each face that matched the watchlist, and everything else
 blurred. Parts:
 
 - :mod:`lfr.preview.render`: :func:`render_preview` (the whole frame blurred,
-  matched faces sharp: the picture :class:`Preview` shows) and
+  faces of stored alerts sharp: the picture :class:`Preview` shows) and
   :func:`blur_faces` (blurs given boxes only).
 - :mod:`lfr.preview.screen`: :class:`Preview`, the pipeline's
   :class:`lfr.protocols.Renderer`, and :class:`PreviewFeed`, an in-memory sink a

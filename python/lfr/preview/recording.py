@@ -23,7 +23,7 @@ nothing is recorded. A recording belongs to an alert store:
   first frame is decrypted, like an alert's crop.
 
 The JPEG encoding of a frame is an ordinary numpy array that is overwritten with
-zeros once sealed; it holds the blurred picture (matched faces sharp), never an
+zeros once sealed; it holds the blurred picture (faces of stored alerts sharp), never an
 unblurred passer-by.
 """
 

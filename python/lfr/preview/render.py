@@ -290,7 +290,9 @@ def _check_faces(
     if k.size == 0:
         k = k.reshape(0).astype(np.bool_)
     if k.dtype != np.bool_:
-        raise TypeError(f"keep must be booleans (True: a matched face), got {k.dtype}")
+        raise TypeError(
+            f"keep must be booleans (True: the face of a stored alert), got {k.dtype}"
+        )
     if k.shape != (b.shape[0],):
         raise ValueError(
             f"keep must have shape ({b.shape[0]},) for {b.shape[0]} boxes, "
@@ -379,7 +381,7 @@ def blur_faces(
             frame.
         keep: ``bool[n]``: True for a face that matched the watchlist (shown),
             False for every other face (blurred).
-        labels: Optional text per box (the subject id of a matched face), or
+        labels: Optional text per box (the subject id of a stored alert), or
             ``None`` entries; drawn for kept faces only.
         out: ``uint8[h, w, 3]`` C-contiguous, writable destination, normally a
             :class:`~lfr.secure.SecureBuffer` view; may be ``frame`` itself to
@@ -450,7 +452,7 @@ def _render_scene(
             _pixelate(frame[gh:, :], out[gh:, :], bw, 1, SCENE_BLOCKS, scratch)
         if gw < w:
             _pixelate(frame[:gh, gw:], out[:gh, gw:], 1, bh, SCENE_BLOCKS, scratch)
-        # Matched faces, and only they, come back sharp.
+        # Faces of stored alerts (keep), and only they, come back sharp.
         for i in np.flatnonzero(keep):
             x1, y1, x2, y2 = _box_pixels(boxes[i], h, w)
             if x2 > x1 and y2 > y1:
@@ -481,7 +483,7 @@ def render_preview(
     out: U8,
     allow_unlocked: bool = False,
 ) -> U8:
-    """The operator's picture: the whole frame blurred, matched faces sharp.
+    """The operator's picture: the whole frame blurred, faces of stored alerts sharp.
 
     This is what :class:`~lfr.preview.Preview` shows and records. Unlike
     :func:`blur_faces`, it does not depend on the detector having found every
