@@ -2,8 +2,8 @@
 
 :func:`render_preview` is the picture :class:`~lfr.preview.Preview` shows and
 records: the whole frame blurred (so that a face the detector missed is blurred
-too), every detected passer-by blurred again over its own box, matched faces
-sharp with their frame and label. :func:`blur_faces` blurs given boxes only and
+too), every detected passer-by blurred again over its own box, faces of stored
+alerts sharp with their frame and label. :func:`blur_faces` blurs given boxes only and
 leaves every other pixel as it was: a face it is not given stays in the clear,
 so it is a building block, not a privacy guarantee.
 
