@@ -38,7 +38,7 @@ def lock_within(fd: int, timeout: float) -> bool:
 
 
 def write_file(
-    path: Path, data: bytes | bytearray, mode: int, *, overwrite: bool
+    path: Path, data: bytes | bytearray | memoryview, mode: int, *, overwrite: bool
 ) -> Path:
     """Writes ``data`` to ``path`` with ``mode``: complete or not at all.
 

@@ -33,7 +33,6 @@ import base64
 import hashlib
 import hmac
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -43,6 +42,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lfr._files import write_file
+from lfr._keyfile import (
+    SecretText,
+    b64decode_into,
+    b64decoded_size,
+    b64encode_into,
+    read_secret,
+    strip_span,
+)
 from lfr.errors import KeyFileError, WrongKeyError
 from lfr.secure import SecureBuffer
 
@@ -68,6 +75,12 @@ __all__ = [
 KEY_SIZE = 32
 _NONCE = 12
 _FILE_TAG = "lfr-key-v1"
+#: What a key file starts with (after any leading whitespace).
+_FILE_PREFIX = np.frombuffer(f"{_FILE_TAG}:".encode(), np.uint8)
+#: Characters of a key in base64 (44 for 32 bytes, one '=' included).
+_KEY_TEXT = 4 * -(-KEY_SIZE // 3)
+#: The largest key file read (a key file written by lfr has 56 bytes).
+_MAX_KEY_FILE = 4096
 _ID_LABEL = b"lfr key id v1"
 
 
@@ -358,33 +371,16 @@ class Key(Uncopyable):
                 or can be read by its group or others (fix: ``chmod 600 PATH``).
         """
         path = Path(path)
+        secret = read_secret(path, _MAX_KEY_FILE)
         try:
-            with open(path, "rb") as f:
-                mode = os.fstat(f.fileno()).st_mode
-                raw = bytearray(f.read(256))
-        except OSError as exc:
-            raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-        try:
-            if stat.S_IMODE(mode) & 0o077:
+            if secret.mode & 0o077:
                 raise KeyFileError(
                     f"key file {path} is readable by other users (mode "
-                    f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`"
+                    f"{secret.mode:04o}); run `chmod 600 {path}`"
                 )
-            tag, _, body = bytes(raw).strip().partition(b":")
-            if tag.decode(errors="replace") != _FILE_TAG:
-                raise KeyFileError(f"{path} is not an lfr key file")
-            try:
-                material = bytearray(base64.b64decode(body, validate=True))
-            except ValueError:
-                raise KeyFileError(f"key file {path} is damaged") from None
-            try:
-                if len(material) != KEY_SIZE:
-                    raise KeyFileError(f"key file {path} is damaged (wrong length)")
-                return cls._filled(lambda view: view.__setitem__(slice(None), material))
-            finally:
-                material[:] = bytes(len(material))
+            return cls._filled(lambda view: _parse_key_file(path, secret, view))
         finally:
-            raw[:] = bytes(len(raw))
+            secret.discard()
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Writes the key to a new file readable only by its owner (mode 0600).
@@ -400,13 +396,18 @@ class Key(Uncopyable):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; refusing to overwrite a key file")
         view = self._view()
-        text = bytearray(f"{_FILE_TAG}:".encode())
-        text += base64.b64encode(view.data) + b"\n"
-        del view
-        try:
-            write_file(path, text, 0o600, overwrite=overwrite)
-        finally:
-            text[:] = bytes(len(text))
+        size = len(_FILE_PREFIX) + _KEY_TEXT + 1
+        with SecureBuffer(size, allow_unlocked=True) as buf:
+            text = buf.array(np.uint8, (size,))
+            text[: len(_FILE_PREFIX)] = _FILE_PREFIX
+            b64encode_into(view, text[len(_FILE_PREFIX) : -1])
+            text[-1] = ord("\n")
+            del view, text
+            data = memoryview(buf)[:size]
+            try:
+                write_file(path, data, 0o600, overwrite=overwrite)
+            finally:
+                data.release()
         return path
 
     # -- KeyProvider --------------------------------------------------------------
@@ -496,6 +497,31 @@ class Key(Uncopyable):
     def __repr__(self) -> str:
         state = ", destroyed" if self.destroyed else ""
         return f"Key(key_id={self._id!r}{state})"
+
+
+def _parse_key_file(path: Path, secret: SecretText, out: np.ndarray) -> None:
+    """Decodes a key file's text (``lfr-key-v1:`` and base64) into ``out``.
+
+    The same format as ever: the file stripped of whitespace at both ends is the
+    tag, a colon and the key's base64; parsed in place, no copy of the text made.
+    """
+    text = secret.text()
+    try:
+        start, end = strip_span(text)
+        tag_end = start + len(_FILE_PREFIX)
+        if end < tag_end or not np.array_equal(text[start:tag_end], _FILE_PREFIX):
+            raise KeyFileError(f"{path} is not an lfr key file")
+        body = text[tag_end:end]
+        try:
+            if b64decoded_size(body) != KEY_SIZE:
+                raise KeyFileError(f"key file {path} is damaged (wrong length)")
+            b64decode_into(body, out)
+        except ValueError:
+            raise KeyFileError(f"key file {path} is damaged") from None
+        finally:
+            del body
+    finally:
+        del text
 
 
 class _Aead(Protocol):

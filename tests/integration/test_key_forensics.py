@@ -144,3 +144,122 @@ def test_keys_kept_past_the_close_are_found_in_their_buffers(store: Path) -> Non
     # Each alert's key is found at the start of a page: its DataCipher's buffer.
     in_buffers = {k for k, address, _ in result["hits"] if address % PAGE == 0}
     assert in_buffers == set(range(1, ALERTS + 1)), result["where"]
+
+
+# -- key files: the store, watchlist and signing keys after load, save, destroy -----
+
+#: What is scanned for: each key raw, and the part of its file text that is key.
+KEY_FILE_FORMS = [
+    "store key",
+    "store key base64 (first 32 of 44 chars)",
+    "watchlist key",
+    "watchlist key base64 (first 32 of 44 chars)",
+    "signing seed",
+    "signing PEM body (chars 32-63, all seed)",
+]
+
+
+@pytest.fixture(scope="module")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
+    """Three key files, and every form of their keys, masked."""
+    from lfr._keyfile import read_secret
+    from tests.support.keyscan import mask_key, new_mask
+
+    folder = tmp_path_factory.mktemp("key-files")
+    for name in ("store", "watchlist"):
+        key = lfr.Key.generate()
+        key.save(folder / f"{name}.key")
+        key.destroy()
+    signing = SigningKey.generate()
+    signing.save(folder / "signing.key")
+    signing.destroy()
+    mask = new_mask()
+    masked = []
+    for name in ("store", "watchlist"):
+        key = lfr.Key.from_file(folder / f"{name}.key")
+        masked.append(mask_key(key._view(), mask))
+        key.destroy()
+        text = read_secret(folder / f"{name}.key", 4096)
+        view = text.text()
+        assert bytes(view[:11]) == b"lfr-key-v1:"
+        masked.append(mask_key(view[11:43], mask))
+        del view
+        text.discard()
+    signing = SigningKey.load(folder / "signing.key")
+    masked.append(mask_key(signing._seed_view(), mask))
+    signing.destroy()
+    text = read_secret(folder / "signing.key", 4096)
+    view = text.text()
+    head = len(b"-----BEGIN PRIVATE KEY-----\n")
+    masked.append(mask_key(view[head + 32 : head + 64], mask))
+    del view
+    text.discard()
+    return folder, masked, mask
+
+
+#: Which forms belong to which key file.
+KEY_FILE_FORMS_OF = {"store": (0, 1), "watchlist": (2, 3), "signing": (4, 5)}
+
+
+def scan_key_files(
+    mode: str, which: str, key_files: tuple[Path, Any, Any]
+) -> dict[str, int]:
+    """Hits per form of :data:`KEY_FILE_FORMS` in a child that loaded and saved."""
+    folder, masked, mask = key_files
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), str(ROOT)])
+    )
+    command = [sys.executable, "-m", "tests.support.keyfile_forensics"]
+    with subprocess.Popen(
+        [*command, mode, str(folder), which],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    ) as child:
+        timer = threading.Timer(120, child.kill)  # the time limit
+        timer.start()
+        try:
+            assert child.stdout is not None
+            assert child.stdin is not None
+            done = json.loads(child.stdout.readline() or "null")
+            if done is None:
+                child.wait(10)
+                raise AssertionError(
+                    child.stderr.read()[-3000:] if child.stderr else ""
+                )
+            scan = scan_for_keys(masked, mask, pid=child.pid)
+            child.stdin.write("done\n")
+            child.stdin.flush()
+            assert child.wait(30) == 0
+        finally:
+            timer.cancel()
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert scan.scanned > 10_000_000
+    assert scan.regions > 10
+    # What was saved is what was loaded: the same file, byte for byte.
+    saved = folder / f"{mode}-{which}.key"
+    assert saved.read_bytes() == (folder / f"{which}.key").read_bytes()
+    saved.unlink()
+    return {form: scan.found(i) for i, form in enumerate(KEY_FILE_FORMS)}
+
+
+@pytest.mark.parametrize("which", ["store", "watchlist", "signing"])
+def test_no_key_file_text_or_key_is_left_after_load_save_and_destroy(
+    key_files: tuple[Path, Any, Any], which: str
+) -> None:
+    found = scan_key_files("lfr", which, key_files)
+    assert found == dict.fromkeys(KEY_FILE_FORMS, 0)
+
+
+@pytest.mark.parametrize("which", ["store", "watchlist", "signing"])
+def test_the_old_base64_module_path_leaves_key_text_that_the_scan_finds(
+    key_files: tuple[Path, Any, Any], which: str
+) -> None:
+    found = scan_key_files("old", which, key_files)
+    _raw, text = (KEY_FILE_FORMS[i] for i in KEY_FILE_FORMS_OF[which])
+    assert found[text] > 0, found

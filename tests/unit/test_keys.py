@@ -191,3 +191,73 @@ def test_seal_round_trips_into_buffers() -> None:
     assert open_sealed(cipher, sealed, b"aad") == values.tobytes()
     with pytest.raises(ValueError, match="32 bytes"):
         data_cipher(b"short")
+
+
+# -- key files in secure memory (issue 15) ------------------------------------------
+
+
+def test_a_key_file_written_by_the_old_code_loads(tmp_path: Path) -> None:
+    """The format is unchanged: the old writer's file loads, and saves the same."""
+    import base64
+
+    raw = os.urandom(KEY_SIZE)
+    old = b"lfr-key-v1:" + base64.b64encode(raw) + b"\n"  # what save() wrote
+    path = tmp_path / "old.key"
+    path.write_bytes(old)
+    path.chmod(0o600)
+    key = Key.from_file(path)
+    assert key.unwrap(key.wrap(raw, b"c"), b"c") == raw
+    wrapped = key.wrap(b"x" * KEY_SIZE, b"ctx")
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    assert AESGCM(raw).decrypt(wrapped[:12], wrapped[12:], b"ctx") == b"x" * 32
+    assert key.save(tmp_path / "new.key").read_bytes() == old
+    # Whitespace around the text, as the old reader's strip() allowed.
+    path.write_bytes(b"  \n" + old.strip() + b"\r\n\n")
+    assert Key.from_file(path).key_id == key.key_id
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"lfr-key-v1:" + b"A" * 43 + b"!\n", "damaged"),
+        (b"lfr-key-v1:" + b"A" * 40 + b"\n", "wrong length"),
+        (b"lfr-key-v1: " + b"A" * 43 + b"=\n", "damaged"),
+        (b"lfr-key-v1:" + b"A" * 42 + b"B=\n", "damaged"),  # non-zero padding bits
+        (b"lfr-key-v2:" + b"A" * 43 + b"=\n", "not an lfr key file"),
+        (b"lfr-key-v1:" + b"A" * 5000, "larger than a key file"),
+    ],
+)
+def test_malformed_key_files_are_refused_without_their_text(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError, match=message) as info:
+        Key.from_file(path)
+    assert "AAAA" not in str(info.value)
+
+
+def test_key_file_codec_makes_no_heap_temporaries() -> None:
+    """numpy temporaries would be traced by tracemalloc; secure memory is not."""
+    import tracemalloc
+
+    from lfr._keyfile import b64decode_into, b64encode_into
+
+    with (
+        lfr.SecureBuffer(3 << 20, allow_unlocked=True) as a,
+        lfr.SecureBuffer(4 << 20, allow_unlocked=True) as b,
+    ):
+        data, text = a.array(np.uint8), b.array(np.uint8)
+        data[:] = 7
+        tracemalloc.start()
+        try:
+            b64encode_into(data, text)
+            b64decode_into(text, data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert int(data[-1]) == 7
+        del data, text
+    assert peak < 64 * 1024  # a copy would be megabytes

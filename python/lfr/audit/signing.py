@@ -4,18 +4,19 @@ A deployment signs every audit record with a :class:`SigningKey` (``lfr keys cre
 --signing PATH``); an auditor verifies the log with the matching :class:`PublicKey`,
 obtained independently of the log. Keys are named by :attr:`SigningKey.key_id`, a
 public fingerprint (the first 16 hex digits of SHA-256 of the raw public key), never
-by their material: reprs, logs and exceptions show only that. Limits: the private key
-lives inside ``cryptography``'s key object and is not wiped by lfr.
+by their material: reprs, logs and exceptions show only that. The seed lives in secure
+memory (:class:`SigningKey`). Limits: ``cryptography``'s key object holds a second
+copy, in OpenSSL's memory, which OpenSSL clears when the object is freed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -24,8 +25,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from lfr._files import write_file
+from lfr._keyfile import (
+    SecretText,
+    b64decode_into,
+    b64decoded_size,
+    b64encode_into,
+    read_secret,
+    strip_span,
+)
 from lfr.errors import KeyFileError
 from lfr.keys import Uncopyable
+from lfr.secure import SecureBuffer
 
 __all__ = ["PUBLIC_KEY_SIZE", "SIGNATURE_SIZE", "PublicKey", "SigningKey"]
 
@@ -34,6 +44,14 @@ PUBLIC_KEY_SIZE = 32
 #: Bytes in an Ed25519 signature.
 SIGNATURE_SIZE = 64
 _MAX_PEM = 16 * 1024
+_SEED = 32
+#: DER of a PKCS #8 Ed25519 private key (RFC 8410), up to the 32-byte seed.
+_DER_PREFIX = np.frombuffer(bytes.fromhex("302e020100300506032b657004220420"), np.uint8)
+_DER_SIZE = len(_DER_PREFIX) + _SEED
+_PEM_HEAD = np.frombuffer(b"-----BEGIN PRIVATE KEY-----\n", np.uint8)
+_PEM_TAIL = np.frombuffer(b"\n-----END PRIVATE KEY-----\n", np.uint8)
+#: The whole PEM file: 64 base64 characters (one line) between head and tail.
+_PEM_SIZE = len(_PEM_HEAD) + 4 * (_DER_SIZE // 3) + len(_PEM_TAIL)
 
 
 def _fingerprint(raw: bytes) -> str:
@@ -156,58 +174,74 @@ class SigningKey(Uncopyable):
     """An Ed25519 private key that signs audit records.
 
     Make one with :meth:`generate` or :meth:`load`. ``repr`` shows only
-    :attr:`key_id`; a signing key cannot be pickled or copied.
+    :attr:`key_id`; a signing key cannot be pickled or copied; :meth:`destroy`
+    wipes it. Its 32-byte seed lives in a :class:`~lfr.secure.SecureBuffer`:
+    :meth:`load` parses the PEM file in secure memory and :meth:`save` writes it
+    from there, so neither leaves a copy of the key's text or seed in the Python
+    heap (``tests/integration/test_key_forensics.py``).
     """
 
-    __slots__ = ("_key", "_public")
+    __slots__ = ("_key", "_public", "_seed")
     _save_hint = "; save it with SigningKey.save"
 
-    def __init__(self, _key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self, _key: Ed25519PrivateKey, _seed: SecureBuffer | None = None
+    ) -> None:
         if not isinstance(_key, Ed25519PrivateKey):
             raise TypeError("use SigningKey.generate or SigningKey.load")
-        self._key = _key
+        self._key: Ed25519PrivateKey | None = _key
+        self._seed = _seed
         self._public = PublicKey(_key.public_key())
+
+    @classmethod
+    def _from_seed(cls, fill: Any) -> SigningKey:
+        seed = SecureBuffer(_SEED, allow_unlocked=True)
+        try:
+            fill(seed.array(np.uint8, (_SEED,)))
+            view = memoryview(seed)
+            try:
+                key = Ed25519PrivateKey.from_private_bytes(view)
+            finally:
+                view.release()
+        except BaseException:
+            seed.discard()
+            raise
+        return cls(key, seed)
 
     @classmethod
     def generate(cls) -> SigningKey:
         """A new random key (from the operating system's CSPRNG)."""
-        return cls(Ed25519PrivateKey.generate())
+
+        def fill(view: np.ndarray) -> None:
+            with open("/dev/urandom", "rb", buffering=0) as rng:
+                if rng.readinto(view.data) != _SEED:
+                    raise OSError("short read from /dev/urandom")
+
+        return cls._from_seed(fill)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SigningKey:
         """Reads a key written by :meth:`save` (``lfr keys create --signing``).
 
+        The file is the unencrypted PKCS #8 PEM that :meth:`save` and
+        ``openssl genpkey -algorithm ed25519`` write.
+
         Raises:
             KeyFileError: The file is missing or unreadable, is not an unencrypted
-                PEM Ed25519 private key, or can be read by its group or others
-                (fix: ``chmod 600 PATH``).
+                PEM Ed25519 private key in that form, or can be read by its group
+                or others (fix: ``chmod 600 PATH``).
         """
         path = Path(path)
+        secret = read_secret(path, _MAX_PEM)
         try:
-            with open(path, "rb") as f:
-                mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
-                data = bytearray(f.read(_MAX_PEM))
-        except OSError as exc:
-            raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-        try:
-            if mode & 0o077:
+            if secret.mode & 0o077:
                 raise KeyFileError(
-                    f"key file {path} is readable by other users (mode {mode:04o}); "
-                    f"run `chmod 600 {path}`"
+                    f"key file {path} is readable by other users (mode "
+                    f"{secret.mode:04o}); run `chmod 600 {path}`"
                 )
-            try:
-                key = serialization.load_pem_private_key(data, password=None)
-            except TypeError:
-                raise KeyFileError(
-                    f"key file {path} is encrypted; lfr reads unencrypted PEM keys"
-                ) from None
-            except (ValueError, UnsupportedAlgorithm):
-                raise KeyFileError(f"{path} is not a PEM private key") from None
-            if not isinstance(key, Ed25519PrivateKey):
-                raise KeyFileError(f"{path} holds a private key that is not Ed25519")
-            return cls(key)
+            return cls._from_seed(lambda seed: _parse_pem(path, secret, seed))
         finally:
-            data[:] = bytes(len(data))
+            secret.discard()
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Writes the key to a new file readable only by its owner (mode 0600).
@@ -224,18 +258,26 @@ class SigningKey(Uncopyable):
 
         Raises:
             FileExistsError: ``path`` exists and ``overwrite`` is False.
+            ValueError: The key has been destroyed, or was made from a
+                ``cryptography`` key object (not by :meth:`generate` or
+                :meth:`load`), whose seed lfr does not hold.
         """
-        pem = bytearray(
-            self._key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        try:
-            return write_file(Path(path), pem, 0o600, overwrite=overwrite)
-        finally:
-            pem[:] = bytes(len(pem))
+        seed = self._seed_view()
+        size = _PEM_SIZE + _DER_SIZE
+        with SecureBuffer(size, allow_unlocked=True) as buf:
+            whole = buf.array(np.uint8, (size,))
+            pem, der = whole[:_PEM_SIZE], whole[_PEM_SIZE:]
+            der[: len(_DER_PREFIX)] = _DER_PREFIX
+            der[len(_DER_PREFIX) :] = seed
+            pem[: len(_PEM_HEAD)] = _PEM_HEAD
+            b64encode_into(der, pem[len(_PEM_HEAD) : _PEM_SIZE - len(_PEM_TAIL)])
+            pem[_PEM_SIZE - len(_PEM_TAIL) :] = _PEM_TAIL
+            del seed, whole, pem, der
+            data = memoryview(buf)[:_PEM_SIZE]
+            try:
+                return write_file(Path(path), data, 0o600, overwrite=overwrite)
+            finally:
+                data.release()
 
     def public_key(self) -> PublicKey:
         """The matching public key (give it to auditors)."""
@@ -247,8 +289,95 @@ class SigningKey(Uncopyable):
         return self._public.key_id
 
     def sign(self, data: bytes) -> bytes:
-        """The 64-byte Ed25519 signature of ``data``."""
+        """The 64-byte Ed25519 signature of ``data``.
+
+        Raises:
+            ValueError: The key has been destroyed.
+        """
+        if self._key is None:
+            raise ValueError("the signing key has been destroyed")
         return self._key.sign(bytes(data))
 
+    def destroy(self) -> None:
+        """Wipes the seed and drops the key; any later use raises ``ValueError``.
+
+        OpenSSL clears its own copy of the private key when the ``cryptography``
+        key object is freed, which happens here unless other references to it
+        remain.
+        """
+        self._key = None
+        if self._seed is not None:
+            self._seed.discard()
+
+    @property
+    def destroyed(self) -> bool:
+        """Whether :meth:`destroy` has run."""
+        return self._key is None
+
+    def _seed_view(self) -> np.ndarray:
+        if self._key is None:
+            raise ValueError("the signing key has been destroyed")
+        if self._seed is None:
+            raise ValueError(
+                "this SigningKey was made from a cryptography key object; lfr "
+                "holds no seed to save (make it with SigningKey.generate or load)"
+            )
+        return self._seed.array(np.uint8, (_SEED,))
+
     def __repr__(self) -> str:
-        return f"SigningKey(key_id={self.key_id!r})"
+        state = ", destroyed" if self.destroyed else ""
+        return f"SigningKey(key_id={self.key_id!r}{state})"
+
+
+def _parse_pem(path: Path, secret: SecretText, seed: np.ndarray) -> None:
+    """Decodes a PKCS #8 PEM Ed25519 key into ``seed``, in place, with no copy."""
+    text = secret.text()
+    try:
+        start, end = strip_span(text)
+        body_start, body_end = start + len(_PEM_HEAD), end - len(_PEM_TAIL) + 1
+        if (
+            body_end < body_start
+            or not np.array_equal(text[start:body_start], _PEM_HEAD)
+            or not np.array_equal(text[body_end:end], _PEM_TAIL[:-1])
+        ):
+            raise KeyFileError(_not_lfr_pem(path, secret))
+        body_start, body_end = strip_span(text, body_start, body_end)
+        body = text[body_start:body_end]
+        with SecureBuffer(_DER_SIZE, allow_unlocked=True) as buf:
+            der = buf.array(np.uint8, (_DER_SIZE,))
+            try:
+                if b64decoded_size(body) != _DER_SIZE:
+                    raise ValueError("wrong length")
+                b64decode_into(body, der)
+                if not np.array_equal(der[: len(_DER_PREFIX)], _DER_PREFIX):
+                    raise ValueError("not an Ed25519 key")
+                seed[:] = der[len(_DER_PREFIX) :]
+            except ValueError:
+                raise KeyFileError(_not_lfr_pem(path, secret)) from None
+            finally:
+                del der, body
+    finally:
+        del text
+
+
+def _not_lfr_pem(path: Path, secret: SecretText) -> str:
+    """Why ``secret`` is not a key lfr reads (cryptography's parser tells which).
+
+    Only on failure: the key in it, if any, is not used.
+    """
+    view = memoryview(secret.buf)[: secret.size]
+    try:
+        key = serialization.load_pem_private_key(view, password=None)
+    except TypeError:
+        return f"key file {path} is encrypted; lfr reads unencrypted PEM keys"
+    except (ValueError, UnsupportedAlgorithm):
+        return f"{path} is not a PEM private key"
+    finally:
+        view.release()
+    if not isinstance(key, Ed25519PrivateKey):
+        return f"{path} holds a private key that is not Ed25519"
+    return (
+        f"{path} holds an Ed25519 key in a PEM form lfr does not read; lfr reads "
+        "unencrypted PKCS #8 (`lfr keys create --signing`, `openssl genpkey "
+        "-algorithm ed25519`)"
+    )
