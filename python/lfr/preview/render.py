@@ -326,7 +326,6 @@ def _render(
     ``scratch`` may be ``None`` only where no face is blurred; it is wiped before
     this returns.
     """
-    h, w = out.shape[:2]
     if out is not frame:
         np.copyto(out, frame)
     if scratch is None:
@@ -334,14 +333,28 @@ def _render(
             raise ValueError("blurring needs a scratch buffer")
     else:
         try:
-            for box, kept in zip(boxes, keep):
-                if kept:
-                    continue
-                x1, y1, x2, y2 = blur_region(box, h, w)
-                if x2 > x1 and y2 > y1:
-                    _blur(out[y1:y2, x1:x2], scratch)
+            _blur_passers_by(out, boxes, keep, scratch)
         finally:
             scratch.wipe()
+    _mark_kept(out, boxes, keep, labels)
+
+
+def _blur_passers_by(out: U8, boxes: Any, keep: Any, scratch: Any) -> None:
+    """Blurs every box not kept over its grown :func:`blur_region`."""
+    h, w = out.shape[:2]
+    for box, kept in zip(boxes, keep):
+        if kept:
+            continue
+        x1, y1, x2, y2 = blur_region(box, h, w)
+        if x2 > x1 and y2 > y1:
+            _blur(out[y1:y2, x1:x2], scratch)
+
+
+def _mark_kept(
+    out: U8, boxes: Any, keep: Any, labels: Sequence[str | None] | None
+) -> None:
+    """Frames and labels every kept box."""
+    h, w = out.shape[:2]
     for i in np.flatnonzero(keep):
         x1, y1, x2, y2 = _box_pixels(boxes[i], h, w)
         if x2 > x1 and y2 > y1:
@@ -460,18 +473,10 @@ def _render_scene(
         # Every detected passer-by is blurred again over its grown box, as
         # strongly as blur_faces does; where that overlaps a matched face, the
         # blur wins.
-        for box, kept in zip(boxes, keep):
-            if kept:
-                continue
-            x1, y1, x2, y2 = blur_region(box, h, w)
-            if x2 > x1 and y2 > y1:
-                _blur(out[y1:y2, x1:x2], scratch)
+        _blur_passers_by(out, boxes, keep, scratch)
     finally:
         scratch.wipe()
-    for i in np.flatnonzero(keep):
-        x1, y1, x2, y2 = _box_pixels(boxes[i], h, w)
-        if x2 > x1 and y2 > y1:
-            _mark(out, (x1, y1, x2, y2), None if labels is None else labels[int(i)])
+    _mark_kept(out, boxes, keep, labels)
 
 
 def render_preview(
