@@ -38,6 +38,7 @@ fn _core(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_secure::harden, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::hardening, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::scan_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(py_secure::scan_process, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::page_size, m)?)?;
     m.add_class::<py_shape::PyShapeModel>()?;
     Ok(())

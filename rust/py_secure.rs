@@ -238,6 +238,22 @@ type PyScan = (Vec<PyHit>, Vec<usize>, u64, u64, usize);
 /// regions)`.
 #[pyfunction]
 pub fn scan_memory(py: Python<'_>, masked: Vec<&PyAny>, key: &[u8]) -> PyResult<PyScan> {
+    scan_with(py, None, masked, key)
+}
+
+/// Scans another process's readable memory (`/proc/PID/mem`) the same way as
+/// `scan_memory`, allocating nothing in it.
+#[pyfunction]
+pub fn scan_process(py: Python<'_>, pid: u32, masked: Vec<&PyAny>, key: &[u8]) -> PyResult<PyScan> {
+    scan_with(py, Some(pid), masked, key)
+}
+
+fn scan_with(
+    py: Python<'_>,
+    pid: Option<u32>,
+    masked: Vec<&PyAny>,
+    key: &[u8],
+) -> PyResult<PyScan> {
     let mut copies = Vec::with_capacity(masked.len());
     for obj in masked {
         let buf = PyBuffer::<u8>::get(obj)
@@ -247,7 +263,10 @@ pub fn scan_memory(py: Python<'_>, masked: Vec<&PyAny>, key: &[u8]) -> PyResult<
     let key = key.to_vec();
     let report = py.allow_threads(|| {
         let slices: Vec<&[u8]> = copies.iter().map(Vec::as_slice).collect();
-        scan::scan_own_memory(&slices, &key)
+        match pid {
+            None => scan::scan_own_memory(&slices, &key),
+            Some(pid) => scan::scan_process(pid, &slices, &key),
+        }
     })?;
     let hits = report
         .hits

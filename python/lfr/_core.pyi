@@ -18,6 +18,7 @@ __all__ = [
     "peak_flops",
     "read_bandwidth",
     "scan_memory",
+    "scan_process",
 ]
 
 __version__: str
@@ -103,4 +104,7 @@ def hardening() -> tuple[bool, bool]: ...
 def page_size() -> int: ...
 def scan_memory(
     masked: Sequence[Any], key: bytes
+) -> tuple[list[tuple[int, int, int, str]], list[int], int, int, int]: ...
+def scan_process(
+    pid: int, masked: Sequence[Any], key: bytes
 ) -> tuple[list[tuple[int, int, int, str]], list[int], int, int, int]: ...

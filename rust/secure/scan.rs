@@ -1,5 +1,6 @@
-//! A forensic scan of this process's own readable memory (`/proc/self/maps` and
-//! `/proc/self/mem`) for 64-byte runs of data the caller knows only in masked form.
+//! A forensic scan of a process's readable memory (`/proc/PID/maps` and
+//! `/proc/PID/mem`; this process's own, or another's) for 64-byte runs of data the
+//! caller knows only in masked form.
 //!
 //! The caller passes each secret XOR-ed with a 64-byte key that repeats from the secret's
 //! first byte; blocks at offsets 0, 64, 128, ... are the needles. Memory is compared in the
@@ -154,10 +155,11 @@ struct Mapping {
     name: String,
 }
 
-/// Readable mappings of this process, except the kernel's own pages.
-fn readable_mappings() -> Result<Vec<Mapping>> {
-    let maps = std::fs::read_to_string("/proc/self/maps").map_err(|e| Error::Os {
-        what: "read /proc/self/maps",
+/// Readable mappings of a process (`proc` is its `/proc` directory), except the
+/// kernel's own pages.
+fn readable_mappings(proc: &str) -> Result<Vec<Mapping>> {
+    let maps = std::fs::read_to_string(format!("{proc}/maps")).map_err(|e| Error::Os {
+        what: "read /proc/PID/maps",
         errno: e.raw_os_error().unwrap_or(0),
     })?;
     let mut out = Vec::new();
@@ -185,8 +187,24 @@ fn readable_mappings() -> Result<Vec<Mapping>> {
 /// Scans every readable mapping of this process for the masked needles.
 ///
 /// `masked[i]` is secret `i` XOR-ed with `key` (64 bytes, repeating from the secret's
-/// first byte).
+/// first byte). The scan's own read buffer is allocated in this process, so it may
+/// land on (and zero) freed memory before that memory is read: use [`scan_process`]
+/// from another process to see freed, unwiped copies.
 pub fn scan_own_memory(masked: &[&[u8]], key: &[u8]) -> Result<Report> {
+    scan_proc("/proc/self", masked, key)
+}
+
+/// Scans every readable mapping of process `pid` for the masked needles (see
+/// [`scan_own_memory`]). Nothing is allocated in, or written to, that process. Reading
+/// its memory needs ptrace access to it (`CAP_SYS_PTRACE` where it is not dumpable).
+pub fn scan_process(pid: u32, masked: &[&[u8]], key: &[u8]) -> Result<Report> {
+    if pid == 0 {
+        return Err(Error::Invalid("pid 0 is not a process".into()));
+    }
+    scan_proc(&format!("/proc/{pid}"), masked, key)
+}
+
+fn scan_proc(proc: &str, masked: &[&[u8]], key: &[u8]) -> Result<Report> {
     let needles = Needles::new(masked, key)?;
     let mut report = Report {
         needles: vec![0; masked.len()],
@@ -195,12 +213,12 @@ pub fn scan_own_memory(masked: &[&[u8]], key: &[u8]) -> Result<Report> {
     for &(secret, _) in &needles.origin {
         report.needles[secret] += 1;
     }
-    let mem = File::open("/proc/self/mem").map_err(|e| Error::Os {
-        what: "open /proc/self/mem",
+    let mem = File::open(format!("{proc}/mem")).map_err(|e| Error::Os {
+        what: "open /proc/PID/mem",
         errno: e.raw_os_error().unwrap_or(0),
     })?;
     let mut buf = vec![0u8; CHUNK + BLOCK - 1];
-    for map in readable_mappings()? {
+    for map in readable_mappings(proc)? {
         report.regions += 1;
         let mut pos = map.start;
         while pos < map.end {
@@ -291,6 +309,25 @@ mod tests {
         let r = scan_own_memory(&[&masked], &key).unwrap();
         assert_eq!(r.needles, vec![0]);
         assert!(r.hits.is_empty());
+    }
+
+    #[test]
+    fn scans_this_process_by_its_pid() {
+        let key = pattern(4, BLOCK);
+        let secret = pattern(5, 1024);
+        let masked = mask(&secret, &key);
+        let found = scan_process(std::process::id(), &[&masked], &key).unwrap();
+        assert!(found
+            .hits
+            .iter()
+            .any(|h| h.address == secret.as_ptr() as usize));
+    }
+
+    #[test]
+    fn a_missing_process_is_an_error() {
+        let key = pattern(6, BLOCK);
+        assert!(scan_process(0, &[], &key).is_err());
+        assert!(scan_process(u32::MAX, &[], &key).is_err());
     }
 
     #[test]
