@@ -32,6 +32,7 @@ class FakeRecords:
         if not hold:
             self.release.set()
         self.rows: dict[str, Any] = {}
+        self.expired: list[str] = []
         self.store = SimpleNamespace(get=self.rows.__getitem__)
 
     def raise_alert(self, **fields: Any) -> Any:
@@ -43,8 +44,12 @@ class FakeRecords:
         self.rows[fields["alert_id"]] = alert
         return alert
 
-    def purge(self) -> None:
-        pass
+    def purge(self) -> list[str]:
+        """Destroys the alerts marked expired; returns their ids."""
+        purged = [i for i in self.expired if i in self.rows]
+        for alert_id in purged:
+            del self.rows[alert_id]
+        return purged
 
 
 def alert(kind: str = "alert") -> Handover:
@@ -132,3 +137,32 @@ def test_nothing_is_shown_stored_after_the_writer_failed() -> None:
     assert isinstance(writer.error, OSError)
     assert not writer.stored(TRACK)
     assert not writer.stored((1, "S-0002"))
+
+
+def test_a_purged_alert_is_no_longer_stored() -> None:
+    announced: list[Any] = []
+    records = FakeRecords(fail=False)
+    writer = writer_for(records, announced)
+    writer.put(alert())
+    deadline = time.monotonic() + WAIT_S
+    while not writer.stored(TRACK):
+        assert time.monotonic() < deadline, "the alert was not stored in time"
+        time.sleep(0.01)
+    # Negative control: a purge of other alerts leaves it stored.
+    records.expired = ["a-other"]
+    writer.request_purge()
+    second = alert()
+    second.track, second.alert_id = (1, "S-0002"), "a-2"
+    writer.put(second)  # processed after the purge: the purge has run
+    deadline = time.monotonic() + WAIT_S
+    while not writer.stored((1, "S-0002")):
+        assert time.monotonic() < deadline, "the second alert was not stored in time"
+        time.sleep(0.01)
+    assert writer.stored(TRACK)
+    # Its own alert expired and purged: the face is no longer shown sharp.
+    records.expired = ["a-1"]
+    writer.request_purge()
+    assert writer.close(WAIT_S)
+    assert "a-1" not in records.rows
+    assert not writer.stored(TRACK)
+    assert writer.stored((1, "S-0002"))

@@ -106,9 +106,10 @@ class AlertWriter:
         """Whether ``track`` (a ``(track id, subject)`` pair) has a stored alert.
 
         True from the moment its alert is stored and audited until the track
-        ends or the alert expires or is purged; never for an alert that was
-        lost, and never after the writer failed or was abandoned. Safe from any
-        thread.
+        ends, this writer purges the alert (at the scheduled purge after it
+        expires), or a better view finds it expired or gone (purged by another
+        process); never for an alert that was lost, and never after the writer
+        failed or was abandoned. Safe from any thread.
         """
         with self._lock:
             return (
@@ -204,7 +205,7 @@ class AlertWriter:
                 self._current = item if isinstance(item, Handover) else None
             try:
                 if item == _PURGE:
-                    self._records.purge()
+                    self._forget(self._records.purge())
                 elif isinstance(item, Handover):
                     self._write(item)
             except BaseException as exc:
@@ -218,6 +219,15 @@ class AlertWriter:
                     self._current = None
                 if isinstance(item, Handover):
                     item.discard()
+
+    def _forget(self, purged: list[str]) -> None:
+        """Tracks whose alert was just purged no longer have a stored alert."""
+        gone = set(purged)
+        for track, alert_id in list(self._track_alerts.items()):
+            if alert_id in gone:
+                del self._track_alerts[track]
+                with self._lock:
+                    self._stored.discard(track)
 
     def _write(self, item: Handover) -> None:
         if item.kind == "ended":
