@@ -40,6 +40,26 @@ def test_a_file_written_by_the_old_code_loads_and_saves_the_same(
     assert key.save(tmp_path / "new.key").read_bytes() == old
 
 
+@pytest.mark.parametrize(
+    "dress",
+    [
+        lambda t: t.replace(b"\n", b"\r\n"),  # copied through Windows
+        lambda t: b"# the audit key of site 7\n" + t,  # a comment before BEGIN
+        lambda t: b"Bag Attributes\n    localKeyID: 01\n" + t + b"trailing\n",
+    ],
+    ids=["crlf", "comment", "openssl-bag-text"],
+)
+def test_pem_text_openssl_accepts_around_the_key_loads(
+    tmp_path: Path, dress: object
+) -> None:
+    original = Ed25519PrivateKey.generate()
+    text = dress(pem(original))  # type: ignore[operator]
+    # Control: cryptography (OpenSSL) itself reads this text.
+    assert isinstance(serialization.load_pem_private_key(text, None), Ed25519PrivateKey)
+    key = SigningKey.load(write(tmp_path / "k.key", text))
+    assert key.public_key().verify(original.sign(b"r"), b"r")
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")
 def test_openssl_genpkey_files_load(tmp_path: Path) -> None:
     path = tmp_path / "o.key"

@@ -50,6 +50,8 @@ _DER_PREFIX = np.frombuffer(bytes.fromhex("302e020100300506032b657004220420"), n
 _DER_SIZE = len(_DER_PREFIX) + _SEED
 _PEM_HEAD = np.frombuffer(b"-----BEGIN PRIVATE KEY-----\n", np.uint8)
 _PEM_TAIL = np.frombuffer(b"\n-----END PRIVATE KEY-----\n", np.uint8)
+_BEGIN = _PEM_HEAD[:-1]  # the lines alone, for reading
+_END = _PEM_TAIL[1:-1]
 #: The whole PEM file: 64 base64 characters (one line) between head and tail.
 _PEM_SIZE = len(_PEM_HEAD) + 4 * (_DER_SIZE // 3) + len(_PEM_TAIL)
 
@@ -329,19 +331,29 @@ class SigningKey(Uncopyable):
         return f"SigningKey(key_id={self.key_id!r}{state})"
 
 
+def _find(text: np.ndarray, needle: np.ndarray, start: int = 0) -> int:
+    """The first index of ``needle`` in ``text[start:]`` (compared in place), or -1."""
+    n = needle.size
+    for i in np.flatnonzero(text[start : text.size - n + 1] == needle[0]):
+        at = start + int(i)
+        if np.array_equal(text[at : at + n], needle):
+            return at
+    return -1
+
+
 def _parse_pem(path: Path, secret: SecretText, seed: np.ndarray) -> None:
-    """Decodes a PKCS #8 PEM Ed25519 key into ``seed``, in place, with no copy."""
+    """Decodes a PKCS #8 PEM Ed25519 key into ``seed``, in place, with no copy.
+
+    As OpenSSL does, text before the ``BEGIN`` line and after the ``END`` line is
+    ignored, and lines may end in CRLF.
+    """
     text = secret.text()
     try:
-        start, end = strip_span(text)
-        body_start, body_end = start + len(_PEM_HEAD), end - len(_PEM_TAIL) + 1
-        if (
-            body_end < body_start
-            or not np.array_equal(text[start:body_start], _PEM_HEAD)
-            or not np.array_equal(text[body_end:end], _PEM_TAIL[:-1])
-        ):
+        head = _find(text, _BEGIN)
+        tail = -1 if head < 0 else _find(text, _END, head + _BEGIN.size)
+        if tail < 0:
             raise KeyFileError(_not_lfr_pem(path, secret))
-        body_start, body_end = strip_span(text, body_start, body_end)
+        body_start, body_end = strip_span(text, head + _BEGIN.size, tail)
         body = text[body_start:body_end]
         with SecureBuffer(_DER_SIZE, allow_unlocked=True) as buf:
             der = buf.array(np.uint8, (_DER_SIZE,))
