@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -67,3 +68,29 @@ def test_info_reports_memory_protection() -> None:
     text = run(COMMANDS[0], "info").stdout
     assert "memlock_headroom:" in text
     assert "swap:" in text
+
+
+def _all_parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    from lfr.cli import _parser
+
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    todo = [("lfr", _parser())]
+    while todo:
+        name, parser = todo.pop()
+        found.append((name, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {n}", p) for n, p in action.choices.items()]
+    return found
+
+
+def test_no_help_text_shows_a_doubled_percent_sign() -> None:
+    """argparse %-formats help strings, not descriptions: `%%` there shows as is."""
+    parsers = _all_parsers()
+    assert len(parsers) > 20  # every command and action was reached
+    for name, parser in parsers:
+        text = parser.format_help()
+        assert "%%" not in text, f"{name} --help shows '%%'"
+    # Control: a description with %% is shown doubled (what lfr eval did).
+    shown = argparse.ArgumentParser(description="FPIR 1%%").format_help()
+    assert "1%%" in shown

@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="measure FNIR/FPIR, TPIR and thresholds on a labelled dataset",
         description="Runs the live pipeline over DATASET (identities/<name>/*.jpg, "
         "optionally unknowns/*.jpg) and reports 1:N open-set accuracy: rank-1, "
-        "TPIR at FPIR 1%%, 0.1%%, 0.01%%, DET curve, the threshold for a watchlist "
+        "TPIR at FPIR 1%, 0.1%, 0.01%, DET curve, the threshold for a watchlist "
         "size, and per-group FNIR/FPIR. Embeddings are cached, encrypted, per "
         "model id; deleting the cache's cache.key destroys the cache. See "
         "docs/accuracy.md.",
