@@ -7,6 +7,8 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +96,40 @@ def test_no_help_text_shows_a_doubled_percent_sign() -> None:
     # Control: a description with %% is shown doubled (what lfr eval did).
     shown = argparse.ArgumentParser(description="FPIR 1%%").format_help()
     assert "1%%" in shown
+
+
+def test_run_every_below_one_is_refused_before_anything(tmp_path: Path) -> None:
+    folder = tmp_path
+    argv = [
+        sys.executable, "-m", "lfr", "run", "--source", str(folder / "none.mp4"),
+        "--watchlist", str(folder / "w.lfrw"), "--store", str(folder / "a.db"),
+        "--audit", str(folder / "logs" / "audit.log"),
+        "--signing-key", str(folder / "k"),
+    ]  # fmt: skip
+    for bad in ("0", "-3", "x"):
+        done = subprocess.run(
+            [*argv, "--every", bad], capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert "--every: expected a whole number >= 1" in done.stderr
+    # Control: --every 1 gets past the option (and fails later, on the files).
+    done = subprocess.run(
+        [*argv, "--every", "1"], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "--every" not in done.stderr
+    assert not (folder / "logs").exists()
+    assert not (folder / "a.db").exists()
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True])
+def test_a_deployment_refuses_every_below_one(every: Any) -> None:
+    from lfr.pipeline import Deployment
+
+    unused: Any = None  # refused before the watchlist or the store is looked at
+    with pytest.raises(ValueError, match="every must be a whole number"):
+        Deployment(
+            source=[], watchlist=unused, store=unused, audit="u.log", every=every
+        )

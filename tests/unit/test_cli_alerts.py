@@ -143,6 +143,23 @@ def test_list_plain_and_json(site: Site) -> None:
         assert {"alert_id", "subject_id", "score", "time", "camera_id"} <= row.keys()
 
 
+def test_an_empty_store_says_so(site: Site, tmp_path: Path) -> None:
+    key = lfr.Key.generate()
+    key_file = key.save(tmp_path / "empty.key")
+    lfr.AlertStore(tmp_path / "empty.db", key).close()
+    for extra in ((), ("--json",)):
+        out = lfr_cli(
+            "alerts", "list", "--store", str(tmp_path / "empty.db"),
+            "--key-file", str(key_file), *extra,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == ""  # one line per alert, and there is none
+        assert "no live alerts in" in out.stderr
+    # Control: a store with alerts does not say so.
+    out = lfr_cli("alerts", "list", *site.opts())
+    assert "no live alerts" not in out.stderr
+
+
 def test_passphrase_is_refused_clearly(site: Site) -> None:
     out = lfr_cli("alerts", "list", "--store", str(site.store), "--passphrase")
     assert out.returncode == 1

@@ -328,8 +328,12 @@ def _line(alert: Alert) -> str:
 
 def _list(args: argparse.Namespace, store: AlertStore) -> int:
     damaged: list[str] = []
+    listed = 0
     for alert in store.alerts(damaged=damaged):
         print(json.dumps(alert.to_json()) if args.json else _line(alert))
+        listed += 1
+    if not listed and not damaged:  # said on stderr: stdout stays one line per alert
+        print(f"lfr alerts list: no live alerts in {args.store}", file=sys.stderr)
     for alert_id in damaged:  # reported, and not allowed to hide the others
         print(
             f"lfr alerts list: alert {alert_id} does not authenticate (altered); "

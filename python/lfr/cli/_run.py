@@ -115,7 +115,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--authorised-by", default="unspecified")
     run.add_argument(
         "--every",
-        type=int,
+        type=_positive,
         default=1,
         help="process every n-th frame of a file or folder",
     )
@@ -133,6 +133,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="print the locked memory this run needs (RLIMIT_MEMLOCK: systemd "
         "LimitMEMLOCK=, ulimit -l, docker --ulimit memlock=) and exit",
     )
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (refused by argparse, before anything runs)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def _frame_size(text: str) -> tuple[int, int]:

@@ -202,6 +202,8 @@ class Deployment:
             raise ValueError(f"threshold must be in [-1, 1], got {threshold}")
         if stop_timeout <= 0:
             raise ValueError(f"stop_timeout must be positive, got {stop_timeout}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a whole number >= 1, got {every!r}")
         self._shared_key = _shared_key(watchlist, store, allow=allow_shared_key)
         self._watchlist = watchlist
         self._store = store
