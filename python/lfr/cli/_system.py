@@ -99,6 +99,8 @@ def _models(args: argparse.Namespace) -> int:
 
     if args.models_command == "fetch":
         try:
+            # Intact before (sha256 checked): fetch leaves those alone.
+            intact = set() if args.force else {r.path for r in models.status() if r.ok}
             files = models.fetch(
                 args.names or None,
                 force=args.force,
@@ -109,7 +111,8 @@ def _models(args: argparse.Namespace) -> int:
             print(f"lfr models fetch: {exc}", file=sys.stderr)
             return 1
         for file in files:
-            print(f"installed {file}")
+            state = "already installed" if file in intact else "installed"
+            print(f"{state} {file}")
         return 0
     if args.models_command == "list":
         rows = models.status()
