@@ -133,3 +133,25 @@ def test_a_deployment_refuses_every_below_one(every: Any) -> None:
         Deployment(
             source=[], watchlist=unused, store=unused, audit="u.log", every=every
         )
+
+
+def test_watchlist_expires_in_the_past_is_refused(tmp_path: Path) -> None:
+    key = lfr.Key.generate()
+    key_file = key.save(tmp_path / "w.key")
+
+    def create(expires: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lfr", "watchlist", "create",
+             str(tmp_path / "w.lfrw"), "--key-file", str(key_file),
+             "--expires", expires],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    done = create("2020-01-01")
+    assert done.returncode == 1
+    assert "is in the past" in done.stderr
+    assert not (tmp_path / "w.lfrw").exists()
+    # Control: a future expiry creates it.
+    done = create("30d")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "w.lfrw").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from lfr.cli._common import (
@@ -107,10 +108,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return fail(f"watchlist {action}", message)
 
 
+def _future(expires: datetime | None, what: str) -> None:
+    """Refuses an ``--expires`` already past: the result would be void at once."""
+    if expires is not None and expires <= datetime.now(timezone.utc):
+        raise ValueError(
+            f"--expires {expires.isoformat()} is in the past: {what} would have "
+            "lapsed already (give a future time, or Nd for N days from now)"
+        )
+
+
 def _create(args: argparse.Namespace) -> int:
     from lfr.embed import FaceEmbedder
     from lfr.watchlist import Watchlist
 
+    _future(args.expires, "the watchlist")
     embedder = FaceEmbedder(model=args.model)
     wl = Watchlist.create(
         args.path,
@@ -142,6 +153,7 @@ def _embedder_for(model_id: str) -> Any:
 def _enroll(args: argparse.Namespace) -> int:
     from lfr.watchlist import Watchlist
 
+    _future(args.expires, "the entry")
     wl = Watchlist.open(args.path, key_from(args))
     try:
         subject = wl.enroll(
