@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -155,3 +156,24 @@ def test_watchlist_expires_in_the_past_is_refused(tmp_path: Path) -> None:
     done = create("30d")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "w.lfrw").exists()
+
+
+def test_passphrase_without_a_terminal_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LFR_PASSPHRASE"}
+    argv = [sys.executable, "-m", "lfr", "watchlist", "list",
+            str(tmp_path / "none.lfrw"), "--passphrase"]  # fmt: skip
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "--passphrase needs a terminal" in done.stderr
+    assert "LFR_PASSPHRASE" in done.stderr
+    # Control: with the variable set it goes on, to the missing file.
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        env={**env, "LFR_PASSPHRASE": "correct horse"}, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "needs a terminal" not in done.stderr

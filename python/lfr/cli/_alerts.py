@@ -208,8 +208,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--passphrase",
         action="store_true",
-        help="not supported: an alert store keeps no scrypt parameters, so it is "
-        "opened with its key file only",
+        help=argparse.SUPPRESS,  # not offered: refused with the reason (no scrypt)
     )
 
 

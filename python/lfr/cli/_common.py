@@ -50,9 +50,19 @@ def _key(path: str | None, *, confirm: bool = False) -> Key | Passphrase:
         return Key.from_file(path)
     secret = os.environ.get(PASSPHRASE_ENV)
     if not secret:
-        secret = getpass.getpass("passphrase: ")
-        if confirm and getpass.getpass("again: ") != secret:
-            raise ValueError("the passphrases differ")
+        if not sys.stdin.isatty():
+            raise ValueError(
+                "--passphrase needs a terminal to ask on, or the passphrase in "
+                f"${PASSPHRASE_ENV}; or give a key file (--key-file)"
+            )
+        try:
+            secret = getpass.getpass("passphrase: ")
+            if confirm and getpass.getpass("again: ") != secret:
+                raise ValueError("the passphrases differ")
+        except EOFError:
+            raise ValueError("no passphrase was typed (end of input)") from None
+        if not secret:
+            raise ValueError("the passphrase is empty")
     return Passphrase(secret)
 
 
