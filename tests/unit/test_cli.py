@@ -177,3 +177,16 @@ def test_passphrase_without_a_terminal_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert "needs a terminal" not in done.stderr
+
+
+def test_run_help_says_when_a_folder_of_stills_can_alert() -> None:
+    from lfr.tracking import TrackerConfig
+
+    rule = TrackerConfig()
+    done = subprocess.run(
+        [sys.executable, "-m", "lfr", "run", "--help"], capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    text = " ".join(done.stdout.split())
+    assert f"{rule.confirm_hits} of {rule.confirm_window} consecutive frames" in text
+    assert "single, unrelated photos never alerts" in text

@@ -40,9 +40,14 @@ from lfr.cli._common import (
     signer_from,
 )
 from lfr.errors import LfrError
+from lfr.tracking import TrackerConfig
 
 #: How often the main thread looks for a stop signal or the end, in seconds.
 _POLL_S = 0.2
+
+
+#: The k-of-n rule ``lfr run`` uses (the tracker's defaults), named in its help.
+_RULE = TrackerConfig()
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +62,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--source",
         required=True,
         help="camera index (0), video file, stream URL (rtsp://, http://, udp://) "
-        "or folder of images",
+        "or folder of images, taken in name order as the frames of one scene. A "
+        f"face alerts once it matched in {_RULE.confirm_hits} of "
+        f"{_RULE.confirm_window} consecutive frames at about the same place (one "
+        "track): a folder of single, unrelated photos never alerts",
     )
     run.add_argument("--watchlist", required=True, metavar="WL", help=".lfrw file")
     add_deployment_key_options(run)
