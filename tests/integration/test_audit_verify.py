@@ -316,6 +316,8 @@ def test_cli_verify_text_names_records_and_lines(
     assert out.returncode == 1
     assert "result: 4 violation(s)" in out.stdout
     assert "record 16, line 17: counters_inconsistent" in out.stdout
+    # Every outcome counted in the summary line, inconclusive ones too.
+    assert "2 alerts (1 confirmed, 1 false, 0 inconclusive, 0 unreviewed)" in out.stdout
 
 
 def test_cli_report_writes_the_deployment_record(

@@ -258,7 +258,8 @@ def _print(
         print(
             f"  {summary.deployment_id}: {state}, {summary.faces_detected} faces "
             f"seen, {summary.alerts} alerts ({summary.confirmed} confirmed, "
-            f"{summary.false_alerts} false, {summary.unreviewed} unreviewed)"
+            f"{summary.false_alerts} false, {summary.inconclusive} inconclusive, "
+            f"{summary.unreviewed} unreviewed)"
         )
         threshold = "not recorded" if summary.threshold is None else summary.threshold
         print(f"    threshold in force: {threshold}")
