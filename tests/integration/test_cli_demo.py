@@ -243,3 +243,15 @@ def test_out_must_be_new_and_outside_the_data(
     (busy / "x").write_text("x")
     assert main(["demo", "--data", str(data), "--out", str(busy)]) == 1
     assert "new or empty" in capsys.readouterr().err
+
+
+def test_too_many_enrolled_leaves_no_work_directory(
+    tmp_path: Path, lfw_dir: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"LFR_DATA_DIR": str(lfw_dir.parent), "TMPDIR": str(temp)}
+    out = lfr_cli("demo", "--enrolled", "5000", env=env)
+    assert out.returncode == 1
+    assert "5000 asked for" in out.stderr
+    assert list(temp.iterdir()) == []  # no empty lfr-demo-* left behind

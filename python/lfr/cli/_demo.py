@@ -357,12 +357,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return fail("demo", exc)
     try:
         data = find_data(args.data)
+        # Chosen before the work directory exists: too few people leaves nothing.
+        people = _choose(data, args.enrolled, args.unknown, args.seed)
         out, temporary = _out_dir(args.out, data)
     except (OSError, ValueError) as exc:
         return fail("demo", exc)
     video = out / _VIDEO
     try:
-        return _demo(args, data, out, temporary, video)
+        return _demo(args, data, people, out, temporary, video)
     except (LfrError, OSError, ValueError) as exc:
         return fail("demo", exc)
     finally:
@@ -371,7 +373,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _demo(
-    args: argparse.Namespace, data: Path, out: Path, temporary: bool, video: Path
+    args: argparse.Namespace,
+    data: Path,
+    people: list[_Person],
+    out: Path,
+    temporary: bool,
+    video: Path,
 ) -> int:
     import lfr
     from lfr.alerts import AlertStore
@@ -388,7 +395,6 @@ def _demo(
     print(f"  photos:         {data}")
     print(f"  work directory: {out}{' (new, temporary)' if temporary else ''}")
 
-    people = _choose(data, args.enrolled, args.unknown, args.seed)
     detector, embedder = lfr.FaceDetector(), lfr.FaceEmbedder()
 
     # Keys: the watchlist's, the alert store's (another), one to sign the audit log.
