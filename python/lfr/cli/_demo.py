@@ -329,10 +329,10 @@ class _Printer:
                 print(text, file=sys.stderr, flush=True)
 
 
-def _out_dir(requested: str | None, data: Path) -> tuple[Path, bool]:
-    """The work directory (made if needed) and whether it is a new temporary one."""
+def _check_out(requested: str | None, data: Path) -> Path | None:
+    """The requested work directory, checked (not made); ``None``: a temporary one."""
     if requested is None:
-        return Path(tempfile.mkdtemp(prefix="lfr-demo-")), True
+        return None
     out = Path(requested).resolve()
     inside_of = [data.resolve()]
     if data.name in _DATA_SETS:  # the data directory around a known photo set
@@ -342,6 +342,13 @@ def _out_dir(requested: str | None, data: Path) -> tuple[Path, bool]:
             raise ValueError(f"--out {out} is inside the photo data {inside}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} must be a new or empty directory")
+    return out
+
+
+def _make_out(out: Path | None) -> tuple[Path, bool]:
+    """The work directory, made; and whether it is a new temporary one."""
+    if out is None:
+        return Path(tempfile.mkdtemp(prefix="lfr-demo-")), True
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     out.chmod(0o700)  # it will hold a video of faces: the operator's only
     return out, False
@@ -357,9 +364,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return fail("demo", exc)
     try:
         data = find_data(args.data)
-        # Chosen before the work directory exists: too few people leaves nothing.
+        requested = _check_out(args.out, data)
+        # Chosen before the work directory is made: too few people leaves nothing.
         people = _choose(data, args.enrolled, args.unknown, args.seed)
-        out, temporary = _out_dir(args.out, data)
+        out, temporary = _make_out(requested)
     except (OSError, ValueError) as exc:
         return fail("demo", exc)
     video = out / _VIDEO
