@@ -11,6 +11,7 @@ lint:
 	$(BIN)/python -m mypy.stubtest lfr._core --allowlist .stubtest-allowlist
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
+	cargo clippy --release --all-targets --quiet --all-features -- -D warnings
 	cargo clippy --release --all-targets --quiet --features python -- -D warnings
 
 test:

@@ -175,12 +175,13 @@ impl From<Error> for pyo3::PyErr {
             Error::LockFailed { .. } | Error::Unprotected { .. } => {
                 // lfr.errors.SecureMemoryError is both an LfrError and a MemoryError; the
                 // plain MemoryError is for `_core` loaded without its package.
-                pyo3::Python::with_gil(|py| {
+                use pyo3::types::PyAnyMethods;
+                pyo3::Python::attach(|py| {
                     let class = py
                         .import("lfr.errors")
                         .and_then(|m| m.getattr("SecureMemoryError"))
                         .ok()
-                        .and_then(|c| c.downcast::<pyo3::types::PyType>().ok());
+                        .and_then(|c| c.cast_into::<pyo3::types::PyType>().ok());
                     match class {
                         Some(ty) => pyo3::PyErr::from_type(ty, msg),
                         None => PyMemoryError::new_err(msg),

@@ -5,14 +5,15 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod error;
+#[cfg(feature = "bench-probes")]
 pub mod machine;
 pub mod matching;
 pub mod secure;
 pub mod shape;
 
 #[cfg(feature = "python")]
-mod py_array;
-#[cfg(feature = "python")]
+mod py_buffer;
+#[cfg(all(feature = "python", feature = "bench-probes"))]
 mod py_machine;
 #[cfg(feature = "python")]
 mod py_matcher;
@@ -27,18 +28,25 @@ use pyo3::prelude::*;
 /// The `lfr._core` extension module: registration only.
 #[cfg(feature = "python")]
 #[pymodule]
-fn _core(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py_matcher::PyMatcher>()?;
     m.add_function(wrap_pyfunction!(py_matcher::available_kernels, m)?)?;
-    m.add_function(wrap_pyfunction!(py_machine::read_bandwidth, m)?)?;
-    m.add_function(wrap_pyfunction!(py_machine::peak_flops, m)?)?;
+    #[cfg(feature = "bench-probes")]
+    {
+        m.add_function(wrap_pyfunction!(py_machine::read_bandwidth, m)?)?;
+        m.add_function(wrap_pyfunction!(py_machine::peak_flops, m)?)?;
+    }
     m.add_class::<py_secure::PySecureBuffer>()?;
+    m.add_class::<py_secure::SecureExport>()?;
     m.add_function(wrap_pyfunction!(py_secure::memlock_status, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::harden, m)?)?;
     m.add_function(wrap_pyfunction!(py_secure::hardening, m)?)?;
-    m.add_function(wrap_pyfunction!(py_secure::scan_memory, m)?)?;
-    m.add_function(wrap_pyfunction!(py_secure::scan_process, m)?)?;
+    #[cfg(feature = "forensic-scan")]
+    {
+        m.add_function(wrap_pyfunction!(py_secure::scan_memory, m)?)?;
+        m.add_function(wrap_pyfunction!(py_secure::scan_process, m)?)?;
+    }
     m.add_function(wrap_pyfunction!(py_secure::page_size, m)?)?;
     m.add_class::<py_shape::PyShapeModel>()?;
     Ok(())

@@ -7,15 +7,13 @@ use crate::machine::{self, Arith};
 
 /// Best-of-`repeats` memory read bandwidth in bytes per second.
 #[pyfunction]
-#[pyo3(text_signature = "(nbytes, threads, repeats)")]
 pub fn read_bandwidth(py: Python<'_>, nbytes: usize, threads: usize, repeats: usize) -> f64 {
-    py.allow_threads(|| machine::read_bandwidth(nbytes, threads, repeats))
+    py.detach(|| machine::read_bandwidth(nbytes, threads, repeats))
 }
 
 /// Peak operations per second (`kind` is "f32" for FMA, "i8" for int8 dot products),
 /// or None where the CPU lacks the instructions.
 #[pyfunction]
-#[pyo3(text_signature = "(kind, threads)")]
 pub fn peak_flops(py: Python<'_>, kind: &str, threads: usize) -> PyResult<Option<f64>> {
     let kind = match kind {
         "f32" => Arith::F32Fma,
@@ -26,5 +24,5 @@ pub fn peak_flops(py: Python<'_>, kind: &str, threads: usize) -> PyResult<Option
             )))
         }
     };
-    Ok(py.allow_threads(|| machine::peak_ops(kind, threads)))
+    Ok(py.detach(|| machine::peak_ops(kind, threads)))
 }

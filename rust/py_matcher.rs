@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 use crate::matching::{Dtype, Kernel, Matcher, Memory};
-use crate::py_array::{read, write};
+use crate::py_buffer::{read, write};
 
 /// Names of the kernels this CPU can run, best last.
 #[pyfunction]
@@ -20,12 +20,7 @@ pub fn available_kernels() -> Vec<&'static str> {
 }
 
 /// Exact cosine-similarity matcher (see `lfr.Matcher` for the documented API).
-#[pyclass(
-    name = "Matcher",
-    module = "lfr._core",
-    text_signature = "(dim, dtype=\"f32\", threads=None, kernel=None, rerank=True, *, \
-                      secure=False, allow_unlocked=False)"
-)]
+#[pyclass(name = "Matcher", module = "lfr._core")]
 pub struct PyMatcher {
     inner: Matcher,
 }
@@ -33,15 +28,10 @@ pub struct PyMatcher {
 #[pymethods]
 impl PyMatcher {
     #[new]
-    #[args(
-        dtype = "\"f32\"",
-        threads = "None",
-        kernel = "None",
-        rerank = "true",
-        "*",
-        secure = "false",
-        allow_unlocked = "false"
-    )]
+    #[pyo3(signature = (
+        dim, dtype = "f32", threads = None, kernel = None, rerank = true, *,
+        secure = false, allow_unlocked = false
+    ))]
     fn new(
         dim: usize,
         dtype: &str,
@@ -76,10 +66,14 @@ impl PyMatcher {
     }
 
     /// Adds `ids` (int64[n]) with `vectors` (float32[n, dim]).
-    #[pyo3(text_signature = "($self, ids, vectors)")]
-    fn add(&self, py: Python<'_>, ids: &PyAny, vectors: &PyAny) -> PyResult<()> {
-        let (ids, _) = read::<i64>(py, ids, "ids", "int64", 1)?;
-        let (vectors, shape) = read::<f32>(py, vectors, "vectors", "float32", 2)?;
+    fn add(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let (ids, _) = read::<i64>(ids, "ids", "int64", 1)?;
+        let (vectors, shape) = read::<f32>(vectors, "vectors", "float32", 2)?;
         if shape[1] != self.inner.dim() {
             return Err(Error::Dim {
                 expected: self.inner.dim(),
@@ -96,29 +90,27 @@ impl PyMatcher {
             .into());
         }
         let inner = &self.inner;
-        Ok(py.allow_threads(|| inner.add(&ids, &vectors))?)
+        Ok(py.detach(|| inner.add(&ids, &vectors))?)
     }
 
     /// Removes `ids` (int64[n]); unknown ids raise KeyError and remove nothing.
-    #[pyo3(text_signature = "($self, ids)")]
-    fn remove(&self, py: Python<'_>, ids: &PyAny) -> PyResult<()> {
-        let (ids, _) = read::<i64>(py, ids, "ids", "int64", 1)?;
+    fn remove(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (ids, _) = read::<i64>(ids, "ids", "int64", 1)?;
         let inner = &self.inner;
-        Ok(py.allow_threads(|| inner.remove(&ids))?)
+        Ok(py.detach(|| inner.remove(&ids))?)
     }
 
     /// Searches `queries` (float32[b, dim]) and writes the `k` best ids and scores into
     /// `out_ids` (int64[b, k]) and `out_scores` (float32[b, k]).
-    #[pyo3(text_signature = "($self, queries, k, out_ids, out_scores)")]
     fn search(
         &self,
         py: Python<'_>,
-        queries: &PyAny,
+        queries: &Bound<'_, PyAny>,
         k: usize,
-        out_ids: &PyAny,
-        out_scores: &PyAny,
+        out_ids: &Bound<'_, PyAny>,
+        out_scores: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let (queries, shape) = read::<f32>(py, queries, "queries", "float32", 2)?;
+        let (queries, shape) = read::<f32>(queries, "queries", "float32", 2)?;
         if shape[1] != self.inner.dim() {
             return Err(Error::Dim {
                 expected: self.inner.dim(),
@@ -127,9 +119,9 @@ impl PyMatcher {
             .into());
         }
         let inner = &self.inner;
-        let result = py.allow_threads(|| inner.search(&queries, k))?;
-        write(py, out_ids, "out_ids", &result.ids)?;
-        write(py, out_scores, "out_scores", &result.scores)
+        let result = py.detach(|| inner.search(&queries, k))?;
+        write(out_ids, "out_ids", &result.ids)?;
+        write(out_scores, "out_scores", &result.scores)
     }
 
     fn __len__(&self) -> usize {

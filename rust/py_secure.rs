@@ -1,31 +1,28 @@
-//! Python wrappers of `secure`: the `SecureBuffer` class (a writable buffer-protocol
-//! exporter over a `SecureRegion`), the process-hardening functions and the forensic scan.
+//! Python wrappers of `secure`: the `SecureBuffer` class over a `SecureRegion`, the
+//! process-hardening functions and the forensic scan.
+//!
+//! numpy views of a buffer go through a `SecureExport`, a small object whose
+//! `__array_interface__` hands numpy the region's address (the abi3 build cannot export
+//! the buffer protocol before CPython 3.11). Each export counts as one view from its
+//! creation until the last array that uses it is gone (numpy keeps it as the arrays'
+//! base), so `close()` can refuse while a view exists; each export holds a reference
+//! to the buffer, so garbage collection cannot free the memory under it.
 
-use std::cell::Cell;
-use std::os::raw::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use pyo3::buffer::PyBuffer;
-use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::{ffi, AsPyPointer};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::error::Error;
-use crate::secure::{process, scan, SecureRegion};
-
-/// The buffer protocol's format string for unsigned bytes.
-static FORMAT_U8: &[u8; 2] = b"B\0";
+use crate::secure::{process, SecureRegion};
 
 /// Locked, undumpable, wipe-on-fork memory (see `lfr.SecureBuffer`).
-#[pyclass(
-    subclass,
-    name = "SecureBuffer",
-    module = "lfr._core",
-    text_signature = "(nbytes, allow_unlocked=False)"
-)]
+#[pyclass(subclass, name = "SecureBuffer", module = "lfr._core")]
 pub struct PySecureBuffer {
     region: Option<SecureRegion>,
     nbytes: usize,
-    views: Cell<usize>,
+    views: Arc<AtomicUsize>,
 }
 
 impl PySecureBuffer {
@@ -39,18 +36,17 @@ impl PySecureBuffer {
 #[pymethods]
 impl PySecureBuffer {
     #[new]
-    #[args(allow_unlocked = "false")]
+    #[pyo3(signature = (nbytes, allow_unlocked = false))]
     fn new(py: Python<'_>, nbytes: usize, allow_unlocked: bool) -> PyResult<Self> {
-        let region = py.allow_threads(|| SecureRegion::new(nbytes, allow_unlocked))?;
+        let region = py.detach(|| SecureRegion::new(nbytes, allow_unlocked))?;
         Ok(PySecureBuffer {
             region: Some(region),
             nbytes,
-            views: Cell::new(0),
+            views: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     /// Zeroizes the buffer (volatile writes and a compiler fence).
-    #[pyo3(text_signature = "($self)")]
     fn wipe(&mut self) -> PyResult<()> {
         self.region
             .as_mut()
@@ -60,9 +56,8 @@ impl PySecureBuffer {
     }
 
     /// Zeroizes, unlocks and unmaps the buffer now; refused while views exist.
-    #[pyo3(text_signature = "($self)")]
     fn close(&mut self) -> PyResult<()> {
-        let views = self.views.get();
+        let views = self.views.load(Ordering::SeqCst);
         if views > 0 {
             return Err(Error::BufferExported { views }.into());
         }
@@ -107,16 +102,30 @@ impl PySecureBuffer {
         Ok(self.region()?.protection().wipeonfork)
     }
 
-    /// Buffer-protocol views (memoryviews, numpy arrays) currently exported.
+    /// Views (exports still used by numpy arrays) that exist now.
     #[getter]
     fn views(&self) -> usize {
-        self.views.get()
+        self.views.load(Ordering::SeqCst)
     }
 
     /// Start address of the mapping (for checks against /proc/self/smaps).
     #[getter]
     fn address(&self) -> PyResult<usize> {
         Ok(self.region()?.as_ptr() as usize)
+    }
+
+    /// A new export of the whole buffer for numpy (`numpy.asarray(export)`); it counts
+    /// as a view until it and every array made from it are gone.
+    fn export(slf: &Bound<'_, Self>) -> PyResult<SecureExport> {
+        let this = slf.borrow();
+        let address = this.region()?.as_ptr() as usize;
+        this.views.fetch_add(1, Ordering::SeqCst);
+        Ok(SecureExport {
+            owner: slf.clone().unbind(),
+            address,
+            nbytes: this.nbytes,
+            views: Arc::clone(&this.views),
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -134,67 +143,51 @@ impl PySecureBuffer {
                     py_bool(p.locked),
                     py_bool(p.dontdump),
                     py_bool(p.wipeonfork),
-                    self.views.get()
+                    self.views()
                 )
             }
         }
     }
+}
 
-    /// # Safety
-    ///
-    /// Called by CPython with a valid `view` to fill.
-    unsafe fn __getbuffer__(
-        slf: PyRefMut<'_, Self>,
-        view: *mut ffi::Py_buffer,
-        flags: c_int,
-    ) -> PyResult<()> {
-        if view.is_null() {
-            return Err(PyBufferError::new_err("the view pointer is null"));
-        }
-        let (ptr, len) = {
-            let region = slf.region()?;
-            (region.as_ptr(), slf.nbytes)
-        };
-        let len = isize::try_from(len).map_err(|_| PyBufferError::new_err("buffer too large"))?;
-        // SAFETY: CPython hands us a valid, writable `Py_buffer`. `obj` takes a strong
-        // reference to this object, so the region outlives the view: `close()` refuses
-        // while `views > 0`, and the object (and with it the region) cannot be freed while
-        // the reference is held. `shape` and `strides` point into the view itself, as the
-        // buffer protocol allows for one-dimensional buffers.
-        unsafe {
-            (*view).obj = ffi::_Py_NewRef(slf.as_ptr());
-            (*view).buf = ptr.cast::<c_void>();
-            (*view).len = len;
-            (*view).readonly = 0;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                FORMAT_U8.as_ptr() as *mut c_char
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                std::ptr::addr_of_mut!((*view).len)
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                std::ptr::addr_of_mut!((*view).itemsize)
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-        }
-        slf.views.set(slf.views.get() + 1);
-        Ok(())
+/// One export of a `SecureBuffer`'s memory to numpy (see the module comment).
+#[pyclass(frozen, name = "SecureExport", module = "lfr._core")]
+pub struct SecureExport {
+    /// Keeps the buffer, and so the mapping, alive while arrays use this export.
+    owner: Py<PySecureBuffer>,
+    address: usize,
+    nbytes: usize,
+    views: Arc<AtomicUsize>,
+}
+
+#[pymethods]
+impl SecureExport {
+    /// numpy's array interface (version 3): writable `uint8[nbytes]` at the buffer's
+    /// address.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("version", 3)?;
+        d.set_item("shape", PyTuple::new(py, [self.nbytes])?)?;
+        d.set_item("typestr", "|u1")?;
+        d.set_item("data", (self.address, false))?;
+        Ok(d)
     }
 
-    /// # Safety
-    ///
-    /// Called by CPython once for each view that `__getbuffer__` filled.
-    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.views.set(self.views.get().saturating_sub(1));
+    /// The buffer this export views.
+    #[getter]
+    fn owner(&self, py: Python<'_>) -> Py<PySecureBuffer> {
+        self.owner.clone_ref(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SecureExport(nbytes={})", self.nbytes)
+    }
+}
+
+impl Drop for SecureExport {
+    fn drop(&mut self) {
+        self.views.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -228,58 +221,86 @@ pub fn hardening() -> (bool, bool) {
     (h.core_dumps_disabled, h.dumpable)
 }
 
-/// One hit of `scan_memory`: (secret index, block index, address, mapping name).
-type PyHit = (usize, usize, usize, String);
-/// What `scan_memory` returns.
-type PyScan = (Vec<PyHit>, Vec<usize>, u64, u64, usize);
+#[cfg(feature = "forensic-scan")]
+pub use scanning::{scan_memory, scan_process};
 
-/// Scans this process's readable memory for 64-byte runs of masked secrets (see
-/// `secure::scan`). Returns `(hits, needles per secret, bytes scanned, bytes unreadable,
-/// regions)`.
-#[pyfunction]
-pub fn scan_memory(py: Python<'_>, masked: Vec<&PyAny>, key: &[u8]) -> PyResult<PyScan> {
-    scan_with(py, None, masked, key)
-}
+/// The forensic scan's Python functions (feature `forensic-scan`).
+#[cfg(feature = "forensic-scan")]
+mod scanning {
+    use pyo3::exceptions::PyTypeError;
+    use pyo3::prelude::*;
 
-/// Scans another process's readable memory (`/proc/PID/mem`) the same way as
-/// `scan_memory`, allocating nothing in it.
-#[pyfunction]
-pub fn scan_process(py: Python<'_>, pid: u32, masked: Vec<&PyAny>, key: &[u8]) -> PyResult<PyScan> {
-    scan_with(py, Some(pid), masked, key)
-}
+    use crate::py_buffer;
+    use crate::secure::scan;
 
-fn scan_with(
-    py: Python<'_>,
-    pid: Option<u32>,
-    masked: Vec<&PyAny>,
-    key: &[u8],
-) -> PyResult<PyScan> {
-    let mut copies = Vec::with_capacity(masked.len());
-    for obj in masked {
-        let buf = PyBuffer::<u8>::get(obj)
-            .map_err(|_| PyTypeError::new_err("masked secrets must be uint8 buffers"))?;
-        copies.push(buf.to_vec(py)?);
+    /// One hit of `scan_memory`: (secret index, block index, address, mapping name).
+    type PyHit = (usize, usize, usize, String);
+    /// What `scan_memory` returns.
+    type PyScan = (Vec<PyHit>, Vec<usize>, u64, u64, usize);
+
+    /// Scans this process's readable memory for 64-byte runs of masked secrets (see
+    /// `secure::scan`). Returns `(hits, needles per secret, bytes scanned, bytes unreadable,
+    /// regions)`.
+    #[pyfunction]
+    pub fn scan_memory(
+        py: Python<'_>,
+        masked: Vec<Bound<'_, PyAny>>,
+        key: &[u8],
+    ) -> PyResult<PyScan> {
+        scan_with(py, None, masked, key)
     }
-    let key = key.to_vec();
-    let report = py.allow_threads(|| {
-        let slices: Vec<&[u8]> = copies.iter().map(Vec::as_slice).collect();
-        match pid {
-            None => scan::scan_own_memory(&slices, &key),
-            Some(pid) => scan::scan_process(pid, &slices, &key),
+
+    /// Scans another process's readable memory (`/proc/PID/mem`) the same way as
+    /// `scan_memory`, allocating nothing in it.
+    #[pyfunction]
+    pub fn scan_process(
+        py: Python<'_>,
+        pid: u32,
+        masked: Vec<Bound<'_, PyAny>>,
+        key: &[u8],
+    ) -> PyResult<PyScan> {
+        scan_with(py, Some(pid), masked, key)
+    }
+
+    fn scan_with(
+        py: Python<'_>,
+        pid: Option<u32>,
+        masked: Vec<Bound<'_, PyAny>>,
+        key: &[u8],
+    ) -> PyResult<PyScan> {
+        let mut copies = Vec::with_capacity(masked.len());
+        for obj in &masked {
+            let wrong =
+                || PyTypeError::new_err("masked secrets must be C-contiguous uint8 buffers");
+            let ndim = py_buffer::borrow::<u8>(obj, false)
+                .ok_or_else(wrong)?
+                .shape()
+                .len();
+            let (copy, _) = py_buffer::read::<u8>(obj, "a masked secret", "uint8", ndim)
+                .map_err(|_| wrong())?;
+            copies.push(copy);
         }
-    })?;
-    let hits = report
-        .hits
-        .into_iter()
-        .map(|h| (h.secret, h.block, h.address, h.mapping))
-        .collect();
-    Ok((
-        hits,
-        report.needles,
-        report.bytes_scanned,
-        report.bytes_unreadable,
-        report.regions,
-    ))
+        let key = key.to_vec();
+        let report = py.detach(|| {
+            let slices: Vec<&[u8]> = copies.iter().map(|c| c.as_slice()).collect();
+            match pid {
+                None => scan::scan_own_memory(&slices, &key),
+                Some(pid) => scan::scan_process(pid, &slices, &key),
+            }
+        })?;
+        let hits = report
+            .hits
+            .into_iter()
+            .map(|h| (h.secret, h.block, h.address, h.mapping))
+            .collect();
+        Ok((
+            hits,
+            report.needles,
+            report.bytes_scanned,
+            report.bytes_unreadable,
+            report.regions,
+        ))
+    }
 }
 
 /// The system page size in bytes.

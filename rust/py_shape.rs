@@ -2,25 +2,27 @@
 //! dlib's file; prediction reads the caller's image in place (any strides, never
 //! copied) and writes the landmarks into the caller's array.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use zeroize::Zeroizing;
 
-use crate::py_array::{read, write};
+use crate::py_buffer::{borrow, read, write};
 use crate::shape::{Cascade, Image, ShapeModel};
 
 /// One cascade as `lfr._shape` hands it over: anchors int64[P], deltas float32[P, 2],
 /// split pixel pairs int64[T, S, 2], thresholds float32[T, S], leaves float32[T, L, 2K],
 /// depth.
-type PyCascade<'a> = (&'a PyAny, &'a PyAny, &'a PyAny, &'a PyAny, &'a PyAny, u32);
+type PyCascade<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    u32,
+);
 
 /// dlib's shape predictor (see `lfr._shape.ShapePredictor` for the documented API).
-#[pyclass(
-    name = "ShapeModel",
-    module = "lfr._core",
-    text_signature = "(initial, cascades)"
-)]
+#[pyclass(name = "ShapeModel", module = "lfr._core")]
 pub struct PyShapeModel {
     inner: ShapeModel,
 }
@@ -28,19 +30,19 @@ pub struct PyShapeModel {
 #[pymethods]
 impl PyShapeModel {
     #[new]
-    fn new(py: Python<'_>, initial: &PyAny, cascades: Vec<PyCascade<'_>>) -> PyResult<Self> {
-        let (initial, shape) = read::<f32>(py, initial, "initial", "float32", 2)?;
+    fn new(initial: &Bound<'_, PyAny>, cascades: Vec<PyCascade<'_>>) -> PyResult<Self> {
+        let (initial, shape) = read::<f32>(initial, "initial", "float32", 2)?;
         if shape[1] != 2 {
             return Err(PyValueError::new_err("initial must have shape (K, 2)"));
         }
         let parts = shape[0];
         let mut levels = Vec::with_capacity(cascades.len());
         for (anchors, deltas, splits, thresh, leaves, depth) in cascades {
-            let (anchors, _) = read::<i64>(py, anchors, "anchors", "int64", 1)?;
-            let (deltas, _) = read::<f32>(py, deltas, "deltas", "float32", 2)?;
-            let (splits, _) = read::<i64>(py, splits, "splits", "int64", 3)?;
-            let (thresh, _) = read::<f32>(py, thresh, "thresh", "float32", 2)?;
-            let (leaves, _) = read::<f32>(py, leaves, "leaves", "float32", 3)?;
+            let (anchors, _) = read::<i64>(&anchors, "anchors", "int64", 1)?;
+            let (deltas, _) = read::<f32>(&deltas, "deltas", "float32", 2)?;
+            let (splits, _) = read::<i64>(&splits, "splits", "int64", 3)?;
+            let (thresh, _) = read::<f32>(&thresh, "thresh", "float32", 2)?;
+            let (leaves, _) = read::<f32>(&leaves, "leaves", "float32", 3)?;
             levels.push(Cascade::new(
                 parts, &anchors, &deltas, &splits, &thresh, &leaves, depth,
             )?);
@@ -52,23 +54,21 @@ impl PyShapeModel {
 
     /// Writes the landmarks of the faces in `rects` (float64[n, 4]) on `image`
     /// (uint8[h, w] or [h, w, 3], any strides) into `out` (float32[n, K, 2]).
-    #[pyo3(text_signature = "($self, image, rects, out, subpixel)")]
     fn predict(
         &self,
-        py: Python<'_>,
-        image: &PyAny,
-        rects: &PyAny,
-        out: &PyAny,
+        image: &Bound<'_, PyAny>,
+        rects: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
         subpixel: bool,
     ) -> PyResult<()> {
-        let (rects, shape) = read::<f64>(py, rects, "rects", "float64", 2)?;
+        let (rects, shape) = read::<f64>(rects, "rects", "float64", 2)?;
         if shape[1] != 4 {
             return Err(PyValueError::new_err("rects must have shape (n, 4)"));
         }
-        let buf = PyBuffer::<u8>::get(image)
-            .map_err(|_| PyTypeError::new_err("image must be a uint8 array"))?;
+        let buf = borrow::<u8>(image, false)
+            .ok_or_else(|| PyTypeError::new_err("image must be a uint8 array"))?;
         let (dims, strides) = (buf.shape(), buf.strides());
-        let (size, steps) = match (dims, strides) {
+        let (size, steps) = match (dims.as_slice(), strides.as_slice()) {
             (&[h, w], &[sh, sw]) => ([h, w, 1], [sh, sw, 0]),
             (&[h, w, 3], &[sh, sw, sc]) => ([h, w, 3], [sh, sw, sc]),
             _ => {
@@ -86,25 +86,29 @@ impl PyShapeModel {
                 high += reach.max(0);
             }
         }
-        let bytes: &[u8] = if buf.item_count() == 0 {
-            &[]
+        let view = if buf.item_count() == 0 {
+            Image::new(&[], 0, size, steps)?
         } else {
             // SAFETY: `buf` holds a buffer export of `image` until this function returns,
             // so the memory stays allocated; the exporter guarantees that every element
             // its shape and strides address lies in that memory, and `low..=high` spans
-            // exactly those bytes around the first element. The slice does not outlive
-            // `buf`, and the GIL is held throughout, so no Python code writes to the
-            // array while it is read.
+            // exactly those bytes around the first element. `Image` reads it through the
+            // raw pointer only (other threads may write the array meanwhile) and does not
+            // outlive `buf`.
             unsafe {
-                let first = buf.buf_ptr().cast::<u8>().cast_const();
-                std::slice::from_raw_parts(first.offset(low), (high - low + 1) as usize)
+                Image::from_raw(
+                    buf.ptr().cast_const().offset(low),
+                    (high - low + 1) as usize,
+                    low.unsigned_abs(),
+                    size,
+                    steps,
+                )?
             }
         };
-        let view = Image::new(bytes, low.unsigned_abs(), size, steps)?;
         let mut landmarks = Zeroizing::new(vec![0.0f32; shape[0] * 2 * self.inner.parts()]);
         self.inner
             .predict(&view, &rects, subpixel, &mut landmarks)?;
-        write(py, out, "out", &landmarks)
+        write(out, "out", &landmarks)
     }
 
     /// Number of landmarks.

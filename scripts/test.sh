@@ -15,6 +15,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== lint =="
 make --no-print-directory lint
 echo "== cargo test =="
-cargo test --release --quiet
+cargo test --release --quiet --features bench-probes,forensic-scan
 echo "== pytest =="
 python -m pytest "$@"

@@ -77,7 +77,7 @@ class DataCipher(Uncopyable):
         """A data cipher whose key ``write`` puts into its fresh secure buffer."""
         buf = SecureBuffer(KEY_SIZE, allow_unlocked=True)
         try:
-            view = memoryview(buf)
+            view = memoryview(buf.array())
             try:
                 write(view)
             finally:

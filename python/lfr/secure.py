@@ -53,8 +53,9 @@ class SecureBuffer(_core.SecureBuffer):
     """A Rust-owned, page-aligned buffer for face data.
 
     The memory is locked in RAM, excluded from core dumps and zeroed in forked
-    children. It exports the writable buffer protocol, so ``np.asarray(buf)`` and
-    :meth:`array` are zero-copy views that numpy and OpenCV can write into.
+    children. :meth:`array` and ``np.asarray(buf)`` are zero-copy numpy views that
+    numpy and OpenCV can write into; ``memoryview(buf.array())`` gives a memoryview
+    (``memoryview(buf)`` itself works on Python 3.12 and newer).
 
     :meth:`wipe` zeroizes it (volatile writes and a compiler fence, so the compiler
     cannot drop them); freeing it (:meth:`close`, or garbage collection) wipes it
@@ -129,23 +130,27 @@ class SecureBuffer(_core.SecureBuffer):
                 f"shape {dims} of {dt} needs {count * dt.itemsize} bytes, "
                 f"the buffer holds {self.nbytes}"
             )
-        view: npt.NDArray[Any] = np.frombuffer(
-            memoryview(self), dtype=dt, count=count
-        ).reshape(dims)
+        # The export counts as a view for as long as an array made from it lives
+        # (numpy keeps it as their base).
+        raw: npt.NDArray[np.uint8] = np.asarray(self.export())
+        view: npt.NDArray[Any] = raw[: count * dt.itemsize].view(dt).reshape(dims)
         return view
 
     def __array__(
         self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
     ) -> npt.NDArray[Any]:
-        # numpy uses the buffer protocol first and asks for this only when that
-        # failed, that is after close(): self.array() then raises BufferError
-        # instead of numpy wrapping the object in an object array.
+        # np.asarray(buf): after close(), self.array() raises BufferError instead of
+        # numpy wrapping the object in an object array.
         view = self.array()
         if dtype is not None and np.dtype(dtype) != view.dtype:
             raise TypeError("use buf.array(dtype, shape): a cast would copy face data")
         if copy:
             raise ValueError("copying face data out of secure memory is refused")
         return view
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """``memoryview(buf)`` on Python 3.12 and newer (PEP 688): a view of it all."""
+        return memoryview(self.array())
 
     def __enter__(self) -> SecureBuffer:
         return self

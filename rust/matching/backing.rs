@@ -87,7 +87,9 @@ impl Backing {
                 // through `&self` for the slice's lifetime.
                 unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), lines.len() * 64) }
             }
-            Store::Secure(region) => region.as_slice(),
+            // SAFETY: the matcher's region is private (never exported to Python), so
+            // nothing writes it while `&self` is borrowed.
+            Store::Secure(region) => unsafe { region.as_slice() },
         }
     }
 
@@ -99,7 +101,8 @@ impl Backing {
                 // SAFETY: as in `bytes`, borrowed mutably through `&mut self`.
                 unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), len) }
             }
-            Store::Secure(region) => region.as_mut_slice(),
+            // SAFETY: as in `bytes`, borrowed mutably through `&mut self`.
+            Store::Secure(region) => unsafe { region.as_mut_slice() },
         }
     }
 
@@ -144,7 +147,9 @@ impl Backing {
             }
             Memory::Secure { allow_unlocked } => {
                 let mut region = SecureRegion::new(len, allow_unlocked)?;
-                region.as_mut_slice()[..old.len()].copy_from_slice(old);
+                // SAFETY: the region was just made and is owned here only.
+                let fresh = unsafe { region.as_mut_slice() };
+                fresh[..old.len()].copy_from_slice(old);
                 Store::Secure(region)
             }
         };

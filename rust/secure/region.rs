@@ -1,11 +1,9 @@
 //! [`SecureRegion`]: a page-aligned anonymous mapping that is `mlock`ed (never swapped),
 //! `MADV_DONTDUMP` (left out of core dumps) and `MADV_WIPEONFORK` (a forked child sees
-//! zeros), and that is zeroized with volatile writes (the `zeroize` crate) on `wipe` and
+//! zeros), and that is zeroized with volatile writes on `wipe` and
 //! before it is unlocked and unmapped.
 
 use std::ptr::NonNull;
-
-use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 use crate::secure::process;
@@ -159,29 +157,43 @@ impl SecureRegion {
     }
 
     /// The bytes, for reading.
-    pub fn as_slice(&self) -> &[u8] {
+    ///
+    /// # Safety
+    ///
+    /// Nothing else (a numpy view of an exported buffer, another thread) may write the
+    /// region while the slice lives. The matcher's private storage qualifies; a
+    /// `SecureBuffer` handed to Python does not, and is never read through this.
+    pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is readable for `map_len >= len` bytes and lives as long as
-        // `self`; mappings start zero-filled, so every byte is initialised.
+        // `self`; mappings start zero-filled, so every byte is initialised; the caller
+        // rules out writers.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The bytes, for writing.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    ///
+    /// # Safety
+    ///
+    /// As for `as_slice`: nothing else may read or write the region meanwhile.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes this the only Rust reference.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
     /// Zeroizes every byte that can have been written, with volatile stores followed by a
-    /// compiler fence (the `zeroize` crate), eight bytes at a time.
+    /// compiler fence, eight bytes at a time.
     pub fn wipe(&mut self) {
         let words = self.len.div_ceil(8);
-        // SAFETY: the mapping is page-aligned (so 8-byte aligned) and `words * 8 <= map_len`
-        // because `map_len` is `len` rounded up to a page, a multiple of 8. Views exported
-        // to foreign code may alias these bytes; the stores are volatile, so they cannot
-        // be elided or merged, and a concurrent foreign write can only race on the values,
-        // as with any buffer-protocol exporter.
-        let all = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u64>(), words) };
-        all.zeroize();
+        let base = self.ptr.as_ptr().cast::<u64>();
+        for i in 0..words {
+            // SAFETY: the mapping is page-aligned (so 8-byte aligned) and `words * 8 <=
+            // map_len` because `map_len` is `len` rounded up to a page, a multiple of 8.
+            // Views exported to foreign code may alias these bytes, so no Rust reference
+            // is made over them: volatile stores through the raw pointer, which cannot be
+            // elided or merged; a concurrent foreign write can only race on the values.
+            unsafe { base.add(i).write_volatile(0) };
+        }
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -232,7 +244,8 @@ mod tests {
         assert_eq!(r.mapped_len() % process::page_size(), 0);
         assert!(r.mapped_len() >= 5000);
         assert_eq!(r.as_ptr() as usize % process::page_size(), 0);
-        assert!(r.as_slice().iter().all(|&b| b == 0));
+        // SAFETY: the region is owned by this test only.
+        assert!(unsafe { r.as_slice() }.iter().all(|&b| b == 0));
         #[cfg(target_os = "linux")]
         {
             assert!(r.protection().dontdump);
@@ -244,9 +257,11 @@ mod tests {
     fn wipe_zeroes_every_written_byte() {
         for len in [1usize, 7, 8, 9, 4095, 4096, 4097, 150 * 150 * 3] {
             let mut r = SecureRegion::new(len, true).unwrap();
-            r.as_mut_slice().fill(0xA5);
+            // SAFETY: the region is owned by this test only.
+            unsafe { r.as_mut_slice() }.fill(0xA5);
             r.wipe();
-            assert!(r.as_slice().iter().all(|&b| b == 0), "len {len}");
+            // SAFETY: as above.
+            assert!(unsafe { r.as_slice() }.iter().all(|&b| b == 0), "len {len}");
         }
     }
 

@@ -4,6 +4,8 @@
 //!
 //! Pixel values and shapes are face-derived: the work vectors are zeroized on return.
 
+use std::marker::PhantomData;
+
 use zeroize::Zeroizing;
 
 use super::model::{Cascade, ShapeModel};
@@ -12,9 +14,14 @@ use crate::error::{Error, Result};
 /// An 8-bit image the predictor reads: grey (1 channel) or colour (3 channels, whose
 /// grey value is dlib's integer mean `(c0 + c1 + c2) / 3`), addressed through byte
 /// strides that may be negative, so any numpy view can be read in place.
+///
+/// The bytes are held as a raw pointer, never as a slice: the memory may belong to a
+/// numpy array that another thread writes while the predictor reads it.
 #[derive(Debug, Clone, Copy)]
 pub struct Image<'a> {
-    data: &'a [u8],
+    data: *const u8,
+    len: usize,
+    bytes: PhantomData<&'a [u8]>,
     origin: usize,
     height: usize,
     width: usize,
@@ -32,6 +39,23 @@ impl<'a> Image<'a> {
         shape: [usize; 3],
         strides: [isize; 3],
     ) -> Result<Image<'a>> {
+        // SAFETY: a slice is readable for its length and outlives `'a`.
+        unsafe { Image::from_raw(data.as_ptr(), data.len(), origin, shape, strides) }
+    }
+
+    /// As `new`, over `len` bytes at `data`.
+    ///
+    /// # Safety
+    ///
+    /// `data..data + len` must stay allocated and readable for `'a`; it may be written
+    /// by others meanwhile (a read then sees either value).
+    pub unsafe fn from_raw(
+        data: *const u8,
+        len: usize,
+        origin: usize,
+        shape: [usize; 3],
+        strides: [isize; 3],
+    ) -> Result<Image<'a>> {
         let [height, width, channels] = shape;
         if channels != 1 && channels != 3 {
             return Err(Error::Invalid(format!(
@@ -45,7 +69,7 @@ impl<'a> Image<'a> {
                 low += reach.min(0);
                 high += reach.max(0);
             }
-            if low < 0 || high >= data.len() as i128 {
+            if low < 0 || high >= len as i128 {
                 return Err(Error::Invalid(
                     "the image's strides reach outside its buffer".to_string(),
                 ));
@@ -53,6 +77,8 @@ impl<'a> Image<'a> {
         }
         Ok(Image {
             data,
+            len,
+            bytes: PhantomData,
             origin,
             height,
             width,
@@ -96,7 +122,13 @@ impl<'a> Image<'a> {
             .wrapping_add((x as isize).wrapping_mul(self.strides[1]));
         let at = |c: isize| {
             let offset = base.wrapping_add(c.wrapping_mul(self.strides[2])) as usize;
-            self.data.get(offset).copied().map_or(0, u16::from)
+            if offset < self.len {
+                // SAFETY: `offset < len`, and `from_raw`'s contract keeps `len` bytes at
+                // `data` readable for `'a`; a volatile read, since others may write them.
+                u16::from(unsafe { self.data.add(offset).read_volatile() })
+            } else {
+                0
+            }
         };
         if self.channels == 1 {
             at(0) as i16

@@ -52,13 +52,46 @@ def test_views_are_zero_copy_and_writable() -> None:
     assert arr.ctypes.data == buf.address
     arr[1, 2] = 2.5
     assert np.asarray(buf).view(np.float32)[5] == 2.5
-    mv = memoryview(buf)
+    mv = memoryview(buf.array())
     assert mv.nbytes == 24
     assert not mv.readonly
     assert buf.views == 2
     del arr, mv
     assert buf.views == 0
     buf.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="PEP 688 (__buffer__) is 3.12+")
+def test_memoryview_of_the_buffer_itself_on_312_and_newer() -> None:
+    buf = lfr.SecureBuffer(16)
+    mv = memoryview(buf)
+    mv[3] = 7
+    assert buf.array()[3] == 7
+    assert buf.views == 1
+    with pytest.raises(BufferError):
+        buf.close()
+    mv.release()
+    assert buf.views == 0
+    buf.close()
+
+
+def test_an_export_counts_until_its_last_array_is_gone() -> None:
+    buf = lfr.SecureBuffer(64)
+    export = buf.export()
+    assert export.owner is buf
+    assert buf.views == 1
+    whole = np.asarray(export)
+    part = whole[8:16].view(np.uint64)
+    del export, whole
+    assert buf.views == 1  # `part` still reaches the memory through its base
+    with pytest.raises(BufferError):
+        buf.close()
+    part[0] = 1
+    del part
+    assert buf.views == 0
+    buf.close()
+    with pytest.raises(BufferError):
+        buf.export()
 
 
 def test_opencv_and_numpy_write_in_place() -> None:
