@@ -19,6 +19,7 @@ __all__ = [
     "KeyFileError",
     "LfrError",
     "MemlockBudgetError",
+    "MissingExtraError",
     "ModelError",
     "PolicyError",
     "RetentionError",
@@ -76,6 +77,14 @@ class HardeningError(LfrError):
     commands that read keys or faces) when the kernel refuses ``RLIMIT_CORE = 0``
     or ``PR_SET_DUMPABLE = 0``. ``allow_core_dumps=True`` (``--allow-core-dumps``)
     runs anyway, audited where there is an audit log.
+    """
+
+
+class MissingExtraError(LfrError, ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    The message names the ``pip install 'lfr[EXTRA]'`` that installs it (the
+    plots of ``lfr eval --out`` need ``lfr[eval]``, that is, matplotlib).
     """
 
 

@@ -10,7 +10,8 @@ The tooling behind ``lfr eval`` (docs/accuracy.md explains the protocol):
 * :mod:`lfr.evaluation.error_rates`: DET curves, Wilson intervals, and FPIR
   extrapolated to other watchlist sizes.
 * :mod:`lfr.evaluation.outputs`: report.json, the plots and report.md
-  (matplotlib; imported only when a report is written).
+  (matplotlib, the optional extra ``lfr[eval]``; imported only when a report is
+  written).
 """
 
 from __future__ import annotations

@@ -1,22 +1,51 @@
-"""Outputs of ``lfr eval``: report.json, det.png, scores.png and report.md."""
+"""Outputs of ``lfr eval``: report.json, det.png, scores.png and report.md.
+
+The plots need matplotlib, which is the optional extra ``lfr[eval]``: it is
+imported here, when plots are about to be drawn, never with ``lfr``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
+from lfr.errors import MissingExtraError
 from lfr.evaluation.run import EvalReport
 
-__all__ = ["markdown", "write_outputs"]
+__all__ = ["markdown", "pyplot", "write_outputs"]
+
+
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend.
+
+    Returns:
+        The module.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'lfr[eval]'``).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError(
+            "the plots (det.png, scores.png) need matplotlib, which is not "
+            "installed: pip install 'lfr[eval]'"
+        ) from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def write_outputs(report: EvalReport, out: Path) -> None:
-    """Writes ``report.json``, ``det.png``, ``scores.png`` and ``report.md``."""
+    """Writes ``report.json``, ``det.png``, ``scores.png`` and ``report.md``.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed; nothing was written.
+    """
+    pyplot()
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.to_json() + "\n")
     _det_plot(report, out / "det.png")
@@ -28,6 +57,7 @@ def _det_plot(report: EvalReport, path: Path) -> None:
     fnir = report.arrays["det_fnir"]
     fpir = report.arrays["det_fpir"]
     keep = (fnir > 0) & (fpir > 0)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.plot(fpir[keep], fnir[keep], drawstyle="steps-post", label=report.model_id)
     for f, t in report.threshold_observed.items():
@@ -54,6 +84,7 @@ def _score_plot(report: EvalReport, path: Path) -> None:
         if both.size
         else 10
     )
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.hist(genuine, bins=bins, alpha=0.6, density=True, label="mated (own identity)")
     ax.hist(nonmated, bins=bins, alpha=0.6, density=True, label="non-mated (best)")

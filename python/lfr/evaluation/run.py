@@ -209,7 +209,16 @@ def evaluate(
         cache: Encrypted embedding cache: True (default directory), a directory,
             or False.
         progress: Show a counter on stderr while embedding.
+
+    Raises:
+        MissingExtraError: ``out`` is given and matplotlib, which draws the
+            plots, is not installed (``pip install 'lfr[eval]'``); raised before
+            any photo is read.
     """
+    if out is not None:
+        from lfr.evaluation.outputs import pyplot
+
+        pyplot()  # fails now, not after the embedding, without lfr[eval]
     data, cached = embeddings(
         dataset,
         detector=detector,

