@@ -10,6 +10,7 @@ One module per command group: :mod:`lfr.cli._system` (``info``, ``models``),
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,6 +53,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_opencv() -> None:
+    """Keeps FFmpeg's and OpenCV's own log lines out of lfr's output.
+
+    lfr says itself when a stream cannot be opened or is lost (the error, the
+    status line of ``lfr run``). Left alone, OpenCV's FFmpeg backend prints
+    FFmpeg's errors on stderr at every failed attempt (``[tcp @ 0x...]
+    Connection to tcp://... failed``) and OpenCV its own warnings (``[ WARN:0@...]
+    ... VIDEOIO(FFMPEG) ...``). An operator who sets ``OPENCV_FFMPEG_LOGLEVEL`` or
+    ``OPENCV_LOG_LEVEL`` keeps that choice (OpenCV then prints FFmpeg's lines on
+    stdout, with ``[OPENCV:FFMPEG:<level>]``).
+    """
+    # AV_LOG_QUIET; OpenCV reads it at every capture it opens.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" not in os.environ:  # read once, when cv2 loaded
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line.
 
@@ -63,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    _quiet_opencv()
     module = _GROUPS.get(args.command or "")
     if module is None:
         parser.print_help(sys.stdout)

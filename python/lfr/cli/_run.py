@@ -1,12 +1,12 @@
 """``lfr run``: a live deployment from the command line.
 
-A one-line status (frames per second, faces, wiped, alerts, drops) on stderr, each
-alert on stdout as it happens; Ctrl-C (or SIGTERM) stops: the audit log records the
-end and is closed, within 10 seconds whatever the deployment was doing (a write
-still blocked then is abandoned: its alerts are named on stderr and audited as
-``alert_lost`` at the next start). The exit status is 0 after a clean stop and 1
-after an error (a full disk, an unwritable log), which is printed with every alert
-decided but not stored and audited.
+A one-line status (frames per second, faces, wiped, alerts, drops, and a lost stream
+at once) on stderr, each alert on stdout as it happens; Ctrl-C (or SIGTERM) stops:
+the audit log records the end and is closed, within 10 seconds whatever the
+deployment was doing (a write still blocked then is abandoned: its alerts are named
+on stderr and audited as ``alert_lost`` at the next start). The exit status is 0
+after a clean stop and 1 after an error (a full disk, an unwritable log), which is
+printed with every alert decided but not stored and audited.
 
 It takes two keys: the watchlist's (``--watchlist-key K`` or
 ``--watchlist-passphrase``), held by those who enrol people, and the alert
@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -205,17 +206,24 @@ def _beside(key: Path, log: Path) -> bool:
 
 
 class _Status:
-    """The one-line status: rewritten in place on a terminal, every 5 s otherwise."""
+    """The one-line status: rewritten in place on a terminal, every 5 s otherwise.
+
+    A lost live stream shows at once, not at the next tick: ``STREAM LOST at
+    <time> UTC, reconnecting`` until frames come again, then once ``stream back
+    after <n> s``.
+    """
 
     def __init__(self) -> None:
         self._tty = sys.stderr.isatty()
         self._every = 0.5 if self._tty else 5.0
         self._last = 0.0
+        self._lost_at: datetime | None = None
+        self._width = 0
 
     def tick(self, stats: Any) -> None:
-        """Shows the status if it is due."""
+        """Shows the status if it is due, or the stream was lost or came back."""
         now = time.monotonic()
-        if now - self._last >= self._every:
+        if now - self._last >= self._every or stats.stream_lost_at != self._lost_at:
             self._last = now
             self.show(stats)
 
@@ -225,8 +233,23 @@ class _Status:
             f"wiped {stats.wiped + stats.skipped}  alerts {stats.alerts}  "
             f"drops {stats.drops}"
         )
-        if self._tty:
-            print(f"\r{text}", end="\n" if final else "", file=sys.stderr, flush=True)
+        lost_at: datetime | None = stats.stream_lost_at
+        if lost_at is not None:
+            text += f"  STREAM LOST at {lost_at:%H:%M:%S} UTC, " + (
+                "not reconnected" if final else "reconnecting"
+            )
+        elif self._lost_at is not None:
+            down = (datetime.now(timezone.utc) - self._lost_at).total_seconds()
+            text += f"  stream back after {down:.0f} s"
+        self._lost_at = lost_at
+        if self._tty:  # padded: a shorter line must not leave the longer one's end
+            self._width = max(self._width, len(text))
+            print(
+                f"\r{text:<{self._width}}",
+                end="\n" if final else "",
+                file=sys.stderr,
+                flush=True,
+            )
         else:
             print(text, file=sys.stderr, flush=True)
 

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -269,13 +270,65 @@ def _context(pipeline: str, dataset: str) -> bytes:
     return f"lfr-eval-cache\0{pipeline}\0{dataset}".encode()
 
 
-def stderr_progress(label: str) -> Callable[[int, int], None]:
-    """A counter line on stderr, redrawn every 50 photos and at the end."""
+class Progress:
+    """Embedding progress on stderr: a bar on a terminal, plain lines off one.
 
-    def show(done: int, total: int) -> None:
-        if done % 50 == 0 or done == total:
-            end = "\n" if done == total else ""
-            print(f"\r{label}: {done}/{total} photos", end=end, file=sys.stderr)
-            sys.stderr.flush()
+    On a terminal it is a ``tqdm`` bar redrawn in place. Off one (a log file, a
+    pipe, a service's journal) every redraw would pile up on one line (a carriage
+    return does not end a line there), so it writes a plain line at each tenth of
+    the way and at the end instead. Call it with ``(done, total)``; :meth:`close`
+    ends the bar early (an error).
+    """
 
-    return show
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._stream = sys.stderr
+        self._tty = self._stream.isatty()
+        self._bar: Any = None
+        self._tenth = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        """Shows that ``done`` of ``total`` photos are embedded."""
+        if self._tty:
+            if self._bar is None:
+                from tqdm import tqdm
+
+                # A terminal of unknown size (0x0, some pseudo-terminals) would hide
+                # the bar: tqdm draws none outside the rows it sees.
+                known = _columns(self._stream) > 0
+                self._bar = tqdm(
+                    total=total,
+                    desc=self._label,
+                    unit="photo",
+                    file=self._stream,
+                    ncols=None if known else 80,
+                    nrows=None if known else 24,
+                )
+            self._bar.update(done - self._bar.n)
+            if done >= total:
+                self.close()
+            return
+        tenth = done * 10 // max(total, 1)
+        if tenth > self._tenth or done >= total:
+            self._tenth = tenth
+            print(f"{self._label}: {done}/{total} photos", file=self._stream)
+            self._stream.flush()
+
+    def close(self) -> None:
+        """Ends the bar (on a terminal); nothing to do off one."""
+        bar, self._bar = self._bar, None
+        if bar is not None:
+            bar.close()
+
+
+def _columns(stream: Any) -> int:
+    """The terminal's width, 0 where it is not known."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def stderr_progress(label: str) -> Progress:
+    """A :class:`Progress` on stderr labelled ``label``."""
+    return Progress(label)

@@ -172,7 +172,13 @@ def embeddings(
         if hit is not None:
             return Embedded(names, photos, hit[0], hit[1], pipeline), True
     show = stderr_progress("lfr eval: embedding") if progress else None
-    vectors, present = embed_dataset(dataset, photos, detector, embedder, gate_, show)
+    try:
+        vectors, present = embed_dataset(
+            dataset, photos, detector, embedder, gate_, show
+        )
+    finally:
+        if show is not None:
+            show.close()
     if store is not None:
         store.store(pipeline, prints, vectors, present)
     return Embedded(names, photos, vectors, present, pipeline), False

@@ -44,7 +44,7 @@ import threading
 import time as _time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,7 @@ class Deployment:
         self._thread: threading.Thread | None = None
         self._started: float | None = None
         self._ended: float | None = None
+        self._lost_at: datetime | None = None  # while a live stream is lost
         self._log: AuditLog | None = None
         self._records: Records | None = None
         self._mark: RunningMark | None = None
@@ -401,6 +402,8 @@ class Deployment:
 
         def event(name: str, info: dict[str, Any]) -> None:
             if name in ("stream_lost", "stream_recovered"):
+                with self._lock:
+                    self._lost_at = _event_time(info) if name == "stream_lost" else None
                 self._audit_safely(
                     "anomaly",
                     kind=name,
@@ -631,6 +634,7 @@ class Deployment:
             c = self._counts.copy()
             frame_lat = list(self._latency.frame)
             alert_lat = list(self._latency.alert)
+            lost_at = self._lost_at
         unreadable = 0
         if self._source is not None:
             source_stats = self._source.stats
@@ -651,6 +655,7 @@ class Deployment:
             alert_latency_p95_ms=percentile(alert_lat, 95),
             running=self._thread is not None and self._thread.is_alive(),
             unreadable=unreadable,
+            stream_lost_at=lost_at,
         )
 
     def review(
@@ -879,3 +884,11 @@ def _failure_message(
             "start): " + "; ".join(a.describe() for a in lost)
         )
     return text
+
+
+def _event_time(info: dict[str, Any]) -> datetime:
+    """A source event's ``time`` (ISO 8601, UTC), or now if it has none."""
+    try:
+        return datetime.fromisoformat(str(info["time"]))
+    except (KeyError, ValueError):
+        return datetime.now(timezone.utc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ class DeploymentStats:
         unreadable: Frames the source skipped because they could not be used: a
             damaged, unknown or oversized image in a folder (each logged by file
             name), or a grabbed video frame that failed to decode.
+        stream_lost_at: When the live stream (camera or network stream) was lost,
+            while it is being reconnected (UTC); None while frames come, and for
+            files, folders and iterables.
     """
 
     frames: int
@@ -49,10 +53,14 @@ class DeploymentStats:
     alert_latency_p95_ms: float | None
     running: bool
     unreadable: int = 0
+    stream_lost_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return dict(self.__dict__)
+        """A JSON-ready dict (``stream_lost_at`` in ISO 8601)."""
+        data = dict(self.__dict__)
+        if self.stream_lost_at is not None:
+            data["stream_lost_at"] = self.stream_lost_at.isoformat()
+        return data
 
 
 @dataclass

@@ -96,7 +96,9 @@ def open_source(
             - a stream URL (``rtsp://``, ``rtsps://``, ``http://``, ``https://``,
               ``udp://``, ``tcp://``), read by OpenCV's FFmpeg backend (FFmpeg
               options such as ``rtsp_transport;tcp`` go in the environment variable
-              ``OPENCV_FFMPEG_CAPTURE_OPTIONS``): live;
+              ``OPENCV_FFMPEG_CAPTURE_OPTIONS``; FFmpeg prints its own errors on
+              stderr unless ``OPENCV_FFMPEG_LOGLEVEL`` is set, ``-8`` for none, as
+              the ``lfr`` command does): live;
             - a video file path: every frame, the first one read here;
             - a folder of images (``.jpg .jpeg .png .bmp .webp``, sorted by name;
               files that are damaged, not JPEG, PNG, BMP or WebP, or larger than

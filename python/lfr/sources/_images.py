@@ -32,9 +32,10 @@ class FolderSource(FrameSource):
     into a pooled secure buffer (``cv2.imread(path, dst, flags)``, checked to have
     written there). A file that cannot be used (unreadable, not a JPEG, PNG, BMP or
     WebP, damaged, or too large) is skipped: counted in ``stats.skipped``, logged
-    as a warning that names the file and the reason (never its content), reported
-    as the event ``frame_skipped`` with its index and the reason, and the next one
-    is read (a folder of collected stills should not stop on one bad file).
+    as a warning ``skipped <folder>/<file>: <reason>`` (the file's path and the
+    reason, never its content), reported as the event ``frame_skipped`` with its
+    index and the reason, and the next one is read (a folder of collected stills
+    should not stop on one bad file).
     Sub-folders are not read.
 
     Args:
@@ -120,11 +121,10 @@ class FolderSource(FrameSource):
 
     def _skip(self, index: int, path: Path, reason: str) -> None:
         self._counters.add("skipped")
-        # The operator's log names the file, so it can be found; the event (which
-        # may go further, e.g. into an audit record) carries the index only.
-        _log.warning(
-            "image %d of a folder source (%s) skipped: %s", index, path.name, reason
-        )
+        # The operator's log names the file (its path as the folder was given), so
+        # it can be found; the event (which may go further, e.g. into an audit
+        # record) carries the index only. Never the file's content.
+        _log.warning("skipped %s: %s", path, reason)
         self._emit(
             "frame_skipped", {"kind": self.kind, "index": index, "reason": reason}
         )
