@@ -41,21 +41,11 @@ command -v softhsm2-util >/dev/null || missing+=(softhsm2)  # tests: an HSM toke
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
-# 2. Rust 1.89 or newer (AVX-512 intrinsics are stable from 1.89).
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
-if ! command -v cargo >/dev/null; then
-    log "no Rust toolchain found: installing it with rustup"
-    command -v curl >/dev/null || apt_install curl ca-certificates
-    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
-rust_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
-if [ "$rust_minor" -lt 89 ]; then
-    log "rustc $(rustc --version) is too old: lfr needs 1.89 or newer (rustup update)"
-    exit 1
-fi
+# 2. Rust 1.89 or newer (AVX-512 intrinsics are stable from 1.89): a cargo already here,
+#    else rustup, else Debian's rustc-web/cargo-web (offline sites with a Debian mirror).
+#    scripts/rust-toolchain.sh says which; scripts/test.sh finds the same one.
+source scripts/rust-toolchain.sh
+lfr_rust_ensure || exit 1
 
 # 3. Where the Rust crates come from.
 bash scripts/cargo-source.sh

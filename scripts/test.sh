@@ -7,8 +7,11 @@
 # and are skipped, with the reason, where it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
+# The Rust toolchain scripts/setup.sh chose (rustup's, or Debian's rustc-web).
+source scripts/rust-toolchain.sh
+if ! lfr_rust_find; then
+    echo "no Rust $(lfr_rust_min) or newer ($(lfr_rust_notes)): run bash scripts/setup.sh" >&2
+    exit 1
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
