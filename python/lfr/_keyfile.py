@@ -106,7 +106,7 @@ def _too_large(path: Path, limit: int) -> str:
 
 
 def _read_all(f: Any, buf: SecureBuffer, want: int) -> int:
-    view = memoryview(buf.array())[:want]
+    view = buf.memoryview()[:want]
     try:
         got = 0
         while got < want:

@@ -77,7 +77,7 @@ class DataCipher(Uncopyable):
         """A data cipher whose key ``write`` puts into its fresh secure buffer."""
         buf = SecureBuffer(KEY_SIZE, allow_unlocked=True)
         try:
-            view = memoryview(buf.array())
+            view = buf.memoryview()
             try:
                 write(view)
             finally:

@@ -146,7 +146,7 @@ def _key_cipher(buf: SecureBuffer) -> tuple[AESGCM, memoryview]:
     key (OpenSSL 3.2 or later) or keeps a reference to it and reads it at every
     operation (builds against older OpenSSL): either way the cipher uses the key.
     """
-    view = memoryview(buf.array())
+    view = buf.memoryview()
     try:
         return AESGCM(view), view
     except BaseException:
@@ -292,7 +292,8 @@ class Key(Uncopyable):
             raise TypeError("use Key.generate, Key.from_file or Key.from_passphrase")
         self._buf = _buf
         self._kdf = kdf
-        copy = bytearray(memoryview(_buf.array()))  # hmac takes no memoryview; wiped below
+        # hmac takes no memoryview; wiped below
+        copy = bytearray(_buf.memoryview())
         try:
             self._id = hmac.new(copy, _ID_LABEL, hashlib.sha256).hexdigest()[:16]
         finally:
@@ -403,7 +404,7 @@ class Key(Uncopyable):
             b64encode_into(view, text[len(_FILE_PREFIX) : -1])
             text[-1] = ord("\n")
             del view, text
-            data = memoryview(buf.array())[:size]
+            data = buf.memoryview()[:size]
             try:
                 write_file(path, data, 0o600, overwrite=overwrite)
             finally:
@@ -606,5 +607,5 @@ def new_data_key() -> bytearray:
 
 def _bytes_view(data: Any) -> memoryview:
     """A flat byte view of any C-contiguous buffer (numpy arrays of any dtype)."""
-    view = memoryview(data.array() if isinstance(data, SecureBuffer) else data)
+    view = data.memoryview() if isinstance(data, SecureBuffer) else memoryview(data)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")

@@ -17,6 +17,7 @@ rules that follow.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import math
 import os
@@ -54,7 +55,7 @@ class SecureBuffer(_core.SecureBuffer):
 
     The memory is locked in RAM, excluded from core dumps and zeroed in forked
     children. :meth:`array` and ``np.asarray(buf)`` are zero-copy numpy views that
-    numpy and OpenCV can write into; ``memoryview(buf.array())`` gives a memoryview
+    numpy and OpenCV can write into; ``buf.memoryview()`` gives a memoryview
     (``memoryview(buf)`` itself works on Python 3.12 and newer).
 
     :meth:`wipe` zeroizes it (volatile writes and a compiler fence, so the compiler
@@ -148,9 +149,20 @@ class SecureBuffer(_core.SecureBuffer):
             raise ValueError("copying face data out of secure memory is refused")
         return view
 
-    def __buffer__(self, flags: int, /) -> memoryview:
+    def memoryview(self) -> builtins.memoryview:
+        """A writable memoryview of the whole buffer (a view while it lives).
+
+        Returns:
+            ``memoryview(self.array())``: bytes, C-contiguous; :meth:`close` is refused
+            until it is released or gone.
+        """
+        # numpy's stubs declare ndarray a Buffer only for Python 3.12 and newer.
+        raw: Any = self.array()
+        return memoryview(raw)
+
+    def __buffer__(self, flags: int, /) -> builtins.memoryview:
         """``memoryview(buf)`` on Python 3.12 and newer (PEP 688): a view of it all."""
-        return memoryview(self.array())
+        return self.memoryview()
 
     def __enter__(self) -> SecureBuffer:
         return self

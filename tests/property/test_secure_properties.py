@@ -39,10 +39,10 @@ def test_any_write_then_wipe_leaves_zeros(
         start = offset % nbytes
         chunk = np.frombuffer(data, np.uint8)[: nbytes - start]
         raw[start : start + chunk.size] = chunk
-    memoryview(buf.array())[0] = fill
+    buf.memoryview()[0] = fill
     buf.wipe()
     assert not raw.any()
-    assert bytes(memoryview(buf.array())) == bytes(nbytes)
+    assert bytes(buf.memoryview()) == bytes(nbytes)
     del raw, typed
     buf.close()
 

@@ -46,7 +46,7 @@ class ReferencingAESGCM:
 
 def old_discipline(buf: Any) -> tuple[Any, memoryview]:
     """The discipline before issue 15: a cipher from a temporary copy, wiped at once."""
-    view = memoryview(buf.array())
+    view = buf.memoryview()
     temporary = bytearray(view)
     aead_class = sys.modules["lfr.keys"].AESGCM  # the one lfr.keys uses now
     cipher = aead_class(temporary)

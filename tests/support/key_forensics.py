@@ -62,7 +62,7 @@ def reference_keys(store: Path, key: lfr.Key, mask: U64) -> list[U64]:
     out = []
     for blob, aad in wrapped:
         with lfr.SecureBuffer(32, allow_unlocked=True) as buf:
-            view = memoryview(buf.array())
+            view = buf.memoryview()
             key.unwrap_into(blob, aad, view)
             out.append(mask_key(view, mask))
             view.release()

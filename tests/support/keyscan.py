@@ -57,7 +57,7 @@ def mask_key(plain: Any, mask: U64) -> U64:
 
     Computed word by word into a new array: no plaintext copy is made.
     """
-    words = np.frombuffer(memoryview(np.asarray(plain)), "<u8", count=KEY // 8)
+    words = np.asarray(plain).reshape(-1).view(np.uint8)[:KEY].view("<u8")
     out = np.empty(KEY // 8, "<u8")
     np.bitwise_xor(words, mask, out=out)
     del words

@@ -52,7 +52,7 @@ def test_views_are_zero_copy_and_writable() -> None:
     assert arr.ctypes.data == buf.address
     arr[1, 2] = 2.5
     assert np.asarray(buf).view(np.float32)[5] == 2.5
-    mv = memoryview(buf.array())
+    mv = buf.memoryview()
     assert mv.nbytes == 24
     assert not mv.readonly
     assert buf.views == 2

@@ -200,7 +200,7 @@ class SigningKey(Uncopyable):
         seed = SecureBuffer(_SEED, allow_unlocked=True)
         try:
             fill(seed.array(np.uint8, (_SEED,)))
-            view = memoryview(seed.array())
+            view = seed.memoryview()
             try:
                 key = Ed25519PrivateKey.from_private_bytes(view)
             finally:
@@ -275,7 +275,7 @@ class SigningKey(Uncopyable):
             b64encode_into(der, pem[len(_PEM_HEAD) : _PEM_SIZE - len(_PEM_TAIL)])
             pem[_PEM_SIZE - len(_PEM_TAIL) :] = _PEM_TAIL
             del seed, whole, pem, der
-            data = memoryview(buf.array())[:_PEM_SIZE]
+            data = buf.memoryview()[:_PEM_SIZE]
             try:
                 return write_file(Path(path), data, 0o600, overwrite=overwrite)
             finally:
@@ -377,7 +377,7 @@ def _not_lfr_pem(path: Path, secret: SecretText) -> str:
 
     Only on failure: the key in it, if any, is not used.
     """
-    view = memoryview(secret.buf.array())[: secret.size]
+    view = secret.buf.memoryview()[: secret.size]
     try:
         key = serialization.load_pem_private_key(view, password=None)
     except TypeError:
