@@ -8,6 +8,7 @@ that lifts it and shows what it prevents.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -275,7 +276,10 @@ def test_stills_are_decoded_into_the_pooled_buffer(
 
     monkeypatch.setattr(cv2, "imread", spying)
     with open_source(tmp_path) as source:
-        for frame, name in zip(source.frames(), sorted(images), strict=True):
+        # zip_longest: zip(strict=True) needs Python 3.10.
+        for frame, name in itertools.zip_longest(source.frames(), sorted(images)):
+            assert frame is not None, f"no frame for {name}"
+            assert name is not None, "more frames than images"
             with frame:
                 buf = frame.buffer
                 assert buf is not None

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import lfr
 from lfr.audit import Record, checks
+from lfr.audit.events import parse_time
 from tests.support.audit_records import T0, Records
 
 MINUTE = timedelta(minutes=1)
@@ -260,7 +261,7 @@ def expected(scenario: Scenario, records: list[Record]) -> list[tuple[str, int]]
             (
                 minute_of(r),
                 "hold" if r.event == "alert_held" else "release",
-                int((datetime.fromisoformat(r.fields["until"]) - T0) / MINUTE)
+                int((parse_time(r.fields["until"]) - T0) / MINUTE)
                 if r.event == "alert_held"
                 else 0,
             )

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from hypothesis import given, settings
@@ -180,7 +181,9 @@ def test_a_store_over_the_protocol(tmp_path: Path) -> None:
 SMALL = st.integers(min_value=0, max_value=12)  # small: ties are frequent
 HISTORY = st.lists(st.one_of(st.none(), SMALL), max_size=5)  # None: a release
 
-Readable = Callable[[int, str | None, int | None, int], bool]
+# Optional, not ``X | None``: a module-level alias is evaluated, and ``|`` between
+# types needs Python 3.10.
+Readable = Callable[[int, Optional[str], Optional[int], int], bool]
 
 
 def replay(history: list[int | None]) -> int | None:

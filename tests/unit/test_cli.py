@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import lfr
+from lfr.cli._common import parse_time
 
 COMMANDS = [[sys.executable, "-m", "lfr"]]
 if shutil.which("lfr"):
@@ -190,3 +193,25 @@ def test_run_help_says_when_a_folder_of_stills_can_alert() -> None:
     text = " ".join(done.stdout.split())
     assert f"{rule.confirm_hits} of {rule.confirm_window} consecutive frames" in text
     assert "single, unrelated photos never alerts" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2027-01-31T12:00:00Z", datetime(2027, 1, 31, 12, tzinfo=timezone.utc)),
+        ("2027-01-31T12:00z", datetime(2027, 1, 31, 12, tzinfo=timezone.utc)),
+        ("2027-01-31T14:00+02:00", datetime(2027, 1, 31, 12, tzinfo=timezone.utc)),
+        ("2027-01-31T12:00", datetime(2027, 1, 31, 12, tzinfo=timezone.utc)),
+    ],
+)
+def test_times_read_alike_on_every_python(text: str, expected: datetime) -> None:
+    # "Z" is read by datetime.fromisoformat only from Python 3.11 on.
+    assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["2027-01-31T25:00Z", "Z", "2027-01-31TZ", "yesterday"]
+)
+def test_a_time_that_is_not_one_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(text))):
+        parse_time(text)

@@ -24,9 +24,8 @@ def test_det_curve_known_points() -> None:
     mated = np.array([0.9, 0.8, 0.6, 0.95])
     nonmated = np.array([0.7, 0.5, -np.inf, 0.85])
     t, fnir, fpir = det_curve(hit, mated, nonmated)
-    got = dict(
-        zip(t.tolist(), zip(fnir.tolist(), fpir.tolist(), strict=True), strict=True)
-    )
+    assert len(t) == len(fnir) == len(fpir)  # zip(strict=True) needs Python 3.10
+    got = dict(zip(t.tolist(), zip(fnir.tolist(), fpir.tolist())))
     # At 0.7: hits 0.9, 0.8 -> FNIR 2/4; non-mated 0.7, 0.85 alert -> FPIR 2/4.
     assert got[0.7] == (0.5, 0.5)
     assert got[0.9] == (0.75, 0.0)
@@ -67,7 +66,8 @@ def test_sampled_best_scores() -> None:
     comparisons = np.array([[0.1, 0.2, 0.9], [0.3, 0.1, 0.2]])
     assert sampled_best_scores(comparisons, 3).tolist() == [0.9, 0.3]
     sample = sampled_best_scores(comparisons, 1)
-    assert all(s in row for s, row in zip(sample, comparisons, strict=True))
+    assert len(sample) == len(comparisons)
+    assert all(s in row for s, row in zip(sample, comparisons))
 
 
 def _embedded() -> Embedded:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -32,10 +33,24 @@ def files_after(code: str, home: Path, **env: str) -> list[Path]:
     return sorted(p for p in home.rglob("*") if p.is_file())
 
 
+def _writes_a_device_id() -> bool:
+    """Whether onnxruntime's extension holds the code that writes ``deviceid``."""
+    spec = importlib.util.find_spec("onnxruntime")
+    assert spec is not None
+    assert spec.submodule_search_locations is not None
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    return any(b"deviceid" in so.read_bytes() for so in capi.glob("*.so"))
+
+
 def test_importing_lfr_first_keeps_onnxruntime_from_writing_a_device_id(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("onnxruntime")
+    ort = pytest.importorskip("onnxruntime")
+    if not _writes_a_device_id():  # 1.19.2, the newest for Python 3.9, has none
+        pytest.skip(
+            f"onnxruntime {ort.__version__} has no device-id telemetry: nothing to "
+            "keep from being written, and the negative control would see nothing"
+        )
     lfr_first = tmp_path / "a"
     lfr_first.mkdir()
     assert files_after("import lfr, onnxruntime", lfr_first) == []

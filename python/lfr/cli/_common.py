@@ -215,8 +215,10 @@ def parse_time(text: str) -> datetime:
     if text[:-1].isdigit() and text[-1:] in ("d", "h"):
         unit = timedelta(days=1) if text[-1] == "d" else timedelta(hours=1)
         return datetime.now(timezone.utc) + int(text[:-1]) * unit
+    # datetime.fromisoformat reads a "Z" only from Python 3.11.
+    iso = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
     try:
-        value = datetime.fromisoformat(text)
+        value = datetime.fromisoformat(iso)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (2027-01-31T12:00) or Nd / Nh"

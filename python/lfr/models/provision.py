@@ -342,10 +342,10 @@ def _download(source: Source, dest: Path, progress: Progress | None) -> None:
         source.url, headers={"User-Agent": f"lfr/{__version__}"}
     )
     try:
-        with (
-            urllib.request.urlopen(request, timeout=60) as response,
-            dest.open("wb") as out,
-        ):
+        # Not one parenthesised ``with``: that is Python 3.10 syntax (lfr runs on 3.9).
+        with ExitStack() as stack:
+            response = stack.enter_context(urllib.request.urlopen(request, timeout=60))
+            out = stack.enter_context(dest.open("wb"))
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             while block := response.read(_CHUNK):
