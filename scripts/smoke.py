@@ -152,7 +152,7 @@ def inside(data: Path, work: Path) -> None:
 
     started = time.monotonic()
     buf = lfr.SecureBuffer(64)
-    view = memoryview(buf)
+    view = buf.memoryview()
     view[:5] = b"hello"
     arr = buf.array(np.uint8, (64,))
     arr[5:8] = (1, 2, 3)
@@ -161,11 +161,33 @@ def inside(data: Path, work: Path) -> None:
     buf.wipe()
     _expect(not np.asarray(buf).any(), "wipe() left non-zero bytes")
     _expect(bytes(view) == bytes(64), "wipe() left non-zero bytes in a view")
+    _expect(buf.views == 2, f"views {buf.views}, expected 2 (the memoryview, arr)")
+    try:
+        buf.close()
+    except BufferError:
+        pass
+    else:
+        raise SystemExit("smoke: close() succeeded while views existed")
     view.release()
     del arr
+    if sys.version_info >= (3, 12):
+        whole = memoryview(buf)  # PEP 688
+        _expect(whole.nbytes == 64 and buf.views == 1, "memoryview(buf) on 3.12+")
+        whole.release()
+    _expect(buf.views == 0, f"views {buf.views} after every view is gone")
     buf.close()
     _expect(buf.closed, "close() did not close the buffer")
-    _check("SecureBuffer write, read back, wipe to zeros, close", started)
+    probes = [
+        n
+        for n in ("scan_memory", "scan_process", "read_bandwidth", "peak_flops")
+        if hasattr(lfr._core, n)
+    ]
+    _expect(not probes, f"the release wheel carries test/bench tools: {probes}")
+    _check(
+        "SecureBuffer write, read back, views counted, wipe to zeros, close; "
+        "no scanner or probes in the release wheel",
+        started,
+    )
 
     import cv2
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs lfr's test suite: lint and types, the pure-Rust unit tests, then pytest.
+# Runs lfr's test suite: lint and types, the pure-Rust unit tests, pytest, then the
+# release wheel's smoke test on Python 3.9, 3.12 and 3.13 (scripts/test-pythons.sh).
 #
 #   bash scripts/test.sh [pytest arguments...]
 #
@@ -21,3 +22,10 @@ echo "== cargo test =="
 cargo test --release --quiet --features bench-probes,forensic-scan
 echo "== pytest =="
 python -m pytest "$@"
+# The release wheel (one cp39-abi3 wheel, without the test and benchmark features),
+# installed outside the source tree on 3.9, 3.12 and 3.13 where pyenv has them.
+echo "== the release wheel on every Python =="
+wheels=$(mktemp -d)
+trap 'rm -rf "$wheels"' EXIT
+maturin build --release --quiet --out "$wheels"
+bash scripts/test-pythons.sh "$wheels"/lfr-*-cp39-abi3-*.whl
