@@ -20,6 +20,8 @@ Commands:
   python3 scripts/debian_crates.py fetch   # what scripts/cargo-source.sh runs offline
   python3 scripts/debian_crates.py pin     # maintainers: re-resolve and rewrite the lock
 
+``fetch --lock FILE --work DIR`` reads another lock and works in another folder (tests).
+
 ``pin`` resolves the set with cargo itself: it starts from the packages of the crates
 in Cargo.toml, lets ``cargo generate-lockfile`` say which crate is missing, adds the
 packages that carry it, and repeats; the lock then holds the packages of the crates
@@ -131,6 +133,10 @@ class PrivateApt:
             *(f"-oAPT::Architectures::={a}" for a in arches),
             "-oDebug::NoLocking=1",
             "-oAcquire::Languages=none",
+            # The signature is checked, its age is not: every .deb is pinned by SHA-256,
+            # so an old index can offer nothing but the pinned files, and a frozen
+            # mirror or snapshot.debian.org (LFR_DEBIAN_MIRROR) stays usable.
+            "-oAcquire::Check-Valid-Until=false",
         ]
         if os.geteuid() == 0:
             # apt would drop to the _apt user, who cannot write into this tree.
@@ -212,21 +218,28 @@ def unpack(debs: list[Path], root: Path) -> Path:
     return root / REGISTRY_IN_DEB
 
 
-def fetch() -> Path:
-    """Fetches, checks and unpacks the pinned packages; returns the registry folder."""
-    suite, pins = read_lock()
+def fetch(lock: Path = LOCK, work: Path = WORK) -> Path:
+    """Fetches, checks and unpacks the pinned packages; returns the registry folder.
+
+    Args:
+        lock: the lock file (default ``scripts/debian-crates.lock``).
+        work: where the private apt state, the ``.deb`` files and the unpacked
+            registry go (default ``.cargo-debian``).
+    """
+    suite, pins = read_lock(lock)
+    shown = _shown(lock)
     arch = host_arch()
     mine = [p for p in pins if p.arch == arch]
     if not mine:
         raise Failure(
-            f"{LOCK.name} pins no packages for {arch}: run "
+            f"{shown} pins no packages for {arch}: run "
             "`python3 scripts/debian_crates.py pin` with that architecture added"
         )
-    debs = WORK / "debs"
+    debs = work / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     missing = [p for p in mine if not _verified(debs / p.basename, p)]
     if missing:
-        apt = PrivateApt(WORK / "apt", suite, (arch,))
+        apt = PrivateApt(work / "apt", suite, (arch,))
         apt.update()
         offered = {
             (r["Package"], r["Version"], r.get("Architecture", ""))
@@ -236,7 +249,7 @@ def fetch() -> Path:
             if (p.package, p.version, p.arch) not in offered:
                 raise Failure(
                     f"Debian's archive ({MIRROR} {suite}) no longer offers {p.package} "
-                    f"{p.version} ({p.arch}), pinned in scripts/{LOCK.name}: re-pin with "
+                    f"{p.version} ({p.arch}), pinned in {shown}: re-pin with "
                     "`python3 scripts/debian_crates.py pin`, or build where crates.io "
                     "is reachable"
                 )
@@ -250,15 +263,21 @@ def fetch() -> Path:
             if got != p.sha256:
                 path.unlink()
                 raise Failure(
-                    f"{p.basename} has SHA-256 {got}, but scripts/{LOCK.name} pins "
+                    f"{p.basename} has SHA-256 {got}, but {shown} pins "
                     f"{p.sha256}: refusing it"
                 )
     else:
         log(f"all {len(mine)} pinned package(s) already downloaded and checked")
-    registry = unpack([debs / p.basename for p in mine], WORK / "root")
+    registry = unpack([debs / p.basename for p in mine], work / "root")
     crates = sorted(d.name for d in registry.iterdir() if d.is_dir())
-    log(f"{len(crates)} crate(s) in {registry.relative_to(ROOT)}")
+    log(f"{len(crates)} crate(s) in {_shown(registry)}")
     return registry
+
+
+def _shown(path: Path) -> str:
+    """A path as messages show it: relative to the project where it is inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else str(path)
 
 
 def _verified(path: Path, pin: Pin) -> bool:
@@ -420,13 +439,15 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("fetch", help="fetch, check and unpack the pinned packages")
+    f = sub.add_parser("fetch", help="fetch, check and unpack the pinned packages")
+    f.add_argument("--lock", type=Path, default=LOCK, help="lock file")
+    f.add_argument("--work", type=Path, default=WORK, help="work folder")
     p = sub.add_parser("pin", help="re-resolve the packages and rewrite the lock")
     p.add_argument("--suite", default="forky", help="Debian suite (default: forky)")
     args = parser.parse_args(argv)
     try:
         if args.command == "fetch":
-            print(fetch())
+            print(fetch(args.lock.resolve(), args.work.resolve()))
         else:
             pin(args.suite)
     except Failure as e:
