@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 .PHONY: lint test bench bench-report
 
 lint:
-	$(BIN)/ruff format --check python tests benches
-	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches scripts
+	$(BIN)/ruff check python tests benches scripts
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest lfr._core --allowlist .stubtest-allowlist
 	cargo fmt --check

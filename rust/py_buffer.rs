@@ -16,7 +16,7 @@ use std::ffi::CStr;
 use std::marker::PhantomData;
 use std::os::raw::{c_char, c_int, c_void};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::{ffi, PyErr};
 use zeroize::{Zeroize, Zeroizing};
@@ -74,7 +74,7 @@ pub struct Borrowed<'py> {
 
 impl<'py> Borrowed<'py> {
     /// Asks `obj` for a strided view with its format, writable if `writable`.
-    fn get(obj: &Bound<'py, PyAny>, writable: bool) -> Option<Borrowed<'py>> {
+    fn get(obj: &Bound<'py, PyAny>, writable: bool) -> Result<Borrowed<'py>, Refusal> {
         let mut view = Box::new(RawBuffer {
             buf: std::ptr::null_mut(),
             obj: std::ptr::null_mut(),
@@ -93,11 +93,11 @@ impl<'py> Borrowed<'py> {
         // valid, boxed `Py_buffer` that stays put until `PyBuffer_Release` in drop.
         let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *view, flags) };
         if rc != 0 {
-            // The exporter's error says why (wrong type, read-only, ...); ours is clearer.
-            drop(PyErr::take(obj.py()));
-            return None;
+            // The exporter's error says why (wrong type, read-only, ...): it becomes the
+            // cause of ours (see `Refusal::explain`).
+            return Err(Refusal(PyErr::take(obj.py())));
         }
-        Some(Borrowed {
+        Ok(Borrowed {
             view,
             _gil: PhantomData,
         })
@@ -107,36 +107,50 @@ impl<'py> Borrowed<'py> {
         usize::try_from(self.view.ndim).unwrap_or(0)
     }
 
+    /// The dimensions as the export gives them (no copy: searches call this per array).
+    fn dims(&self) -> &[ffi::Py_ssize_t] {
+        if self.view.shape.is_null() || self.ndim() == 0 {
+            // Only a 0-d export may leave it out (PyBUF_STRIDES implies PyBUF_ND).
+            return &[];
+        }
+        // SAFETY: with PyBUF_ND asked for, a non-null `shape` holds `ndim` entries that
+        // live as long as the export, which `&self` borrows.
+        unsafe { std::slice::from_raw_parts(self.view.shape, self.ndim()) }
+    }
+
+    /// The byte strides as the export gives them; None: C-contiguous.
+    fn raw_strides(&self) -> Option<&[ffi::Py_ssize_t]> {
+        if self.view.strides.is_null() || self.ndim() == 0 {
+            return None;
+        }
+        // SAFETY: with PyBUF_STRIDES asked for, a non-null `strides` holds `ndim`
+        // entries that live as long as the export, which `&self` borrows.
+        Some(unsafe { std::slice::from_raw_parts(self.view.strides, self.ndim()) })
+    }
+
     /// The dimensions.
     pub fn shape(&self) -> Vec<usize> {
-        (0..self.ndim())
-            // SAFETY: with PyBUF_ND asked for, `shape` holds `ndim` entries that live as
-            // long as the export.
-            .map(|i| unsafe { *self.view.shape.add(i) } as usize)
-            .collect()
+        self.dims().iter().map(|&d| d as usize).collect()
     }
 
     /// The byte strides (C-contiguous ones where the exporter gave none).
     pub fn strides(&self) -> Vec<isize> {
-        if self.view.strides.is_null() {
-            let shape = self.shape();
-            let mut out = vec![0isize; shape.len()];
-            let mut step = self.view.itemsize;
-            for i in (0..shape.len()).rev() {
-                out[i] = step;
-                step *= shape[i] as isize;
-            }
-            return out;
+        if let Some(strides) = self.raw_strides() {
+            return strides.to_vec();
         }
-        (0..self.ndim())
-            // SAFETY: with PyBUF_STRIDES asked for, `strides` holds `ndim` entries.
-            .map(|i| unsafe { *self.view.strides.add(i) })
-            .collect()
+        let dims = self.dims();
+        let mut out = vec![0isize; dims.len()];
+        let mut step = self.view.itemsize;
+        for i in (0..dims.len()).rev() {
+            out[i] = step;
+            step *= dims[i];
+        }
+        out
     }
 
     /// Number of items.
     pub fn item_count(&self) -> usize {
-        self.shape().iter().product()
+        self.dims().iter().map(|&d| d as usize).product()
     }
 
     /// Whether the items are `T` (kind and size).
@@ -157,16 +171,19 @@ impl<'py> Borrowed<'py> {
 
     /// Whether the items are laid out in C order without gaps.
     pub fn is_c_contiguous(&self) -> bool {
-        let shape = self.shape();
-        if shape.contains(&0) {
+        let dims = self.dims();
+        if dims.contains(&0) {
             return true;
         }
+        let Some(strides) = self.raw_strides() else {
+            return true; // the buffer protocol's way of saying C-contiguous
+        };
         let mut step = self.view.itemsize;
-        for (n, s) in shape.iter().zip(self.strides()).rev() {
-            if *n != 1 && s != step {
+        for (&n, &s) in dims.iter().zip(strides).rev() {
+            if n != 1 && s != step {
                 return false;
             }
-            step *= *n as isize;
+            step *= n;
         }
         true
     }
@@ -185,9 +202,37 @@ impl Drop for Borrowed<'_> {
     }
 }
 
+/// Why a buffer could not be borrowed: the exporter's own error, if it raised one (none
+/// where it exported items of another type).
+pub struct Refusal(Option<PyErr>);
+
+impl Refusal {
+    /// `ours`, a clearer error, with the exporter's error as its `__cause__`; an exporter's
+    /// `BaseException` that is not an `Exception` (KeyboardInterrupt, SystemExit) is
+    /// returned itself, unreplaced.
+    pub fn explain(self, py: Python<'_>, ours: PyErr) -> PyErr {
+        match self.0 {
+            Some(theirs) if !theirs.is_instance_of::<PyException>(py) => theirs,
+            Some(theirs) => {
+                ours.set_cause(py, Some(theirs));
+                ours
+            }
+            None => ours,
+        }
+    }
+}
+
 /// Borrows a buffer of `T` items (any exporter: numpy arrays, memoryviews, ...).
-pub fn borrow<'py, T: Item>(obj: &Bound<'py, PyAny>, writable: bool) -> Option<Borrowed<'py>> {
-    Borrowed::get(obj, writable).filter(|b| b.holds::<T>())
+pub fn borrow<'py, T: Item>(
+    obj: &Bound<'py, PyAny>,
+    writable: bool,
+) -> Result<Borrowed<'py>, Refusal> {
+    let buf = Borrowed::get(obj, writable)?;
+    if buf.holds::<T>() {
+        Ok(buf)
+    } else {
+        Err(Refusal(None))
+    }
 }
 
 /// Borrows a C-contiguous buffer of `T` with `ndim` dimensions and copies it out into a
@@ -198,8 +243,12 @@ pub fn read<T: Item>(
     type_name: &str,
     ndim: usize,
 ) -> PyResult<(Zeroizing<Vec<T>>, Vec<usize>)> {
-    let buf = borrow::<T>(obj, false)
-        .ok_or_else(|| PyTypeError::new_err(format!("{name} must be a {type_name} array")))?;
+    let buf = borrow::<T>(obj, false).map_err(|r| {
+        r.explain(
+            obj.py(),
+            PyTypeError::new_err(format!("{name} must be a {type_name} array")),
+        )
+    })?;
     if buf.ndim() != ndim {
         return Err(PyValueError::new_err(format!(
             "{name} must have {ndim} dimension(s), got {}",
@@ -236,11 +285,15 @@ pub fn write<T: Item>(obj: &Bound<'_, PyAny>, name: &str, data: &[T]) -> PyResul
             data.len()
         ))
     };
-    let Some(buf) = borrow::<T>(obj, true) else {
-        return Err(match Borrowed::get(obj, false) {
-            Some(b) if b.holds::<T>() => wrong(),
-            _ => PyTypeError::new_err(format!("{name} has the wrong dtype")),
-        });
+    let buf = match borrow::<T>(obj, true) {
+        Ok(buf) => buf,
+        Err(refusal) => {
+            let ours = match Borrowed::get(obj, false) {
+                Ok(b) if b.holds::<T>() => wrong(),
+                _ => PyTypeError::new_err(format!("{name} has the wrong dtype")),
+            };
+            return Err(refusal.explain(obj.py(), ours));
+        }
     };
     if buf.view.readonly != 0 || !buf.is_c_contiguous() || buf.item_count() != data.len() {
         return Err(wrong());

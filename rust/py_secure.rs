@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::error::Error;
 use crate::secure::{process, SecureRegion};
@@ -183,6 +184,12 @@ impl SecureExport {
     fn __repr__(&self) -> String {
         format!("SecureExport(nbytes={})", self.nbytes)
     }
+
+    /// Lets the cycle collector see the buffer it keeps alive (a subclass of
+    /// SecureBuffer with a `__dict__` may hold an array of itself).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.owner)
+    }
 }
 
 impl Drop for SecureExport {
@@ -273,7 +280,7 @@ mod scanning {
             let wrong =
                 || PyTypeError::new_err("masked secrets must be C-contiguous uint8 buffers");
             let ndim = py_buffer::borrow::<u8>(obj, false)
-                .ok_or_else(wrong)?
+                .map_err(|r| r.explain(py, wrong()))?
                 .shape()
                 .len();
             let (copy, _) = py_buffer::read::<u8>(obj, "a masked secret", "uint8", ndim)

@@ -65,8 +65,12 @@ impl PyShapeModel {
         if shape[1] != 4 {
             return Err(PyValueError::new_err("rects must have shape (n, 4)"));
         }
-        let buf = borrow::<u8>(image, false)
-            .ok_or_else(|| PyTypeError::new_err("image must be a uint8 array"))?;
+        let buf = borrow::<u8>(image, false).map_err(|r| {
+            r.explain(
+                image.py(),
+                PyTypeError::new_err("image must be a uint8 array"),
+            )
+        })?;
         let (dims, strides) = (buf.shape(), buf.strides());
         let (size, steps) = match (dims.as_slice(), strides.as_slice()) {
             (&[h, w], &[sh, sw]) => ([h, w, 1], [sh, sw, 0]),

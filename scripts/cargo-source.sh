@@ -40,6 +40,9 @@ done
 # Private apt state under .cargo-debian/: the system's sources and package state are
 # neither read nor changed.
 registry=$(python3 scripts/debian_crates.py fetch)
+# A TOML basic string: backslashes and quotes in the path escaped.
+registry=${registry//\\/\\\\}
+registry=${registry//\"/\\\"}
 mkdir -p .cargo
 cat > "$CONFIG" <<TOML
 $MARKER (crates.io unreachable); delete it to use crates.io.

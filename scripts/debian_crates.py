@@ -18,7 +18,7 @@ into a project-local directory registry, without touching the system:
 Commands:
 
   python3 scripts/debian_crates.py fetch   # what scripts/cargo-source.sh runs offline
-  python3 scripts/debian_crates.py pin     # maintainers: re-resolve and rewrite the lock
+  python3 scripts/debian_crates.py pin     # maintainers: re-resolve, rewrite the lock
 
 ``fetch --lock FILE --work DIR`` reads another lock and works in another folder (tests).
 
@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ ARCHES = ("amd64", "arm64")
 REGISTRY_IN_DEB = Path("usr/share/cargo/registry")
 
 
-class Failure(Exception):
+class Failure(Exception):  # noqa: N818 (a step that fails, not an error type)
     """A step that cannot go on; its message is printed as one line."""
 
 
@@ -73,13 +74,26 @@ class Pin:
 
     @property
     def basename(self) -> str:
-        """The file name the ``.deb`` has in the archive's pool."""
-        return self.filename.rsplit("/", 1)[-1]
+        """The file name ``apt-get download`` gives the ``.deb``.
+
+        apt names it ``package_version_arch.deb`` with an epoch's colon as ``%3a``
+        (the pool's file name has no epoch); ``arch`` is ``all`` for
+        architecture-independent packages, as in the pool's name.
+        """
+        file_arch = self.filename.rsplit("_", 1)[-1].removesuffix(".deb")
+        return f"{self.package}_{self.version.replace(':', '%3a')}_{file_arch}.deb"
 
     def line(self) -> str:
         """The lock line for this pin."""
         return " ".join(
-            (self.package, self.version, self.arch, self.sha256, str(self.size), self.filename)
+            (
+                self.package,
+                self.version,
+                self.arch,
+                self.sha256,
+                str(self.size),
+                self.filename,
+            )
         )
 
 
@@ -92,12 +106,25 @@ def read_lock(path: Path = LOCK) -> tuple[str, list[Pin]]:
         if line.startswith("# suite:"):
             suite = line.split(":", 1)[1].strip()
             continue
+        if line.startswith("# pinned:"):
+            continue
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 6 or not re.fullmatch(r"[0-9a-f]{64}", parts[3]):
+        if (
+            len(parts) != 6
+            or not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", parts[0])
+            or not re.fullmatch(r"([0-9]+:)?[A-Za-z0-9.+~-]+", parts[1])
+            or not re.fullmatch(r"[a-z0-9-]+", parts[2])
+            or not re.fullmatch(r"[0-9a-f]{64}", parts[3])
+            or not parts[4].isdigit()
+            or not re.fullmatch(r"pool/[A-Za-z0-9+.~_/-]+_[a-z0-9-]+\.deb", parts[5])
+            or ".." in parts[5]
+        ):
             raise Failure(f"{path.name} line {n} is malformed: {line!r}")
-        pins.append(Pin(parts[0], parts[1], parts[2], parts[3], int(parts[4]), parts[5]))
+        pins.append(
+            Pin(parts[0], parts[1], parts[2], parts[3], int(parts[4]), parts[5])
+        )
     if not suite:
         raise Failure(f"{path.name} names no suite ('# suite: NAME')")
     return suite, pins
@@ -201,7 +228,7 @@ def sha256_of(path: Path) -> str:
 
 
 def host_arch() -> str:
-    """dpkg's name for this machine's architecture."""
+    """Dpkg's name for this machine's architecture."""
     out = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
     )
@@ -231,28 +258,35 @@ def fetch(lock: Path = LOCK, work: Path = WORK) -> Path:
     arch = host_arch()
     mine = [p for p in pins if p.arch == arch]
     if not mine:
-        raise Failure(
-            f"{shown} pins no packages for {arch}: run "
-            "`python3 scripts/debian_crates.py pin` with that architecture added"
-        )
+        # The crates inside are sources, the same in every architecture's package.
+        arch = ARCHES[0]
+        mine = [p for p in pins if p.arch == arch]
+        log(f"{shown} pins no packages for {host_arch()}: using the {arch} ones")
+    if not mine:
+        raise Failure(f"{shown} pins no packages for {arch}")
     debs = work / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     missing = [p for p in mine if not _verified(debs / p.basename, p)]
     if missing:
         apt = PrivateApt(work / "apt", suite, (arch,))
         apt.update()
-        offered = {
-            (r["Package"], r["Version"], r.get("Architecture", ""))
-            for r in apt.records(sorted({p.package for p in missing}))
-        } if missing else set()
+        offered = set()
+        for name in sorted({p.package for p in missing}):
+            try:
+                records = apt.records([name])
+            except Failure as e:
+                if "No packages found" not in str(e):
+                    raise
+                records = []  # the suite dropped the package altogether
+            offered |= {
+                (r["Package"], r["Version"], r.get("Architecture", "")) for r in records
+            }
         for p in missing:
-            if (p.package, p.version, p.arch) not in offered:
-                raise Failure(
-                    f"Debian's archive ({MIRROR} {suite}) no longer offers {p.package} "
-                    f"{p.version} ({p.arch}), pinned in {shown}: re-pin with "
-                    "`python3 scripts/debian_crates.py pin`, or build where crates.io "
-                    "is reachable"
-                )
+            if not offered & {
+                (p.package, p.version, p.arch),
+                (p.package, p.version, "all"),
+            }:
+                raise Failure(gone(p, suite, shown))
         log(f"downloading {len(missing)} package(s) with apt-get download")
         apt.download([f"{p.package}:{p.arch}={p.version}" for p in missing], debs)
         for p in missing:
@@ -274,6 +308,18 @@ def fetch(lock: Path = LOCK, work: Path = WORK) -> Path:
     return registry
 
 
+def gone(p: Pin, suite: str, shown: str) -> str:
+    """The one line that says a pinned package is no longer in the archive."""
+    return (
+        f"Debian's archive ({MIRROR} {suite}) no longer offers {p.package} {p.version} "
+        f"({p.arch}), pinned in {shown}: re-pin with `python3 scripts/debian_crates.py "
+        "pin`, build where crates.io is reachable, or set LFR_DEBIAN_MIRROR to a "
+        "snapshot of the day the lock was pinned "
+        "(http://snapshot.debian.org/archive/debian/YYYYMMDDT000000Z, see the lock's "
+        "'# pinned:' line)"
+    )
+
+
 def _shown(path: Path) -> str:
     """A path as messages show it: relative to the project where it is inside it."""
     path = path.resolve()
@@ -281,7 +327,11 @@ def _shown(path: Path) -> str:
 
 
 def _verified(path: Path, pin: Pin) -> bool:
-    return path.is_file() and path.stat().st_size == pin.size and sha256_of(path) == pin.sha256
+    return (
+        path.is_file()
+        and path.stat().st_size == pin.size
+        and sha256_of(path) == pin.sha256
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -359,9 +409,13 @@ def pin(suite: str) -> None:
                 unpacked.add(deb)
             proc = subprocess.run(
                 [
-                    cargo, "generate-lockfile", "--offline",
-                    "--config", 'source.crates-io.replace-with="debian"',
-                    "--config", f'source.debian.directory="{registry}"',
+                    cargo,
+                    "generate-lockfile",
+                    "--offline",
+                    "--config",
+                    'source.crates-io.replace-with="debian"',
+                    "--config",
+                    f'source.debian.directory="{registry}"',
                 ],
                 cwd=project,
                 capture_output=True,
@@ -374,7 +428,9 @@ def pin(suite: str) -> None:
                 (m.group(1) for pat in MISSING if (m := pat.search(proc.stderr))), None
             )
             if crate is None or not add(crate):
-                raise Failure("cargo cannot resolve: " + " ".join(proc.stderr.split())[:600])
+                raise Failure(
+                    "cargo cannot resolve: " + " ".join(proc.stderr.split())[:600]
+                )
         else:
             raise Failure("no resolution after 300 rounds")
         lock = (project / "Cargo.lock").read_text()
@@ -389,13 +445,19 @@ def pin(suite: str) -> None:
     pins = []
     for a in arches:
         for rec in apt.records([f"{n}:{a}" for n in used]):
-            # A binNMU (+bN) may differ between architectures; the crate inside does not.
+            # A binNMU (+bN) may differ between architectures, the crate inside not.
             if _base(rec["Version"]) == _base(versions[rec["Package"]]) and not any(
                 p.package == rec["Package"] and p.arch == a for p in pins
             ):
                 pins.append(
-                    Pin(rec["Package"], rec["Version"], a, rec["SHA256"],
-                        int(rec["Size"]), rec["Filename"])
+                    Pin(
+                        rec["Package"],
+                        rec["Version"],
+                        a,
+                        rec["SHA256"],
+                        int(rec["Size"]),
+                        rec["Filename"],
+                    )
                 )
     pins.sort(key=lambda p: (p.arch, p.package))
     for a in arches:
@@ -403,10 +465,11 @@ def pin(suite: str) -> None:
         if got != set(used):
             raise Failure(f"{suite} lacks {sorted(set(used) - got)} for {a}")
     header = (
-        "# Debian packages that carry lfr's Rust crates, for builds where crates.io is\n"
-        "# unreachable (scripts/debian_crates.py fetch; written by its `pin` command).\n"
+        "# Debian packages that carry lfr's Rust crates, for builds where crates.io\n"
+        "# is unreachable (scripts/debian_crates.py fetch; written by `pin`).\n"
         "# package version arch sha256 size filename\n"
         f"# suite: {suite}\n"
+        f"# pinned: {time.strftime('%Y-%m-%d', time.gmtime())}\n"
     )
     LOCK.write_text(header + "".join(p.line() + "\n" for p in pins))
     log(f"pinned {len(used)} package(s) for {', '.join(arches)} in scripts/{LOCK.name}")
@@ -417,7 +480,9 @@ def _base(version: str) -> str:
     return re.sub(r"\+b[0-9]+$", "", version)
 
 
-def _unpack_crates(deb: Path, scratch: Path, registry: Path) -> dict[tuple[str, str], str]:
+def _unpack_crates(
+    deb: Path, scratch: Path, registry: Path
+) -> dict[tuple[str, str], str]:
     """Unpacks a package's crates into ``registry``; maps (crate, version) to it."""
     package = deb.name.split("_", 1)[0]
     dest = scratch / package
@@ -451,6 +516,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pin(args.suite)
     except Failure as e:
+        print(f"[debian-crates] error: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(
+            f"[debian-crates] error: {' '.join(map(str, e.cmd))} failed "
+            f"(exit {e.returncode})",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as e:
         print(f"[debian-crates] error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lfr"))
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuses a release build: the forensic tests need the scanner compiled in."""
+    from lfr import _core
+
+    absent = [
+        name
+        for name in ("scan_memory", "scan_process", "read_bandwidth", "peak_flops")
+        if not hasattr(_core, name)
+    ]
+    if absent:
+        raise pytest.UsageError(
+            f"lfr._core lacks {', '.join(absent)}: the test suite needs the build "
+            "with the bench-probes and forensic-scan cargo features (bash "
+            "scripts/setup.sh); a release wheel is smoke-tested by "
+            "scripts/test-pythons.sh instead"
+        )
+
+
 def data_root() -> Path:
     """The face-data directory: ``LFR_DATA_DIR`` or ``../shared/data``."""
     configured = os.environ.get("LFR_DATA_DIR")

@@ -143,7 +143,7 @@ class Detections:
         for name in ("boxes", "scores", "landmarks"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"{name} contain NaN or infinity")
-        if n and (self.scores.min() < 0.0 or self.scores.max() > 1.0):
+        if n and (np.min(self.scores) < 0.0 or np.max(self.scores) > 1.0):
             raise ValueError("scores must lie in [0, 1]")
         if n and (
             (self.boxes[:, 2] < self.boxes[:, 0]).any()

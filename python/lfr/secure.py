@@ -45,6 +45,7 @@ __all__ = [
     "harden_process",
     "memory_status",
     "require_hardening",
+    "secure_owner",
 ]
 
 _log = logging.getLogger(__name__)
@@ -187,6 +188,43 @@ class SecureBuffer(_core.SecureBuffer):
         self.wipe()
         if self.views == 0:
             self.close()
+
+
+def secure_owner(view: object) -> _core.SecureBuffer | None:
+    """The SecureBuffer whose memory ``view`` lies in, or None.
+
+    Follows numpy bases, memoryviews and the buffer's exports back to their owner,
+    then checks that every byte of ``view`` lies within that buffer.
+
+    Args:
+        view: A numpy array or memoryview.
+
+    Returns:
+        The owning buffer, or None for memory that is not a SecureBuffer's.
+    """
+    base: object = view
+    for _ in range(64):
+        if isinstance(base, _core.SecureBuffer):
+            break
+        if isinstance(base, _core.SecureExport):
+            base = base.owner
+        elif isinstance(base, builtins.memoryview):
+            base = base.obj
+        else:
+            base = getattr(base, "base", None)
+    else:
+        return None
+    if not isinstance(base, _core.SecureBuffer) or base.closed:
+        return None
+    if isinstance(view, np.ndarray):
+        start, size = int(view.ctypes.data), int(view.nbytes)
+    elif isinstance(view, builtins.memoryview):
+        start, size = int(np.frombuffer(view, np.uint8).ctypes.data), view.nbytes
+    else:
+        return None
+    if base.address <= start and start + size <= base.address + base.nbytes:
+        return base
+    return None
 
 
 class SecurePool(Closing):

@@ -11,6 +11,7 @@ import pytest
 
 import lfr
 from lfr.align import DLIB_TEMPLATE
+from lfr.secure import secure_owner
 
 pytestmark = pytest.mark.data
 
@@ -56,12 +57,9 @@ def test_embeddings_are_unit_length_and_in_secure_memory(
     assert vecs.shape == (len(faces), 128)
     assert vecs.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
-    base = vecs.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    assert isinstance(base, memoryview)
-    assert isinstance(base.obj, lfr.SecureBuffer)
-    assert base.obj.locked
+    owner = secure_owner(vecs)
+    assert isinstance(owner, lfr.SecureBuffer)
+    assert owner.locked
     assert (embedder.dim, embedder.size) == (128, 150)
 
 

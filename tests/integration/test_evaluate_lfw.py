@@ -62,7 +62,7 @@ def test_numbers_match_numpy(
         t = nonmated[math.floor(fpir * nonmated.size)]
         assert report.threshold_observed[fpir] == pytest.approx(t, abs=1e-5)
         tpir = np.mean(hit & (best[mated] > t + 1e-5))
-        assert report.tpir[fpir] == pytest.approx(tpir, abs=2 / mated.sum())
+        assert report.tpir[fpir] == pytest.approx(tpir, abs=2 / int(mated.sum()))
     assert report.rank1 > 0.95
     assert report.tpir[0.01] > 0.75
     assert len(names) == 208

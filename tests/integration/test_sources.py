@@ -23,7 +23,8 @@ import pytest
 
 import lfr.sources
 from lfr.errors import SourceError
-from lfr.secure import SecureBuffer, SecurePool
+from lfr._core import SecureExport
+from lfr.secure import SecureBuffer, SecurePool, secure_owner
 from lfr.sources import (
     Backoff,
     Frame,
@@ -768,8 +769,8 @@ def test_secure_pool_is_the_frame_store(video: Path) -> None:
         assert isinstance(source.pool, SecurePool)
         frame = next(source.frames())
         base: Any = frame.image
-        while isinstance(base, (np.ndarray, memoryview)):
-            base = base.base if isinstance(base, np.ndarray) else base.obj
-        assert isinstance(base, SecureBuffer)
+        while not isinstance(base, SecureBuffer):
+            base = base.owner if isinstance(base, SecureExport) else base.base
         assert base is frame.buffer
+        assert secure_owner(frame.image) is frame.buffer
         frame.release()

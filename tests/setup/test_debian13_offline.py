@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -207,12 +209,81 @@ def test_a_version_the_archive_does_not_offer_is_one_clear_line(
     refused = _fetch("--lock", str(lock), "--work", str(work))
     assert refused.returncode == 1
     assert refused.stdout == ""
-    assert _one_error_line(refused.stderr) == (
+    assert _one_error_line(refused.stderr).startswith(
         f"[debian-crates] error: Debian's archive ({MIRROR} forky) no longer offers "
         f"{package} {gone} ({arch}), pinned in {lock.resolve()}: re-pin with "
-        "`python3 scripts/debian_crates.py pin`, or build where crates.io is reachable"
+        "`python3 scripts/debian_crates.py pin`, build where crates.io is reachable, "
+        "or set LFR_DEBIAN_MIRROR to a snapshot"
     )
     assert not list((work / "debs").glob(f"*{gone}*"))  # nothing was downloaded
+
+
+def test_a_package_the_archive_dropped_is_one_clear_line(
+    fetched: tuple[Path, subprocess.CompletedProcess[str], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """A package name the suite no longer has at all (apt-cache: No packages found)."""
+    work, done, _ = fetched
+    assert done.returncode == 0, done.stderr
+    fields = _host_pins()[0]
+    package, version, arch, *_ = fields
+    dropped = "librust-lfr-dropped-dev"
+    line = [dropped, *fields[1:5], fields[5].replace(package, dropped)]
+    lock = _lock_with(tmp_path, " ".join(fields), " ".join(line))
+    refused = _fetch("--lock", str(lock), "--work", str(work))
+    assert refused.returncode == 1
+    assert _one_error_line(refused.stderr).startswith(
+        f"[debian-crates] error: Debian's archive ({MIRROR} forky) no longer offers "
+        f"{dropped} {version} ({arch})"
+    )
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["pool/main/r/x/../../../../etc/passwd_1_amd64.deb", "/etc/x_1_amd64.deb"],
+)
+def test_a_hostile_file_name_in_the_lock_is_refused(
+    debian_host: None, tmp_path: Path, filename: str
+) -> None:
+    fields = _host_pins()[0]
+    lock = _lock_with(tmp_path, " ".join(fields), " ".join([*fields[:5], filename]))
+    refused = _fetch("--lock", str(lock), "--work", str(tmp_path / "work"))
+    assert refused.returncode == 1
+    assert "is malformed" in _one_error_line(refused.stderr)
+    assert not (tmp_path / "work").exists()
+
+
+def test_apt_names_an_epoch_with_percent_3a() -> None:
+    """apt-get download writes ``1:2.0-1`` as ``1%3a2.0-1``; the pool name has none."""
+    spec = importlib.util.spec_from_file_location(
+        "debian_crates", REPO / "scripts" / "debian_crates.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    debian_crates: Any = importlib.util.module_from_spec(spec)
+    sys.modules["debian_crates"] = debian_crates  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(debian_crates)
+    finally:
+        del sys.modules["debian_crates"]
+    pin = debian_crates.Pin(
+        "librust-x-dev",
+        "1:2.0-1",
+        "amd64",
+        "0" * 64,
+        1,
+        "pool/main/r/rust-x/librust-x-dev_2.0-1_amd64.deb",
+    )
+    assert pin.basename == "librust-x-dev_1%3a2.0-1_amd64.deb"
+    indep = debian_crates.Pin(
+        "librust-y-dev",
+        "3.1-2",
+        "amd64",
+        "0" * 64,
+        1,
+        "pool/main/r/rust-y/librust-y-dev_3.1-2_all.deb",
+    )
+    assert indep.basename == "librust-y-dev_3.1-2_all.deb"
 
 
 # ---------------------------------------------------------------------------------

@@ -311,8 +311,8 @@ def test_layout_covers_the_whole_file(
             covered[span.start : span.end] += 1
     # Every byte is part of exactly one primitive: an integer (including lengths,
     # dims and float parts), a bool, a string's characters or tensor data.
-    assert covered.min() == 1
-    assert covered.max() == 1
+    assert np.min(covered) == 1
+    assert np.max(covered) == 1
     assert len(layout["string"]) == 1 + 1 + 108  # loss, input, one name per layer
 
 

@@ -352,9 +352,9 @@ class ShapePredictor:
             count = anchors[i].size
             cur.integer(f"cascade {i} delta count", count, count)
             deltas = cur.floats(2 * count, f"cascade {i} deltas").reshape(count, 2)
-            if index.size and int(index.max()) >= count:
+            if index.size and int(np.max(index)) >= count:
                 raise _error(
-                    f"cascade {i}: a split uses pixel {int(index.max())} of {count}"
+                    f"cascade {i}: a split uses pixel {int(np.max(index))} of {count}"
                 )
             cascades.append(_Cascade(anchors[i], deltas, index, thresh, values, depth))
         if cur.remaining:

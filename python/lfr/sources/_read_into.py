@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from lfr import _core
 from lfr.errors import CaptureMismatchError
+from lfr.secure import secure_owner
 
 __all__ = ["read_into"]
 
@@ -89,27 +89,8 @@ def _check_view(frame: object) -> None:
             "frame must be a writable, C-contiguous uint8 (h, w, 3) view, got "
             f"{frame.dtype} {frame.shape}"
         )
-    if not _in_secure_buffer(frame):
+    if not secure_owner(frame) is not None:
         raise TypeError(
             "frame must be a view of a lfr.SecureBuffer (buf.array(np.uint8, "
             "(h, w, 3))): an ordinary array would hold the face outside secure memory"
         )
-
-
-def _in_secure_buffer(frame: npt.NDArray[Any]) -> bool:
-    """Whether ``frame``'s memory lies within the SecureBuffer it views."""
-    base: object = frame
-    for _ in range(64):
-        if isinstance(base, memoryview):
-            owner = base.obj
-            if not isinstance(owner, _core.SecureBuffer):
-                return False
-            start = int(frame.ctypes.data)
-            return bool(
-                owner.address <= start
-                and start + frame.nbytes <= owner.address + owner.nbytes
-            )
-        base = getattr(base, "base", None)
-        if base is None:
-            return False
-    return False

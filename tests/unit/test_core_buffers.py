@@ -1,0 +1,73 @@
+"""How ``lfr._core`` reads and writes arrays (rust/py_buffer.rs).
+
+Errors say what was wrong, keep the exporter's own error as their cause, and never
+swallow an interrupt."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lfr import _core
+
+
+@pytest.fixture
+def matcher() -> _core.Matcher:
+    m = _core.Matcher(4)
+    m.add(np.array([1], np.int64), np.eye(1, 4, dtype=np.float32))
+    return m
+
+
+def outs() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    return np.empty((1, 1), np.int64), np.empty((1, 1), np.float32)
+
+
+def test_a_search_writes_its_outputs(matcher: _core.Matcher) -> None:
+    ids, scores = outs()
+    matcher.search(np.eye(1, 4, dtype=np.float32), 1, ids, scores)
+    assert ids.tolist() == [[1]]
+    assert scores[0, 0] == pytest.approx(1.0)
+
+
+def test_a_read_only_output_is_refused_with_numpys_reason_as_cause(
+    matcher: _core.Matcher,
+) -> None:
+    ids, scores = outs()
+    ids.flags.writeable = False
+    with pytest.raises(ValueError, match="out_ids must be a writable") as info:
+        matcher.search(np.eye(1, 4, dtype=np.float32), 1, ids, scores)
+    assert info.value.__cause__ is not None  # numpy's own "read-only" error
+    assert "read-only" in str(info.value.__cause__)
+
+
+def test_a_non_buffer_is_a_type_error_with_the_exporters_reason(
+    matcher: _core.Matcher,
+) -> None:
+    ids, scores = outs()
+    with pytest.raises(TypeError, match="queries must be a float32 array") as info:
+        matcher.search([[1.0, 0.0, 0.0, 0.0]], 1, ids, scores)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_a_wrong_dtype_has_no_exporter_cause(matcher: _core.Matcher) -> None:
+    ids, scores = outs()
+    with pytest.raises(TypeError, match="queries must be a float32 array") as info:
+        matcher.search(np.eye(1, 4), 1, ids, scores)  # float64
+    assert info.value.__cause__ is None  # numpy exported it; the type was wrong
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python exporters are 3.12+")
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_in_the_exporter_is_not_swallowed(
+    matcher: _core.Matcher, raised: type[BaseException]
+) -> None:
+    class Exporter:
+        def __buffer__(self, flags: int) -> memoryview:
+            raise raised
+
+    ids, scores = outs()
+    with pytest.raises(raised):
+        matcher.search(Exporter(), 1, ids, scores)
