@@ -22,8 +22,8 @@ import numpy.typing as npt
 import pytest
 
 import lfr.sources
-from lfr.errors import SourceError
 from lfr._core import SecureExport
+from lfr.errors import SourceError
 from lfr.secure import SecureBuffer, SecurePool, secure_owner
 from lfr.sources import (
     Backoff,
