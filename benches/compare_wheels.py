@@ -8,6 +8,7 @@ source tree so that ``import lfr`` is the installed wheel.
 Usage::
 
     python benches/compare_wheels.py run --old VENV --new VENV --out DIR [--rounds 3]
+        [--select 'N1000- or N10000-']                 # a subset of the cases
     python benches/compare_wheels.py report DIR        # markdown tables on stdout
     python benches/compare_wheels.py probe OUT.json    # inside a venv: the probes
 
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
             python = str(Path(venvs[wheel]) / "bin" / "python")
             load = os.getloadavg()
             pytest = [python, "-m", "pytest", *FILES, "--benchmark-only", "-q"]
-            pytest += ["-k", SELECT, "-p", "no:cacheprovider"]
+            pytest += ["-k", args.select, "-p", "no:cacheprovider"]
             pytest.append(f"--benchmark-json={out}/{wheel}-{r}.json")
             subprocess.run(pytest, cwd=src, env=env, check=True, timeout=3600)
             probe = [python, str(src / "benches" / "compare_wheels.py"), "probe"]
@@ -236,6 +237,9 @@ def main(argv: list[str]) -> int:
     p_run.add_argument("--new", type=Path, required=True, help="the new wheel's venv")
     p_run.add_argument("--out", type=Path, required=True)
     p_run.add_argument("--rounds", type=int, default=3)
+    p_run.add_argument(
+        "--select", default=SELECT, help=f"pytest -k expression (default: {SELECT})"
+    )
     p_report = sub.add_parser("report")
     p_report.add_argument("out", type=Path)
     p_probe = sub.add_parser("probe")

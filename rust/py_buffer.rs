@@ -148,9 +148,17 @@ impl<'py> Borrowed<'py> {
         out
     }
 
-    /// Number of items.
-    pub fn item_count(&self) -> usize {
-        self.dims().iter().map(|&d| d as usize).product()
+    /// Number of items, where the shape, the item size and the export's byte length
+    /// agree (no negative or overflowing dimension, `len == items * itemsize`); None
+    /// for an exporter whose header does not add up, which is never copied from.
+    pub fn consistent_item_count(&self) -> Option<usize> {
+        let mut items: usize = 1;
+        for &d in self.dims() {
+            items = items.checked_mul(usize::try_from(d).ok()?)?;
+        }
+        let itemsize = usize::try_from(self.view.itemsize).ok()?;
+        let len = usize::try_from(self.view.len).ok()?;
+        (items.checked_mul(itemsize)? == len).then_some(items)
     }
 
     /// Whether the items are `T` (kind and size).
@@ -207,6 +215,12 @@ impl Drop for Borrowed<'_> {
 pub struct Refusal(Option<PyErr>);
 
 impl Refusal {
+    /// The exporter's error where it is not an `Exception` (KeyboardInterrupt,
+    /// SystemExit): that one must reach the caller whatever else is reported.
+    fn interrupt(self, py: Python<'_>) -> Option<PyErr> {
+        self.0.filter(|e| !e.is_instance_of::<PyException>(py))
+    }
+
     /// `ours`, a clearer error, with the exporter's error as its `__cause__`; an exporter's
     /// `BaseException` that is not an `Exception` (KeyboardInterrupt, SystemExit) is
     /// returned itself, unreplaced.
@@ -260,7 +274,11 @@ pub fn read<T: Item>(
             "{name} must be C-contiguous"
         )));
     }
-    let count = buf.item_count();
+    let count = buf.consistent_item_count().ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "{name}'s buffer is inconsistent: its length is not its shape times its item size"
+        ))
+    })?;
     let mut copy = Zeroizing::new(vec![T::default(); count]);
     if count > 0 {
         // SAFETY: the export is C-contiguous with `count` items of `size_of::<T>()` bytes
@@ -290,12 +308,19 @@ pub fn write<T: Item>(obj: &Bound<'_, PyAny>, name: &str, data: &[T]) -> PyResul
         Err(refusal) => {
             let ours = match Borrowed::get(obj, false) {
                 Ok(b) if b.holds::<T>() => wrong(),
-                _ => PyTypeError::new_err(format!("{name} has the wrong dtype")),
+                Ok(_) => PyTypeError::new_err(format!("{name} has the wrong dtype")),
+                Err(again) => match again.interrupt(obj.py()) {
+                    Some(interrupt) => return Err(interrupt),
+                    None => PyTypeError::new_err(format!("{name} has the wrong dtype")),
+                },
             };
             return Err(refusal.explain(obj.py(), ours));
         }
     };
-    if buf.view.readonly != 0 || !buf.is_c_contiguous() || buf.item_count() != data.len() {
+    if buf.view.readonly != 0
+        || !buf.is_c_contiguous()
+        || buf.consistent_item_count() != Some(data.len())
+    {
         return Err(wrong());
     }
     if !data.is_empty() {

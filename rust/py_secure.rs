@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::secure::{process, SecureRegion};
 
 /// Locked, undumpable, wipe-on-fork memory (see `lfr.SecureBuffer`).
-#[pyclass(subclass, name = "SecureBuffer", module = "lfr._core")]
+#[pyclass(subclass, weakref, name = "SecureBuffer", module = "lfr._core")]
 pub struct PySecureBuffer {
     region: Option<SecureRegion>,
     nbytes: usize,
@@ -185,8 +185,11 @@ impl SecureExport {
         format!("SecureExport(nbytes={})", self.nbytes)
     }
 
-    /// Lets the cycle collector see the buffer it keeps alive (a subclass of
-    /// SecureBuffer with a `__dict__` may hold an array of itself).
+    /// Lets the cycle collector see the buffer it keeps alive, so that a subclass of
+    /// SecureBuffer whose `__dict__` holds one of its own exports is still freed. A
+    /// cycle through a numpy array is not: numpy arrays are invisible to the collector,
+    /// so a buffer that stores a view of itself stays mapped until the process ends.
+    /// Never store views of a buffer on the buffer (lfr.SecureBuffer's docstring).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.owner)
     }
@@ -234,7 +237,7 @@ pub use scanning::{scan_memory, scan_process};
 /// The forensic scan's Python functions (feature `forensic-scan`).
 #[cfg(feature = "forensic-scan")]
 mod scanning {
-    use pyo3::exceptions::PyTypeError;
+    use pyo3::exceptions::{PyException, PyTypeError};
     use pyo3::prelude::*;
 
     use crate::py_buffer;
@@ -283,8 +286,15 @@ mod scanning {
                 .map_err(|r| r.explain(py, wrong()))?
                 .shape()
                 .len();
-            let (copy, _) = py_buffer::read::<u8>(obj, "a masked secret", "uint8", ndim)
-                .map_err(|_| wrong())?;
+            let (copy, _) =
+                py_buffer::read::<u8>(obj, "a masked secret", "uint8", ndim).map_err(|e| {
+                    // An interrupt while exporting stays an interrupt.
+                    if e.is_instance_of::<PyException>(py) {
+                        wrong()
+                    } else {
+                        e
+                    }
+                })?;
             copies.push(copy);
         }
         let key = key.to_vec();

@@ -81,16 +81,19 @@ impl PyShapeModel {
                 )))
             }
         };
+        let count = buf.consistent_item_count().ok_or_else(|| {
+            PyValueError::new_err("image's buffer is inconsistent (shape, item size, length)")
+        })?;
         // The bytes the view reaches, relative to its first element.
         let (mut low, mut high) = (0isize, 0isize);
-        if buf.item_count() > 0 {
+        if count > 0 {
             for (n, s) in size.iter().zip(steps) {
                 let reach = (*n as isize - 1) * s;
                 low += reach.min(0);
                 high += reach.max(0);
             }
         }
-        let view = if buf.item_count() == 0 {
+        let view = if count == 0 {
             Image::new(&[], 0, size, steps)?
         } else {
             // SAFETY: `buf` holds a buffer export of `image` until this function returns,

@@ -174,6 +174,8 @@ class PrivateApt:
         proc = subprocess.run(
             [tool, "-q", *self.options, *args],
             cwd=cwd,
+            # The messages this script matches ("No packages found") are apt's English.
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
             capture_output=True,
             text=True,
             check=False,

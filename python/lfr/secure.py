@@ -23,6 +23,7 @@ import math
 import os
 import queue
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,6 +64,16 @@ class SecureBuffer(_core.SecureBuffer):
     cannot drop them); freeing it (:meth:`close`, or garbage collection) wipes it
     first. :meth:`close` is refused while views exist, so no view can outlive the
     memory; a wiped buffer reads as zeros through every view.
+
+    A conversion that would copy or cast (``np.asarray(buf, dtype=np.float32)``,
+    ``np.array(buf, copy=True)``) is refused on Python 3.9 to 3.11. On 3.12 and newer
+    numpy reaches the memory through the buffer protocol (PEP 688) before it asks the
+    buffer, and makes such a copy itself, outside secure memory, as
+    ``buf.array().astype(...)`` would; :func:`secure_owner` tells a view from a copy.
+
+    Never store a view of a buffer on the buffer itself (an attribute of a subclass):
+    numpy arrays are invisible to Python's cycle collector, so that cycle is never
+    collected and the memory stays mapped, unwiped, until the process ends.
 
     Args:
         nbytes: Size in bytes (at least 1).
@@ -141,13 +152,14 @@ class SecureBuffer(_core.SecureBuffer):
     def __array__(
         self, dtype: npt.DTypeLike | None = None, copy: bool | None = None
     ) -> npt.NDArray[Any]:
-        # np.asarray(buf): after close(), self.array() raises BufferError instead of
-        # numpy wrapping the object in an object array.
-        view = self.array()
-        if dtype is not None and np.dtype(dtype) != view.dtype:
+        # np.asarray(buf): after close(), export() raises BufferError instead of numpy
+        # wrapping the object in an object array.
+        if dtype is not None and np.dtype(dtype) != np.uint8:
             raise TypeError("use buf.array(dtype, shape): a cast would copy face data")
         if copy:
             raise ValueError("copying face data out of secure memory is refused")
+        # What self.array() gives without arguments (uint8[nbytes]), without its checks.
+        view: npt.NDArray[np.uint8] = np.asarray(self.export())
         return view
 
     def memoryview(self) -> builtins.memoryview:
@@ -163,6 +175,9 @@ class SecureBuffer(_core.SecureBuffer):
 
     def __buffer__(self, flags: int, /) -> builtins.memoryview:
         """``memoryview(buf)`` on Python 3.12 and newer (PEP 688): a view of it all."""
+        # CPython hides this object behind a wrapper that views of the result cannot
+        # see through; secure_owner() finds the buffer among these by address instead.
+        _buffer_exporters.add(self)
         return self.memoryview()
 
     def __enter__(self) -> SecureBuffer:
@@ -190,18 +205,66 @@ class SecureBuffer(_core.SecureBuffer):
             self.close()
 
 
+def _byte_bounds(view: object) -> tuple[int, int] | None:
+    """The lowest address and one past the highest that ``view`` can touch, or None."""
+    try:
+        # np.asarray of a memoryview shares its memory (strides included); no copy.
+        arr = view if isinstance(view, np.ndarray) else np.asarray(view)
+    except (BufferError, ValueError, TypeError):
+        return None
+    if arr.dtype.hasobject:
+        return None
+    low, high = _numpy_byte_bounds(arr)
+    return int(low), int(high)
+
+
+try:
+    from numpy.lib.array_utils import byte_bounds as _numpy_byte_bounds
+except ImportError:  # numpy 1.x (Python 3.9's last releases) has it at the top
+    from numpy import (  # type: ignore[attr-defined,no-redef]
+        byte_bounds as _numpy_byte_bounds,
+    )
+
+# Read through the base class's descriptors, so that a subclass cannot answer for them.
+_address = _core.SecureBuffer.address.__get__
+_nbytes = _core.SecureBuffer.nbytes.__get__
+_closed = _core.SecureBuffer.closed.__get__
+
+
+# Buffers that have exported themselves through __buffer__ (weakly held).
+_buffer_exporters: weakref.WeakSet[_core.SecureBuffer] = weakref.WeakSet()
+
+
+def _owner_by_address(low: int, high: int) -> _core.SecureBuffer | None:
+    """The open buffer among ``_buffer_exporters`` whose memory spans low..high."""
+    for buf in list(_buffer_exporters):
+        if not _closed(buf):
+            start = _address(buf)
+            if start <= low and high <= start + _nbytes(buf):
+                return buf
+    return None
+
+
 def secure_owner(view: object) -> _core.SecureBuffer | None:
     """The SecureBuffer whose memory ``view`` lies in, or None.
 
     Follows numpy bases, memoryviews and the buffer's exports back to their owner,
-    then checks that every byte of ``view`` lies within that buffer.
+    then checks that every byte ``view`` can reach (strides included) lies within
+    that buffer.
 
     Args:
         view: A numpy array or memoryview.
 
     Returns:
-        The owning buffer, or None for memory that is not a SecureBuffer's.
+        The owning buffer, or None for memory that is not a SecureBuffer's, for a
+        closed buffer, and for anything that is neither an array nor a memoryview.
     """
+    if not isinstance(view, (np.ndarray, builtins.memoryview)):
+        return None
+    bounds = _byte_bounds(view)
+    if bounds is None:
+        return None
+    low, high = bounds
     base: object = view
     for _ in range(64):
         if isinstance(base, _core.SecureBuffer):
@@ -210,19 +273,19 @@ def secure_owner(view: object) -> _core.SecureBuffer | None:
             base = base.owner
         elif isinstance(base, builtins.memoryview):
             base = base.obj
+        elif type(base).__name__ == "_buffer_wrapper":
+            # A view made through SecureBuffer.__buffer__ (Python 3.12 and newer).
+            return _owner_by_address(low, high)
         else:
+            # ndarray.base, or the stand-in that numpy's as_strided() puts between; a
+            # forged .base is harmless: the address check below decides.
             base = getattr(base, "base", None)
     else:
         return None
-    if not isinstance(base, _core.SecureBuffer) or base.closed:
+    if not isinstance(base, _core.SecureBuffer) or _closed(base):
         return None
-    if isinstance(view, np.ndarray):
-        start, size = int(view.ctypes.data), int(view.nbytes)
-    elif isinstance(view, builtins.memoryview):
-        start, size = int(np.frombuffer(view, np.uint8).ctypes.data), view.nbytes
-    else:
-        return None
-    if base.address <= start and start + size <= base.address + base.nbytes:
+    start = _address(base)
+    if start <= low and high <= start + _nbytes(base):
         return base
     return None
 

@@ -71,3 +71,56 @@ def test_an_interrupt_in_the_exporter_is_not_swallowed(
     ids, scores = outs()
     with pytest.raises(raised):
         matcher.search(Exporter(), 1, ids, scores)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python exporters are 3.12+")
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_on_the_second_ask_for_an_output_is_not_swallowed(
+    matcher: _core.Matcher, raised: type[BaseException]
+) -> None:
+    # A writable export is refused with an ordinary error; asked again read-only (to
+    # word the error), the exporter is interrupted: the interrupt wins.
+    class Exporter:
+        def __buffer__(self, flags: int) -> memoryview:
+            if flags & 1:  # PyBUF_WRITABLE
+                raise BufferError("read-only")
+            raise raised
+
+    _, scores = outs()
+    with pytest.raises(raised):
+        matcher.search(np.eye(1, 4, dtype=np.float32), 1, Exporter(), scores)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python exporters are 3.12+")
+def test_an_ordinary_error_on_the_second_ask_is_reported_as_ours(
+    matcher: _core.Matcher,
+) -> None:
+    # Negative control of the test above: a plain error there is not passed through.
+    class Exporter:
+        def __buffer__(self, flags: int) -> memoryview:
+            raise BufferError("no")
+
+    _, scores = outs()
+    with pytest.raises(TypeError, match="out_ids has the wrong dtype"):
+        matcher.search(np.eye(1, 4, dtype=np.float32), 1, Exporter(), scores)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python exporters are 3.12+")
+def test_a_scan_passes_an_interrupt_through_and_words_other_errors() -> None:
+    calls = []
+
+    class Exporter:
+        def __init__(self, raised: type[BaseException] | None) -> None:
+            self.raised = raised
+
+        def __buffer__(self, flags: int) -> memoryview:
+            calls.append(flags)
+            # The first ask (the shape) succeeds; the copy's ask fails.
+            if len(calls) % 2 == 0 and self.raised is not None:
+                raise self.raised
+            return memoryview(bytearray(64))
+
+    with pytest.raises(KeyboardInterrupt):
+        _core.scan_memory([Exporter(KeyboardInterrupt)], b"k" * 64)
+    with pytest.raises(TypeError, match="masked secrets must be"):
+        _core.scan_memory([Exporter(ValueError)], b"k" * 64)

@@ -252,3 +252,78 @@ def test_discard_wipes_and_frees_now_or_with_the_last_view() -> None:
     buf.discard()
     assert buf.closed
     buf.discard()  # nothing left to do
+
+
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="3.12+: numpy takes the buffer protocol first"
+)
+def test_numpy_conversions_that_would_copy_or_cast_are_refused() -> None:
+    with lfr.SecureBuffer(64) as buf:
+        assert lfr.secure.secure_owner(np.asarray(buf)) is buf
+        with pytest.raises(TypeError, match="a cast would copy"):
+            np.asarray(buf, dtype=np.float32)
+        if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+            # numpy 2 passes copy=True to __array__; numpy 1 copies after it.
+            with pytest.raises(ValueError, match="copying face data"):
+                np.array(buf, copy=True)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="PEP 688 (__buffer__) is 3.12+")
+def test_on_312_numpy_casts_through_the_buffer_protocol_into_a_plain_copy() -> None:
+    # What SecureBuffer's docstring says: there, a cast or copy is numpy's own copy, as
+    # with buf.array().astype(); secure_owner() tells it from a view.
+    with lfr.SecureBuffer(64) as buf:
+        view = np.asarray(buf)
+        assert lfr.secure.secure_owner(view) is buf
+        cast = np.asarray(buf, dtype=np.float32)
+        assert lfr.secure.secure_owner(cast) is None
+        del view
+
+
+def test_secure_owner_follows_views_and_checks_every_reachable_byte() -> None:
+    from numpy.lib.stride_tricks import as_strided
+
+    from lfr.secure import secure_owner
+
+    with lfr.SecureBuffer(4096) as buf:
+        whole = buf.array()
+        # Views of every kind, strided and reversed, belong to the buffer.
+        for view in (
+            whole,
+            whole[::-1],
+            whole[10:20],
+            whole[::7],
+            whole.reshape(64, 64).T,
+        ):
+            assert secure_owner(view) is buf
+        assert secure_owner(buf.memoryview()[::3]) is buf
+        assert secure_owner(buf.array(np.float32, (32, 32))) is buf
+        # A strided view that reaches past the end does not (control: one in range).
+        assert secure_owner(as_strided(whole, shape=(2,), strides=(4095,))) is buf
+        assert secure_owner(as_strided(whole, shape=(2,), strides=(4096,))) is None
+        assert (
+            secure_owner(as_strided(whole[100:], shape=(2,), strides=(-200,))) is None
+        )
+        # Copies, ordinary arrays, and arrays that only claim the buffer as base: None.
+        assert secure_owner(np.array(whole, copy=True)) is None
+        assert secure_owner(np.zeros(8, np.uint8)) is None
+
+        class Forged:
+            """Claims the buffer as its base; its memory is elsewhere."""
+
+            def __init__(self, memory: np.ndarray) -> None:
+                self.base = buf
+                self.__array_interface__ = memory.__array_interface__
+                self.memory = memory
+
+        assert secure_owner(np.asarray(Forged(np.zeros(8, np.uint8)))) is None
+        assert secure_owner(np.asarray(Forged(whole[8:16]))) is buf  # control
+        assert secure_owner(Forged(whole)) is None  # not an array
+        assert secure_owner(buf) is None  # the buffer itself is not a view
+        del whole, view
+    # A closed buffer owns nothing.
+    with lfr.SecureBuffer(64) as other:
+        view = other.array()
+        assert secure_owner(view) is other
+        del view
+    assert secure_owner(np.zeros(1)) is None

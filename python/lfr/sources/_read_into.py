@@ -89,7 +89,7 @@ def _check_view(frame: object) -> None:
             "frame must be a writable, C-contiguous uint8 (h, w, 3) view, got "
             f"{frame.dtype} {frame.shape}"
         )
-    if not secure_owner(frame) is not None:
+    if secure_owner(frame) is None:
         raise TypeError(
             "frame must be a view of a lfr.SecureBuffer (buf.array(np.uint8, "
             "(h, w, 3))): an ordinary array would hold the face outside secure memory"
