@@ -11,11 +11,11 @@ import numpy.typing as npt
 import pytest
 
 from lfr.models import dlib_resnet
+from tests.support.dlib_dat import FIVE_POINT, RESNET, require_dat
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
-models = pytest.importorskip(
-    "face_recognition_models", reason="face_recognition_models holds the .dat files"
-)
+RESNET_DAT = require_dat(RESNET)
+FIVE_POINT_DAT = require_dat(FIVE_POINT)
 onnx = pytest.importorskip("onnx", reason="the onnx package checks the model")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the model")
 
@@ -33,7 +33,7 @@ MIN_COSINE = 0.99999
 
 @pytest.fixture(scope="module")
 def converted() -> bytes:
-    data = Path(models.face_recognition_model_location()).read_bytes()
+    data = RESNET_DAT.read_bytes()
     return dlib_resnet.convert_resnet(data)
 
 
@@ -41,7 +41,7 @@ def converted() -> bytes:
 def chips(lfw_dir: Path) -> list[npt.NDArray[np.uint8]]:
     """dlib-aligned 150x150 RGB chips, one per identity, from different people."""
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+    predictor = dlib.shape_predictor(str(FIVE_POINT_DAT))
     people = sorted(p for p in (lfw_dir / "identities").iterdir() if p.is_dir())
     # Spread over the alphabet rather than the first few names.
     step = max(1, len(people) // (2 * CHIPS))
@@ -72,7 +72,7 @@ def _session(model: bytes) -> Any:
 def test_descriptors_match_dlib_on_real_chips(
     converted: bytes, chips: list[npt.NDArray[np.uint8]]
 ) -> None:
-    encoder = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+    encoder = dlib.face_recognition_model_v1(str(RESNET_DAT))
     reference = np.array([encoder.compute_face_descriptor(chip) for chip in chips])
     batch = np.stack([chip.transpose(2, 0, 1) for chip in chips]).astype(np.float32)
     assert batch.shape == (CHIPS, 3, 150, 150)
@@ -109,5 +109,5 @@ def test_model_is_valid_onnx_with_the_documented_interface(converted: bytes) -> 
 
 
 def test_conversion_is_deterministic(converted: bytes) -> None:
-    data = Path(models.face_recognition_model_location()).read_bytes()
+    data = RESNET_DAT.read_bytes()
     assert dlib_resnet.convert_resnet(data) == converted

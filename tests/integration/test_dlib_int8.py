@@ -13,10 +13,9 @@ import pytest
 
 import lfr
 from lfr.models import dlib_resnet
+from tests.support.dlib_dat import RESNET, require_dat
 
-models = pytest.importorskip(
-    "face_recognition_models", reason="face_recognition_models holds the .dat file"
-)
+RESNET_DAT = require_dat(RESNET)
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the model")
 
 FACES = 32
@@ -31,7 +30,7 @@ MIN_MEAN_COSINE = 0.999
 
 @pytest.fixture(scope="module")
 def dat() -> bytes:
-    return Path(models.face_recognition_model_location()).read_bytes()
+    return RESNET_DAT.read_bytes()
 
 
 @pytest.fixture(scope="module")

