@@ -221,6 +221,13 @@ impl Refusal {
         self.0.filter(|e| !e.is_instance_of::<PyException>(py))
     }
 
+    /// Whether the exporter's error is such an interrupt.
+    fn is_interrupt(&self, py: Python<'_>) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|e| !e.is_instance_of::<PyException>(py))
+    }
+
     /// `ours`, a clearer error, with the exporter's error as its `__cause__`; an exporter's
     /// `BaseException` that is not an `Exception` (KeyboardInterrupt, SystemExit) is
     /// returned itself, unreplaced.
@@ -305,6 +312,10 @@ pub fn write<T: Item>(obj: &Bound<'_, PyAny>, name: &str, data: &[T]) -> PyResul
     };
     let buf = match borrow::<T>(obj, true) {
         Ok(buf) => buf,
+        Err(refusal) if refusal.is_interrupt(obj.py()) => {
+            // Not asked again: the interrupt is the answer.
+            return Err(refusal.explain(obj.py(), wrong()));
+        }
         Err(refusal) => {
             let ours = match Borrowed::get(obj, false) {
                 Ok(b) if b.holds::<T>() => wrong(),

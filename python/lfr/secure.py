@@ -23,13 +23,14 @@ import math
 import os
 import queue
 import threading
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -177,7 +178,8 @@ class SecureBuffer(_core.SecureBuffer):
         """``memoryview(buf)`` on Python 3.12 and newer (PEP 688): a view of it all."""
         # CPython hides this object behind a wrapper that views of the result cannot
         # see through; secure_owner() finds the buffer among these by address instead.
-        _buffer_exporters.add(self)
+        with _buffer_exporters_lock:
+            _buffer_exporters.add(self)
         return self.memoryview()
 
     def __enter__(self) -> SecureBuffer:
@@ -208,8 +210,16 @@ class SecureBuffer(_core.SecureBuffer):
 def _byte_bounds(view: object) -> tuple[int, int] | None:
     """The lowest address and one past the highest that ``view`` can touch, or None."""
     try:
-        # np.asarray of a memoryview shares its memory (strides included); no copy.
-        arr = view if isinstance(view, np.ndarray) else np.asarray(view)
+        if isinstance(view, np.ndarray):
+            # A plain ndarray of the same memory: a subclass cannot answer for its
+            # own address (__array_interface__, which byte_bounds reads).
+            arr = np.asarray(view)
+        else:
+            # A memoryview shares its memory (strides included), no copy; numpy
+            # warns of some formats it reads anyway.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                arr = np.asarray(view)
     except (BufferError, ValueError, TypeError):
         return None
     if arr.dtype.hasobject:
@@ -232,12 +242,17 @@ _closed = _core.SecureBuffer.closed.__get__
 
 
 # Buffers that have exported themselves through __buffer__ (weakly held).
+# Only views made that way are looked up there (lfr's own capture code makes its
+# views with array()), so the linear scan is off the per-frame path.
 _buffer_exporters: weakref.WeakSet[_core.SecureBuffer] = weakref.WeakSet()
+_buffer_exporters_lock = threading.Lock()
 
 
 def _owner_by_address(low: int, high: int) -> _core.SecureBuffer | None:
     """The open buffer among ``_buffer_exporters`` whose memory spans low..high."""
-    for buf in list(_buffer_exporters):
+    with _buffer_exporters_lock:
+        exporters = list(_buffer_exporters)
+    for buf in exporters:
         if not _closed(buf):
             start = _address(buf)
             if start <= low and high <= start + _nbytes(buf):
@@ -267,11 +282,11 @@ def secure_owner(view: object) -> _core.SecureBuffer | None:
     low, high = bounds
     base: object = view
     for _ in range(64):
-        if isinstance(base, _core.SecureBuffer):
+        if issubclass(type(base), _core.SecureBuffer):
             break
-        if isinstance(base, _core.SecureExport):
+        if type(base) is _core.SecureExport:
             base = base.owner
-        elif isinstance(base, builtins.memoryview):
+        elif type(base) is builtins.memoryview:
             base = base.obj
         elif type(base).__name__ == "_buffer_wrapper":
             # A view made through SecureBuffer.__buffer__ (Python 3.12 and newer).
@@ -282,11 +297,14 @@ def secure_owner(view: object) -> _core.SecureBuffer | None:
             base = getattr(base, "base", None)
     else:
         return None
-    if not isinstance(base, _core.SecureBuffer) or _closed(base):
+    if not issubclass(type(base), _core.SecureBuffer):
         return None
-    start = _address(base)
-    if start <= low and high <= start + _nbytes(base):
-        return base
+    owner = cast("_core.SecureBuffer", base)
+    if _closed(owner):
+        return None
+    start = _address(owner)
+    if start <= low and high <= start + _nbytes(owner):
+        return owner
     return None
 
 

@@ -124,3 +124,20 @@ def test_a_scan_passes_an_interrupt_through_and_words_other_errors() -> None:
         _core.scan_memory([Exporter(KeyboardInterrupt)], b"k" * 64)
     with pytest.raises(TypeError, match="masked secrets must be"):
         _core.scan_memory([Exporter(ValueError)], b"k" * 64)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python exporters are 3.12+")
+def test_an_interrupted_output_export_is_not_asked_again(
+    matcher: _core.Matcher,
+) -> None:
+    asked: list[int] = []
+
+    class Exporter:
+        def __buffer__(self, flags: int) -> memoryview:
+            asked.append(flags)
+            raise KeyboardInterrupt
+
+    _, scores = outs()
+    with pytest.raises(KeyboardInterrupt):
+        matcher.search(np.eye(1, 4, dtype=np.float32), 1, Exporter(), scores)
+    assert len(asked) == 1

@@ -321,9 +321,64 @@ def test_secure_owner_follows_views_and_checks_every_reachable_byte() -> None:
         assert secure_owner(Forged(whole)) is None  # not an array
         assert secure_owner(buf) is None  # the buffer itself is not a view
         del whole, view
-    # A closed buffer owns nothing.
-    with lfr.SecureBuffer(64) as other:
-        view = other.array()
-        assert secure_owner(view) is other
-        del view
     assert secure_owner(np.zeros(1)) is None
+
+
+def test_secure_owner_is_not_fooled_by_subclasses_that_lie() -> None:
+    from lfr.secure import secure_owner
+
+    with lfr.SecureBuffer(4096) as buf:
+
+        class Liar(np.ndarray):
+            """Claims the buffer as base and its address as the data pointer."""
+
+            @property
+            def base(self) -> object:  # type: ignore[override]
+                return buf
+
+            @property
+            def __array_interface__(self) -> dict[str, object]:
+                real = dict(np.ndarray.__array_interface__.__get__(self))
+                real["data"] = (buf.address, False)
+                return real
+
+        assert secure_owner(np.zeros(16, np.uint8).view(Liar)) is None
+        assert secure_owner(buf.array()[:16].view(Liar)) is buf  # control: it is there
+
+        class Impostor:
+            __class__ = lfr.SecureBuffer  # type: ignore[assignment]
+
+        class Holder:
+            """Plain memory whose base claims to be a SecureBuffer."""
+
+            def __init__(self) -> None:
+                self.memory = np.zeros(8, np.uint8)
+                self.__array_interface__ = self.memory.__array_interface__
+                self.base = Impostor()
+
+        assert isinstance(Impostor(), lfr.SecureBuffer)  # what the check must not trust
+        assert secure_owner(np.asarray(Holder())) is None  # and no TypeError
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="PEP 688 (__buffer__) is 3.12+")
+def test_secure_owner_finds_views_made_through_the_buffer_protocol() -> None:
+    from lfr.secure import secure_owner
+
+    class Plain:
+        """Another Python exporter: its views are ordinary memory."""
+
+        def __init__(self) -> None:
+            self.memory = bytearray(64)
+
+        def __buffer__(self, flags: int, /) -> memoryview:
+            return memoryview(self.memory)
+
+    with lfr.SecureBuffer(64) as buf:
+        mv = memoryview(buf)
+        assert type(mv.obj).__name__ == "_buffer_wrapper"  # the path under test
+        assert secure_owner(mv) is buf
+        assert secure_owner(np.asarray(buf)[8:]) is buf
+        other = memoryview(Plain())
+        assert type(other.obj).__name__ == "_buffer_wrapper"
+        assert secure_owner(other) is None  # control: the same path, plain memory
+        mv.release()
